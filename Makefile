@@ -1,0 +1,51 @@
+# The two commands in the README: `make run` and `make test`.
+# Everything else here is what they need: a virtual environment with both
+# projects installed, pinned by requirements/constraints.txt.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CACHE := .cache
+# The embedded default model for `make run`: built locally, no download.
+TASK ?= text-to-image
+HOST ?= 127.0.0.1
+PORT ?= 8000
+MODEL_DIR := $(CACHE)/models
+PYTEST_ARGS ?=
+
+.PHONY: run test venv openapi bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements/constraints.txt runner/pyproject.toml operator/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements/constraints.txt \
+		-e "runner[test]" -e "operator[test]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/kubediffusers-tiny-model --task $(TASK) --model-dir $(MODEL_DIR)
+	KUBEDIFFUSERS_TASK=$(TASK) \
+	KUBEDIFFUSERS_MODEL_ID=kubediffusers/tiny-$(TASK) \
+	KUBEDIFFUSERS_MODEL_DIR=$(MODEL_DIR) \
+	KUBEDIFFUSERS_DEVICE=cpu \
+	KUBEDIFFUSERS_HOST=$(HOST) \
+	KUBEDIFFUSERS_PORT=$(PORT) \
+	$(BIN)/kubediffusers-runner
+
+# pytest exits 5 when it collected no test; that is a failure here, not a pass.
+test: $(STAMP)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)"; fi; \
+	exit $$rc
+
+openapi: $(STAMP)
+	$(BIN)/python hack/gen_openapi.py
+
+bench: $(STAMP)
+	$(BIN)/python hack/bench_serving.py
+
+clean:
+	rm -rf $(VENV) $(CACHE)

@@ -1,0 +1,1 @@
+"""kubediffusers operator: reconciles InferencePipeline resources."""

@@ -1,0 +1,113 @@
+"""Runner configuration: every knob is an environment variable with the
+``KUBEDIFFUSERS_`` prefix, so the operator can set them on the container and
+``kubediffusers local`` can set the very same ones on a laptop."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "KUBEDIFFUSERS_"
+
+
+class Task(StrEnum):
+    TEXT_TO_IMAGE = "text-to-image"
+    IMAGE_TO_IMAGE = "image-to-image"
+    INPAINTING = "inpainting"
+    IMAGE_TO_VIDEO = "image-to-video"
+    UPSCALE = "upscale"
+    IMAGE_VARIATION = "image-variation"
+
+
+class DType(StrEnum):
+    AUTO = "auto"  # float16 on CUDA, float32 on CPU
+    FLOAT16 = "float16"
+    BFLOAT16 = "bfloat16"
+    FLOAT32 = "float32"
+
+
+class RunnerSettings(BaseSettings):
+    """Settings of one runner process: one task, one model."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    task: Task = Field(description="The one task this process serves; only its route exists.")
+    model_id: str = Field(
+        min_length=1,
+        pattern=r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$",
+        description="Hugging Face repository id, e.g. stabilityai/sd-turbo.",
+    )
+    model_revision: str = Field(default="main", min_length=1, description="Branch, tag or commit of the model.")
+    model_variant: str | None = Field(default=None, description="Weight variant, e.g. fp16; unset for the default weights.")
+    dtype: DType = Field(default=DType.AUTO, description="Torch dtype the pipeline runs in.")
+    model_dir: Path = Field(default=Path("/models"), description="Hugging Face cache directory holding the model.")
+    device: str = Field(
+        default="auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+        description="auto picks cuda when a GPU is visible, else cpu.",
+    )
+
+    host: str = Field(default="0.0.0.0", description="Address the HTTP server binds.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port the HTTP server binds.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    max_queue_size: int = Field(default=16, ge=1, le=10_000, description="Requests waiting beyond the running one; more get 503.")
+    request_timeout_seconds: float = Field(default=300.0, gt=0, description="A request not done by then gets 504.")
+    auth_token: SecretStr | None = Field(default=None, description="When set, inference routes need 'Authorization: Bearer <token>'.")
+
+    max_pixels: int = Field(default=1536 * 1536, ge=64 * 64, description="Largest width*height a request may ask for.")
+    max_steps: int = Field(default=150, ge=1, le=1000, description="Largest num_inference_steps a request may ask for.")
+    max_images_per_request: int = Field(default=4, ge=1, le=64, description="Largest num_images_per_prompt.")
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="Largest request body; more gets 413.")
+    max_upload_pixels: int = Field(
+        default=4096 * 4096, ge=64 * 64, description="Largest declared width*height of an uploaded image before decoding."
+    )
+    warmup: bool = Field(default=True, description="Run one small generation before reporting ready.")
+
+    @field_validator("model_variant", mode="before")
+    @classmethod
+    def _empty_variant_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("auth_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _sizes_consistent(self) -> "RunnerSettings":
+        if self.max_upload_pixels < self.max_pixels:
+            raise ValueError("max_upload_pixels must be at least max_pixels")
+        return self
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch  # imported lazily: settings must stay cheap to import
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class ConfigurationError(SystemExit):
+    """Raised at start-up with one line saying what is wrong."""
+
+
+def load_settings(**overrides: object) -> RunnerSettings:
+    """Read settings from the environment, turning pydantic's report into one line."""
+    try:
+        return RunnerSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid configuration: {describe_validation_error(exc)}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"])
+        name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+        parts.append(f"{name}: {err['msg']}")
+    return "; ".join(parts)
