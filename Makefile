@@ -22,6 +22,7 @@ $(STAMP): requirements/constraints.txt runner/pyproject.toml operator/pyproject.
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c requirements/constraints.txt \
+		--config-settings editable_mode=compat \
 		-e "runner[test]" -e "operator[test]"
 	touch $(STAMP)
 

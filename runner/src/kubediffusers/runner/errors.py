@@ -1,0 +1,133 @@
+"""Domain errors and their one mapping to HTTP.
+
+Everything the runner raises on purpose is a ``RunnerError`` carrying its HTTP
+status and a message meant for the caller. The handlers installed by
+``install_error_handlers`` turn those, FastAPI's validation errors, Starlette's
+HTTP errors and anything unexpected into ``{"detail": {"msg": ...}}`` so no
+stack trace ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class RunnerError(Exception):
+    status_code = 500
+    retry_after: int | None = None
+
+    def __init__(self, msg: str, *, retry_after: int | None = None) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        if retry_after is not None:
+            self.retry_after = retry_after
+
+
+class InvalidInput(RunnerError):
+    """The caller asked for something outside the limits or sent a bad file."""
+
+    status_code = 400
+
+
+class Unauthorized(RunnerError):
+    status_code = 401
+
+
+class PayloadTooLarge(RunnerError):
+    status_code = 413
+
+
+class NotReady(RunnerError):
+    """The model is loading or failed to load."""
+
+    status_code = 503
+    retry_after = 10
+
+
+class QueueFull(RunnerError):
+    status_code = 503
+    retry_after = 5
+
+
+class GpuOutOfMemory(RunnerError):
+    """The accelerator ran out of memory; memory was freed, retrying smaller may work."""
+
+    status_code = 503
+    retry_after = 1
+
+
+class RequestTimedOut(RunnerError):
+    status_code = 504
+
+
+class ClientGone(RunnerError):
+    """The caller disconnected before its turn; nobody reads this answer."""
+
+    status_code = 499
+
+
+class InferenceFailed(RunnerError):
+    status_code = 500
+
+
+class ModelUnavailable(Exception):
+    """The model cannot be loaded; the message says why (shown in /health)."""
+
+
+def error_body(msg: str, **extra: Any) -> dict[str, Any]:
+    return {"detail": {"msg": msg, **extra}}
+
+
+def error_response(status_code: int, msg: str, *, retry_after: int | None = None, **extra: Any) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse(error_body(msg, **extra), status_code=status_code, headers=headers)
+
+
+def _describe_validation(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+    errors = []
+    for err in exc.errors():
+        # Drop 'input' and 'ctx': they can echo huge or binary request data.
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query")]
+        errors.append({"loc": loc, "msg": err.get("msg", "invalid"), "type": err.get("type", "")})
+    summary = "; ".join(f"{'.'.join(e['loc']) or 'request'}: {e['msg']}" for e in errors)
+    return summary or "invalid request", errors
+
+
+async def _runner_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RunnerError)
+    return error_response(exc.status_code, exc.msg, retry_after=exc.retry_after)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    msg, errors = _describe_validation(exc)
+    return error_response(422, msg, errors=errors)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+    response = error_response(exc.status_code, detail)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal error; see the runner's log")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RunnerError, _runner_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

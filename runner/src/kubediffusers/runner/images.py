@@ -1,0 +1,49 @@
+"""Decoding uploads safely and encoding results."""
+
+from __future__ import annotations
+
+import base64
+import io
+import warnings
+
+from PIL import Image
+
+from kubediffusers.runner.errors import InvalidInput
+
+ACCEPTED_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"}
+
+
+def decode_image(data: bytes, *, field: str, max_pixels: int) -> Image.Image:
+    """Decode an uploaded image to RGB, refusing non-images and images whose
+    declared size is too large before any pixel is decompressed."""
+    if not data:
+        raise InvalidInput(f"{field}: the uploaded file is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.format not in ACCEPTED_FORMATS:
+                raise InvalidInput(f"{field}: unsupported image format {image.format}")
+            width, height = image.size
+            if width * height > max_pixels:
+                raise InvalidInput(
+                    f"{field}: image is {width}x{height}, more than the {max_pixels} pixels allowed for uploads"
+                )
+            image.load()
+    except InvalidInput:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidInput(f"{field}: image is too large to decode safely") from None
+    except Exception:  # PIL raises many types for corrupt data
+        raise InvalidInput(f"{field}: not a readable image (PNG, JPEG, WebP, ...)") from None
+    return image.convert("RGB")
+
+
+def encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")

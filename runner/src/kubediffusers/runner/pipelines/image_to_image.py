@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from typing import Any
+
+from PIL import Image
+
+from kubediffusers.runner.pipelines.base import TaskPipeline, Work
+from kubediffusers.runner.settings import Task
+
+
+class ImageToImagePipeline(TaskPipeline):
+    task = Task.IMAGE_TO_IMAGE
+
+    @classmethod
+    def auto_class(cls) -> Any:
+        from diffusers import AutoPipelineForImage2Image
+
+        return AutoPipelineForImage2Image
+
+    def steps_of(self, work: Work) -> int:
+        # img2img skips the first (1 - strength) of the schedule.
+        return max(1, int(work.params.num_inference_steps * work.params.strength))
+
+    def call_arguments(self, work: Work) -> dict[str, Any]:
+        p = work.params
+        return {
+            "prompt": p.prompt,
+            "negative_prompt": p.negative_prompt or None,
+            "image": work.images["image"],
+            "strength": p.strength,
+            "guidance_scale": p.guidance_scale,
+            "num_inference_steps": p.num_inference_steps,
+        }
+
+    def warmup_work(self) -> Work:
+        from kubediffusers.runner.routes.image_to_image import ImageToImageParams
+
+        height, width = self.default_size()
+        image = Image.new("RGB", (width, height), (127, 127, 127))
+        params = ImageToImageParams.model_construct(
+            prompt="warm-up", negative_prompt="", strength=1.0, guidance_scale=1.0, num_inference_steps=1
+        )
+        return Work(params=params, seed=0, num_images=1, images={"image": image})

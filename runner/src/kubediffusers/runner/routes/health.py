@@ -1,0 +1,69 @@
+"""Health, readiness, liveness and metrics: always open, answered while a
+generation runs because none of them touches the inference thread."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from kubediffusers.runner.context import RunnerContext, get_context
+from kubediffusers.runner.model import ModelState
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: ModelState = Field(description="LOADING while the model loads and warms up, OK when serving, ERROR when it cannot.")
+    activity: Literal["Idle", "Busy"] = Field(description="Busy while the worker runs a generation.")
+    queue_depth: int = Field(description="Requests waiting for the worker.")
+    task: str
+    model: str
+    revision: str | None = Field(description="Commit of the loaded checkpoint.")
+    detail: str = Field(description="Why the runner is not ready, or 'ready'.")
+
+
+def health_of(ctx: RunnerContext) -> Health:
+    return Health(
+        status=ctx.model.state,
+        activity="Busy" if ctx.worker.busy else "Idle",
+        queue_depth=ctx.worker.depth,
+        task=ctx.settings.task.value,
+        model=ctx.settings.model_id,
+        revision=ctx.model.revision,
+        detail=ctx.model.reason,
+    )
+
+
+@router.get("/health", summary="State, Idle/Busy and queue depth")
+async def health(ctx: Annotated[RunnerContext, Depends(get_context)]) -> Health:
+    return health_of(ctx)
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: model loaded and warmed up",
+    responses={503: {"description": "Not ready; detail.msg says why"}},
+)
+async def readyz(ctx: Annotated[RunnerContext, Depends(get_context)]) -> Response:
+    if ctx.model.ready:
+        return JSONResponse({"status": "ready"})
+    return JSONResponse(
+        {"detail": {"msg": ctx.model.reason, "status": ctx.model.state.value}},
+        status_code=503,
+        headers={"Retry-After": "10"},
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(ctx: Annotated[RunnerContext, Depends(get_context)]) -> Response:
+    ctx.metrics.queue_depth.set(ctx.worker.depth)
+    return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)

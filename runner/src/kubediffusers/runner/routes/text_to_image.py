@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from pydantic import Field
+
+from kubediffusers.runner.context import RunnerContext, get_context
+from kubediffusers.runner.routes.common import IMAGE_RESPONSES, GenerationParams, check_size, generate, image_response, new_work
+
+router = APIRouter(tags=["generate"])
+
+
+class TextToImageParams(GenerationParams):
+    """Generate images from a text prompt."""
+
+    height: Annotated[
+        int | None, Field(ge=8, le=8192, description="Height in pixels, a multiple of 8. Default: the model's native size.")
+    ] = None
+    width: Annotated[
+        int | None, Field(ge=8, le=8192, description="Width in pixels, a multiple of 8. Default: the model's native size.")
+    ] = None
+
+
+@router.post(
+    "/text-to-image",
+    summary="Text to image",
+    response_model=None,
+    responses=IMAGE_RESPONSES,
+    operation_id="text_to_image",
+)
+async def text_to_image(
+    params: TextToImageParams, request: Request, ctx: Annotated[RunnerContext, Depends(get_context)]
+) -> Response:
+    params.check_limits(ctx)
+    check_size(params.height, params.width, ctx)
+    images = await generate(ctx, request, new_work(params))
+    return image_response(request, images)
