@@ -1,0 +1,151 @@
+"""Fetcher configuration: environment variables (``KUBEDIFFUSERS_`` prefix, the same
+names as the runner's for the shared ones), overridable by command-line flags.
+
+``HF_TOKEN`` and ``HF_ENDPOINT`` are the standard huggingface_hub variables and are
+read from the environment as they are (never logged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from kubediffusers.runner.settings import Task  # pydantic only: cheap to import
+
+from .errors import ConfigError
+
+ENV_PREFIX = "KUBEDIFFUSERS_"
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
+PatternList = Annotated[list[str] | None, NoDecode]
+
+
+class FetchSettings(BaseSettings):
+    """What to fetch and how."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    task: Task | None = Field(
+        default=None, description="The task the runner will serve; recorded in the marker (the files are the same)."
+    )
+    model_id: str = Field(
+        min_length=1,
+        pattern=r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$",
+        description="Hugging Face repository id, e.g. stabilityai/sd-turbo.",
+    )
+    model_revision: str = Field(
+        default="main", min_length=1, max_length=255, pattern=r"^[^\s]+$", description="Branch, tag or commit."
+    )
+    model_variant: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_\-]+$", description="Weight variant, e.g. fp16; unset for the default."
+    )
+    model_dir: Path = Field(default=Path("/models"), description="Hugging Face cache directory (cache_dir).")
+
+    fetch_allow_patterns: PatternList = Field(
+        default=None, description="Replace the file selection: fnmatch patterns, comma-separated or a JSON list."
+    )
+    fetch_ignore_patterns: PatternList = Field(
+        default=None, description="Replace the list of never-fetched formats (*.bin, *.ckpt, *.onnx, ...)."
+    )
+    fetch_termination_log: Path = Field(
+        default=Path("/dev/termination-log"), description="Where the one-line result goes (Kubernetes reads it)."
+    )
+    fetch_progress_interval_seconds: float = Field(
+        default=5.0, ge=0, le=3600, description="Seconds between progress lines; 0 disables them."
+    )
+    fetch_progress_bars: Literal["auto", "always", "never"] = Field(
+        default="auto", description="huggingface_hub's tqdm bars: auto shows them only when stderr is a terminal."
+    )
+    fetch_retries: int = Field(default=5, ge=0, le=100, description="Retries of a step after network errors or 5xx.")
+    fetch_retry_backoff_seconds: float = Field(
+        default=2.0, ge=0, le=600, description="First wait before a retry; doubles each time."
+    )
+    fetch_retry_max_backoff_seconds: float = Field(default=60.0, ge=0, le=3600, description="Longest wait.")
+    fetch_lock_timeout_seconds: float | None = Field(
+        default=None, gt=0, description="Longest wait for another fetcher of the same model; unset waits forever."
+    )
+    fetch_max_workers: int = Field(default=8, ge=1, le=64, description="Files downloaded in parallel.")
+    fetch_check_free_space: bool = Field(
+        default=True, description="Fail early when the volume has less free space than the download needs."
+    )
+    fetch_refresh: bool = Field(
+        default=False, description="Ignore an existing marker and resolve the revision again (e.g. a moved branch)."
+    )
+
+    @field_validator("model_variant", "task", "fetch_lock_timeout_seconds", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("fetch_allow_patterns", "fetch_ignore_patterns", mode="before")
+    @classmethod
+    def _split_patterns(cls, value: object) -> object:
+        if value is None or isinstance(value, list):
+            return value
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [p.strip() for p in text.split(",") if p.strip()]
+        return value
+
+    @property
+    def endpoint(self) -> str:
+        return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"])
+        name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+        parts.append(f"{name}: {err['msg']}")
+    return "; ".join(parts)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="kubediffusers-fetch",
+        description=(
+            "Download a diffusers checkpoint from the Hugging Face Hub into the cache under the model directory:"
+            " only configs, tokenizer and scheduler files and the safetensors of the chosen variant."
+            " Every flag has a KUBEDIFFUSERS_* environment variable; flags win. HF_TOKEN and HF_ENDPOINT are honoured."
+        ),
+    )
+    add = p.add_argument
+    add("--model-id", dest="model_id", help="repository id (KUBEDIFFUSERS_MODEL_ID)")
+    add("--revision", dest="model_revision", help="branch, tag or commit (KUBEDIFFUSERS_MODEL_REVISION, default main)")
+    add("--variant", dest="model_variant", help="weight variant, e.g. fp16 (KUBEDIFFUSERS_MODEL_VARIANT)")
+    add("--model-dir", dest="model_dir", help="cache directory (KUBEDIFFUSERS_MODEL_DIR, default /models)")
+    add("--task", dest="task", help="task the runner serves (KUBEDIFFUSERS_TASK)")
+    add("--allow-pattern", dest="fetch_allow_patterns", action="append", help="replace the selection (repeatable)")
+    add("--ignore-pattern", dest="fetch_ignore_patterns", action="append", help="replace the ignored formats (repeatable)")
+    add("--termination-log", dest="fetch_termination_log", help="result file (default /dev/termination-log)")
+    add("--progress-interval", dest="fetch_progress_interval_seconds", type=float, help="seconds between progress lines")
+    add("--retries", dest="fetch_retries", type=int, help="retries after network errors")
+    add("--lock-timeout", dest="fetch_lock_timeout_seconds", type=float, help="longest wait for another fetcher")
+    add("--max-workers", dest="fetch_max_workers", type=int, help="parallel file downloads")
+    add("--refresh", dest="fetch_refresh", action="store_const", const=True, help="ignore an existing marker")
+    add("--dry-run", action="store_true", help="print the files that would be fetched, download nothing")
+    return p
+
+
+def load(argv: list[str] | None = None) -> tuple[FetchSettings, argparse.Namespace]:
+    """Settings from the environment with the command line on top; one-line ConfigError if invalid."""
+    args = build_parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k != "dry_run"}
+    try:
+        return FetchSettings(**overrides), args
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None

@@ -1,0 +1,133 @@
+"""Progress lines a person can follow in ``kubectl logs``.
+
+Instead of hooking into huggingface_hub's progress bars (their internals change
+between versions, and fast backends such as hf_xet report differently), a
+background thread looks at the cache itself every few seconds: a file is done
+when its blob ``blobs/<etag>`` exists, and a file in flight is the size of its
+``blobs/<etag>.<random>.incomplete``. So the numbers are what is really on disk,
+whichever transfer backend wrote it, and plain text without control characters::
+
+    progress: 1.2 GB of 3.4 GB (35%), 45.6 MB/s, 5 of 21 files, about 48s left
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def human_seconds(s: float) -> str:
+    s = int(s)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+@dataclass(frozen=True)
+class TrackedFile:
+    path: str
+    size: int
+    etag: str | None  # the blob's name in the cache: the LFS sha256, else the git blob id
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    done_bytes: int
+    done_files: int
+
+
+class ProgressReporter:
+    """Prints a progress line every ``interval`` seconds while a download runs."""
+
+    def __init__(
+        self,
+        repo_dir: Path,
+        files: list[TrackedFile],
+        *,
+        interval: float,
+        say: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.blobs = Path(repo_dir) / "blobs"
+        self.files = files
+        self.total_bytes = sum(f.size for f in files)
+        self.interval = interval
+        self.say = say
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.start_bytes = 0
+        self.started = clock()
+
+    def measure(self) -> Snapshot:
+        done_bytes = done_files = 0
+        for f in self.files:
+            if f.etag is None:
+                continue
+            blob = self.blobs / f.etag
+            try:
+                if blob.is_file():
+                    done_bytes += f.size
+                    done_files += 1
+                    continue
+                partial = 0
+                for tmp in self.blobs.glob(f"{f.etag}.*incomplete"):
+                    try:
+                        partial = max(partial, tmp.stat().st_size)
+                    except OSError:  # renamed or removed meanwhile
+                        pass
+                done_bytes += min(partial, f.size)
+            except OSError:
+                pass
+        return Snapshot(done_bytes, done_files)
+
+    def line(self, snap: Snapshot) -> str:
+        elapsed = max(self.clock() - self.started, 1e-6)
+        rate = max(snap.done_bytes - self.start_bytes, 0) / elapsed
+        pct = 100.0 * snap.done_bytes / self.total_bytes if self.total_bytes else 100.0
+        text = (
+            f"progress: {human_bytes(snap.done_bytes)} of {human_bytes(self.total_bytes)} ({pct:.0f}%),"
+            f" {human_bytes(rate)}/s, {snap.done_files} of {len(self.files)} files"
+        )
+        if rate > 0 and snap.done_bytes < self.total_bytes:
+            text += f", about {human_seconds((self.total_bytes - snap.done_bytes) / rate)} left"
+        return text
+
+    def start(self) -> "ProgressReporter":
+        self.start_bytes = self.measure().done_bytes
+        self.started = self.clock()
+        if self.interval > 0:
+            self._thread = threading.Thread(target=self._run, name="fetch-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.say(self.line(self.measure()))
+            except Exception:  # progress must never break the download
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> "ProgressReporter":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
