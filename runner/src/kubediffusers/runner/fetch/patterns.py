@@ -83,12 +83,6 @@ def pipeline_folders(model_index: Mapping[str, object]) -> set[str]:
     }
 
 
-def matches(path: str, patterns: Sequence[str]) -> bool:
-    from huggingface_hub.utils import filter_repo_objects
-
-    return bool(list(filter_repo_objects([path], allow_patterns=list(patterns))))
-
-
 def _weight_kind(name: str, variant: str | None) -> str | None:
     """Classify a file's base name: "default" or "variant" safetensors (or their index), else None."""
     if re.fullmatch(rf"[^.]+({_SHARD})?\.safetensors", name) or re.fullmatch(r"[^.]+\.safetensors\.index\.json", name):
@@ -106,7 +100,8 @@ def _weight_kind(name: str, variant: str | None) -> str | None:
 
 
 def _is_weights(name: str) -> bool:
-    return name.endswith(".safetensors") or ".safetensors.index" in name or name.endswith(".safetensors.index.json")
+    """Weights or a weights index of any variant (``x.safetensors``, ``x.fp16.safetensors``, ``x.safetensors.index.json``...)."""
+    return ".safetensors" in name
 
 
 def select_files(
