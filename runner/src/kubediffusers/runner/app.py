@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kubediffusers.runner import __version__
 from kubediffusers.runner.auth import require_token
 from kubediffusers.runner.context import RunnerContext
 from kubediffusers.runner.errors import install_error_handlers
 from kubediffusers.runner.limits import BodySizeLimit
+from kubediffusers.runner.metrics import Metrics
 from kubediffusers.runner.routes import health, task_router
 from kubediffusers.runner.settings import RunnerSettings, Task
 
@@ -47,23 +49,36 @@ def create_app(settings: RunnerSettings, *, tasks: list[Task] | None = None, loa
     app.include_router(health.router)
     for task in tasks or [settings.task]:
         app.include_router(task_router(task), dependencies=[Depends(require_token)])
-    _count_requests(app, context)
+    app.add_middleware(RequestMetrics, metrics=context.metrics)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     return app
 
 
-def _count_requests(app: FastAPI, context: RunnerContext) -> None:
-    @app.middleware("http")
-    async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+class RequestMetrics:
+    """Counts requests by route template and status. A plain ASGI middleware:
+    it leaves ``receive`` alone, so handlers still see client disconnects."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
         status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, send_with_status)
         finally:
-            route = request.scope.get("route")
             # Label by route template, never the raw path: unknown paths must not grow the series.
-            path = getattr(route, "path", "unmatched")
-            context.metrics.requests.labels(path, request.method, str(status)).inc()
-            context.metrics.request_seconds.labels(path).observe(time.perf_counter() - started)
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(path, scope["method"], str(status)).inc()
+            self.metrics.request_seconds.labels(path).observe(time.perf_counter() - started)
