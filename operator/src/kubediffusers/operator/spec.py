@@ -1,0 +1,272 @@
+"""The InferencePipeline spec as a pydantic model: the single source of truth.
+
+The CRD's openAPIV3Schema is generated from these models (see ``crd.py`` and
+``hack/gen_crd.py``), so every field has one description, one default and one set
+of bounds, whether it is read by ``kubectl explain``, by the API server or by the
+operator.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic.alias_generators import to_camel
+
+GROUP = "kubediffusers.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "InferencePipeline"
+PLURAL = "inferencepipelines"
+SINGULAR = "inferencepipeline"
+SHORT_NAMES = ["ipl"]
+
+# The pattern Kubernetes uses for resource quantities ("20Gi", "500m", "1").
+QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Same rule as the runner's KUBEDIFFUSERS_MODEL_ID, so a spec that passes here passes there.
+MODEL_ID_PATTERN = r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$"
+ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+
+
+def _quantity_to_str(value: Any) -> Any:
+    # Kubernetes accepts 1 and "1" alike; keep one form so comparisons are simple.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity_to_str),
+    Field(pattern=QUANTITY_PATTERN),
+    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string", "pattern": QUANTITY_PATTERN}], "x-kubernetes-int-or-string": True}),
+]
+
+
+class _Model(BaseModel):
+    # camelCase in YAML, snake_case in Python; unknown fields are an error so a typo
+    # ("replica: 2") is reported instead of silently ignored.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class Task(StrEnum):
+    TEXT_TO_IMAGE = "text-to-image"
+    IMAGE_TO_IMAGE = "image-to-image"
+    INPAINTING = "inpainting"
+    IMAGE_TO_VIDEO = "image-to-video"
+    UPSCALE = "upscale"
+    IMAGE_VARIATION = "image-variation"
+
+
+class SecretKeyRef(_Model):
+    """A key of a Secret in the pipeline's namespace."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the Secret, in the pipeline's namespace.")
+    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key inside the Secret whose value is used.")
+
+
+class ModelSpec(_Model):
+    """Which Hugging Face model to serve."""
+
+    id: str = Field(min_length=1, max_length=200, pattern=MODEL_ID_PATTERN, description="Hugging Face repository id, e.g. stabilityai/sd-turbo.")
+    revision: str = Field(
+        default="main",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\w.\-/]+$",
+        description="Branch, tag or commit of the repository. The commit it resolved to is recorded in status.model.resolvedRevision.",
+    )
+    variant: str | None = Field(
+        default=None, max_length=64, pattern=r"^[\w.\-]+$", description="Weight variant to fetch and load, e.g. fp16. Unset for the default weights."
+    )
+    dtype: Literal["float16", "bfloat16", "float32"] | None = Field(
+        default=None, description="Torch dtype the pipeline runs in. Unset: float16 on a GPU, float32 on a CPU."
+    )
+    token_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding a Hugging Face access token, for gated or private repositories. Only the fetch init container sees it (as HF_TOKEN).",
+    )
+
+
+class StorageSpec(_Model):
+    """The model cache: a PersistentVolumeClaim mounted at /models."""
+
+    size: Quantity = Field(default="20Gi", description="Size of the claim the operator creates (<name>-models). Ignored with existingClaim.")
+    storage_class_name: str | None = Field(
+        default=None, max_length=253, description="StorageClass of the claim the operator creates. Unset: the cluster's default class."
+    )
+    access_modes: list[Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]] = Field(
+        default=["ReadWriteOnce"],
+        min_length=1,
+        max_length=3,
+        description="Access modes of the claim the operator creates. More than one replica needs ReadWriteMany (or an existingClaim that allows it).",
+    )
+    existing_claim: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Use this existing claim (e.g. a ReadWriteMany cache shared by several pipelines) instead of creating one. The operator never deletes it.",
+    )
+    delete_policy: Literal["Delete", "Retain"] = Field(
+        default="Delete",
+        description=(
+            "Fate of the claim the operator creates when the pipeline is deleted. Delete: it goes with the pipeline (owner reference). "
+            "Retain: it is kept, and a pipeline created again under the same name reuses the cached model."
+        ),
+    )
+
+
+class ResourceRequirements(_Model):
+    """Compute resources of the runner container."""
+
+    limits: dict[str, Quantity] | None = Field(default=None, description="Resource limits, e.g. {nvidia.com/gpu: 1, memory: 16Gi}.")
+    requests: dict[str, Quantity] | None = Field(default=None, description="Resource requests, e.g. {cpu: 2, memory: 12Gi}.")
+
+
+class Toleration(_Model):
+    """A toleration, as in a Pod spec."""
+
+    key: str | None = Field(default=None, max_length=317, description="Taint key the toleration applies to. Empty with operator Exists: all taints.")
+    operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Exists or Equal (the default).")
+    value: str | None = Field(default=None, max_length=63, description="Taint value to match with operator Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(default=None, description="Taint effect to match. Unset: all effects.")
+    toleration_seconds: int | None = Field(default=None, description="With effect NoExecute: how long the pod stays bound after the taint appears.")
+
+
+class RunnerLimits(_Model):
+    """Per-request limits enforced by the runner. Unset: the runner's defaults."""
+
+    max_pixels: int | None = Field(default=None, ge=64 * 64, le=4096 * 4096, description="Largest width*height a request may ask for (runner default 1536*1536).")
+    max_steps: int | None = Field(default=None, ge=1, le=1000, description="Largest num_inference_steps a request may ask for (runner default 150).")
+    max_images_per_request: int | None = Field(default=None, ge=1, le=64, description="Largest num_images_per_prompt (runner default 4).")
+    max_upload_bytes: int | None = Field(default=None, ge=1024, le=1024**3, description="Largest request body in bytes; larger gets 413 (runner default 20 MiB).")
+
+
+class EnvVar(_Model):
+    """An extra environment variable for the runner container."""
+
+    name: str = Field(min_length=1, max_length=256, pattern=ENV_NAME_PATTERN, description="Variable name.")
+    value: str = Field(default="", description="Variable value.")
+
+
+class RunnerSpec(_Model):
+    """The runner container: image, queue and limits."""
+
+    image: str | None = Field(default=None, max_length=512, description="Runner image (also runs the fetch init container). Unset: the operator's configured default.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level of the runner and the fetcher.")
+    max_queue_size: int | None = Field(default=None, ge=1, le=10_000, description="Requests that may wait beyond the running one; more get 503 (runner default 16).")
+    request_timeout_seconds: float | None = Field(default=None, gt=0, le=86_400, description="A request not done by then gets 504 (runner default 300).")
+    limits: RunnerLimits = Field(default_factory=RunnerLimits, description="Per-request limits.")
+    auth_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding a bearer token; when set, inference routes need 'Authorization: Bearer <token>'."
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Extra environment variables for the runner container; they replace operator-built ones of the same name (e.g. KUBEDIFFUSERS_DEVICE).",
+    )
+
+
+class ServiceSpec(_Model):
+    """The Service in front of the runner pods."""
+
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(default="ClusterIP", description="Service type.")
+    port: int = Field(default=80, ge=1, le=65535, description="Service port; it forwards to the runner's port 8000 (named http).")
+
+
+class InferencePipelineSpec(_Model):
+    """Desired state: one task served by one model, cached on a volume, behind a Service."""
+
+    task: Task = Field(description="The one task the runner serves; only its route exists.")
+    model: ModelSpec = Field(description="The Hugging Face model to fetch and serve.")
+    storage: StorageSpec = Field(default_factory=StorageSpec, description="Where the model is cached.")
+    replicas: int = Field(default=1, ge=0, le=100, description="Number of runner pods. Also set by `kubectl scale` and HorizontalPodAutoscalers.")
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Compute resources of the runner container, e.g. {limits: {nvidia.com/gpu: 1}}. Unset: none (the runner uses the CPU)."
+    )
+    node_selector: dict[str, str] | None = Field(default=None, description="Node labels the pods must match, as in a Pod spec.")
+    tolerations: list[Toleration] | None = Field(default=None, description="Tolerations of the pods, as in a Pod spec (e.g. for tainted GPU nodes).")
+    affinity: dict[str, Any] | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        description="Affinity of the pods (core/v1 Affinity), passed through as is.",
+    )
+    runtime_class_name: str | None = Field(default=None, max_length=253, description="RuntimeClass of the pods (e.g. nvidia).")
+    priority_class_name: str | None = Field(default=None, max_length=253, description="PriorityClass of the pods.")
+    runner: RunnerSpec = Field(default_factory=RunnerSpec, description="The runner container.")
+    service: ServiceSpec = Field(default_factory=ServiceSpec, description="The Service in front of the pods.")
+
+
+# ---- status (written by the operator; modelled here so the CRD schema is generated too)
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    DOWNLOADING = "Downloading"
+    LOADING = "Loading"
+    READY = "Ready"
+    DEGRADED = "Degraded"
+    FAILED = "Failed"
+
+
+class Condition(_Model):
+    """One aspect of the pipeline's state, as in other Kubernetes objects."""
+
+    type: str = Field(description="Valid, ModelCached or Available.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="One CamelCase word saying why.")
+    message: str = Field(default="", description="What a person should know, in a sentence.")
+    last_transition_time: str | None = Field(default=None, description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(default=None, description="metadata.generation the condition was computed from.")
+
+
+class ModelStatus(_Model):
+    """What was fetched."""
+
+    resolved_revision: str | None = Field(default=None, description="Commit the requested revision resolved to when fetched.")
+
+
+class InferencePipelineStatus(_Model):
+    """Observed state, written by the operator."""
+
+    phase: Phase | None = Field(default=None, description="Pending, Downloading, Loading, Ready, Degraded or Failed.")
+    message: str | None = Field(default=None, description="Why the pipeline is in this phase.")
+    conditions: list[Condition] = Field(default_factory=list, description="Valid, ModelCached and Available conditions.")
+    observed_generation: int | None = Field(default=None, description="metadata.generation this status was computed from.")
+    replicas: int | None = Field(default=None, description="Runner pods that exist (for the scale subresource).")
+    ready_replicas: int | None = Field(default=None, description="Runner pods that answer /readyz.")
+    selector: str | None = Field(default=None, description="Label selector of the runner pods (for the scale subresource and HPAs).")
+    url: str | None = Field(default=None, description="Cluster URL of the Service, http://<name>.<namespace>.svc.cluster.local:<port>.")
+    model: ModelStatus | None = Field(default=None, description="What was fetched.")
+
+
+# ---- parsing
+
+
+class SpecError(ValueError):
+    """The spec does not parse: one line per problem, with the field path."""
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = "spec") -> str:
+    parts = []
+    for err in exc.errors():
+        path = ".".join([prefix, *(str(p) for p in err["loc"])])
+        parts.append(f"{path}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_spec(raw: Any) -> InferencePipelineSpec:
+    try:
+        return InferencePipelineSpec.model_validate(dict(raw or {}))
+    except ValidationError as exc:
+        raise SpecError(describe_validation_error(exc)) from None
+
+
+def is_dns_label(name: str) -> bool:
+    return len(name) <= 63 and re.match(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", name) is not None

@@ -1,0 +1,48 @@
+"""Helpers shared by the operator tests (imported by name: tests/operator is on sys.path)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+CRD_PATH = ROOT / "crds" / "inferencepipelines.yaml"
+# An old supported Kubernetes and the newest kubernetes-validate knows.
+K8S_VERSIONS = ("1.28", "1.37")
+
+
+def manifest(name: str = "sd", **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"task": "text-to-image", "model": {"id": "stabilityai/sd-turbo"}}
+    body.update(spec)
+    return {
+        "apiVersion": "kubediffusers.io/v1alpha1",
+        "kind": "InferencePipeline",
+        "metadata": {"name": name, "namespace": "ns1", "uid": "uid-1234", "generation": 1},
+        "spec": body,
+    }
+
+
+def example_docs() -> list[tuple[str, dict[str, Any]]]:
+    return [(f"{path.name}#{i}", doc) for path in EXAMPLES for i, doc in enumerate(yaml.safe_load_all(path.read_text())) if doc]
+
+
+def to_jsonschema(node: Any) -> Any:
+    """The CRD's structural schema as plain JSON Schema, as strict as the API server.
+
+    nullable -> also null; objects with properties reject unknown fields (the API
+    server would prune them silently, which hides typos; kubectl --validate=strict fails).
+    """
+    if isinstance(node, list):
+        return [to_jsonschema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: to_jsonschema(v) for k, v in node.items() if not k.startswith("x-kubernetes") and k != "nullable"}
+    if "properties" in out and not node.get("x-kubernetes-preserve-unknown-fields"):
+        out.setdefault("additionalProperties", False)
+    if node.get("nullable"):
+        out = {"anyOf": [out, {"type": "null"}]}
+    return out
