@@ -200,7 +200,7 @@ def _download(ctx: _Context, console: Console, *, dry_run: bool) -> Result | Non
         )
     if dry_run:
         for t in tracked:
-            say(f"  {t.path} ({human_bytes(t.size)})")
+            say(f"would fetch {t.path} ({human_bytes(t.size)})")
         return None
 
     repo_dir = repo_folder(s.model_dir, s.model_id)
@@ -337,6 +337,7 @@ def explain(exc: BaseException, ctx: _Context) -> FetchError:
     from huggingface_hub.errors import (
         GatedRepoError,
         LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
         RemoteEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
@@ -368,6 +369,13 @@ def explain(exc: BaseException, ctx: _Context) -> FetchError:
             EXIT_DISK,
         )
 
+    if any(isinstance(e, OfflineModeIsEnabled) for e in chain):
+        return FetchError(
+            "Offline",
+            f"HF_HUB_OFFLINE is set, and {repo}@{s.model_revision} is not complete in {s.model_dir};"
+            " unset HF_HUB_OFFLINE to download it",
+            EXIT_UNREACHABLE,
+        )
     status = http_status(exc)
     token_hint = "set HF_TOKEN (spec.model.tokenSecretRef) to a token of an account that has access"
     if any(isinstance(e, RevisionNotFoundError) for e in chain):

@@ -79,9 +79,9 @@ def http_status(exc: BaseException) -> int | None:
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying the whole step may help: network trouble or the Hub answering 5xx/429/408."""
     import httpx2
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-    if isinstance(exc, FetchError):
+    if isinstance(exc, FetchError) or any(isinstance(e, OfflineModeIsEnabled) for e in causes(exc)):
         return False
     if find_errno(exc, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM) is not None:
         return False
