@@ -294,3 +294,20 @@ def test_offline_mode_is_explained(hub, fetch_env, run):
     assert result.returncode == EXIT_UNREACHABLE
     assert "HF_HUB_OFFLINE is set" in assert_one_failure_line(result, "Offline")
     assert hub.seen() == []
+
+
+def test_a_commit_sha_or_a_tag_as_revision(hub, fetch_env, run, tmp_path):
+    repo = hub.repos[MODEL]
+    repo.refs["v1.0"] = repo.sha
+    env = {**fetch_env, "HF_ENDPOINT": hub.url}
+    by_sha = run(env, *ARGS, "--revision", repo.sha)
+    assert by_sha.returncode == 0, by_sha.output
+    assert by_sha.termination == f"resolved {repo.sha}"
+    repo_dir = tmp_path / "models" / "models--tiny-org--tiny-sd"
+    assert not (repo_dir / "refs" / repo.sha).exists()
+    weights_gets = len([r for r in hub.seen("GET", "/resolve/") if r.path.endswith(".safetensors")])
+    by_tag = run(env, *ARGS, "--revision", "v1.0")
+    assert by_tag.returncode == 0 and "nothing to download" not in by_tag.stdout  # its own marker...
+    assert len([r for r in hub.seen("GET", "/resolve/") if r.path.endswith(".safetensors")]) == weights_gets
+    assert (repo_dir / "refs" / "v1.0").read_text() == repo.sha  # ...but the files were already there
+    assert read_marker(tmp_path / "models", MODEL, "v1.0", None).resolved_commit == repo.sha
