@@ -15,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from kubediffusers.runner.errors import ModelUnavailable, NotReady
+from kubediffusers.runner.fetch.marker import read_marker
 from kubediffusers.runner.metrics import Metrics
 from kubediffusers.runner.pipelines import pipeline_class
 from kubediffusers.runner.pipelines.base import TaskPipeline, one_line
@@ -30,12 +31,20 @@ class ModelState(StrEnum):
 
 
 def find_snapshot(settings: RunnerSettings) -> tuple[Path, str]:
-    """The snapshot folder and commit of the configured model, from the cache only."""
+    """The snapshot folder and commit of the configured model, from the cache only.
+
+    The fetcher's completion marker is preferred: it proves every file it
+    selected arrived. Without one (a cache filled by other means, the tiny
+    models), huggingface_hub resolves the revision offline.
+    """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     if not settings.model_dir.is_dir():
         raise ModelUnavailable(f"model directory {settings.model_dir} does not exist")
+    marker = read_marker(settings.model_dir, settings.model_id, settings.model_revision, settings.model_variant)
+    if marker is not None:
+        return marker.snapshot_path, marker.resolved_commit
     try:
         path = Path(
             snapshot_download(
