@@ -12,9 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import pathlib
-import shutil
 from collections import namedtuple
-from pathlib import Path
 
 import pytest
 from filelock import FileLock

@@ -232,13 +232,14 @@ def _download(ctx: _Context, console: Console, *, dry_run: bool) -> Result | Non
     files = []
     for t in tracked:
         p = snapshot_path / t.path
-        size = p.stat().st_size if p.is_file() else -1
-        if size != t.size:
+        size = p.stat().st_size if p.is_file() else -1  # follows the snapshot's symlink to the blob
+        if size < 0 or (t.size and size != t.size):  # size 0: the Hub listed none (or an empty file)
             raise FetchError(
                 "IncompleteDownload",
-                f"{t.path} of {s.model_id}@{sha} has {size} bytes on disk, the Hub lists {t.size}; run the fetch again",
+                f"{t.path} of {s.model_id}@{sha} has {max(size, 0)} bytes on disk, the Hub lists {t.size};"
+                " run the fetch again",
             )
-        files.append(MarkerFile(path=t.path, size=t.size))
+        files.append(MarkerFile(path=t.path, size=size))
     marker = Marker(
         model_id=s.model_id,
         revision=s.model_revision,
@@ -250,15 +251,14 @@ def _download(ctx: _Context, console: Console, *, dry_run: bool) -> Result | Non
         ignore_patterns=_tuple(s.fetch_ignore_patterns),
         task=str(s.task) if s.task is not None else None,
         endpoint=s.endpoint,
-        total_bytes=total,
+        total_bytes=sum(f.size for f in files),
         model_dir=s.model_dir,
     )
     write_marker(marker)
-    took = time.monotonic() - started
+    took = max(time.monotonic() - started, 1e-3)
     say(
-        reporter.line(reporter.measure()).replace("progress:", "progress (final):")
-        if s.fetch_progress_interval_seconds > 0
-        else f"downloaded {human_bytes(ctx.needed_bytes)} in {human_seconds(took)}"
+        f"downloaded {human_bytes(ctx.needed_bytes)} in {human_seconds(took)} ({human_bytes(ctx.needed_bytes / took)}/s);"
+        f" the snapshot has {len(files)} files, {human_bytes(marker.total_bytes)}"
     )
     return Result(marker=marker, downloaded=True)
 
