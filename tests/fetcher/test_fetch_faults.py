@@ -42,7 +42,15 @@ def in_process(hub, tmp_path, monkeypatch):
     term = tmp_path / "termination-log"
     argv = ["--model-id", MODEL, "--model-dir", str(tmp_path / "models"), "--termination-log", str(term),
             "--retries", "0", "--max-workers", "1", "--progress-interval", "0"]
-    return argv, term
+    # main() quiets huggingface_hub's logging and bars for the process: put them back afterwards
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+    from huggingface_hub.utils import logging as hf_logging
+
+    bars_were_disabled, verbosity = are_progress_bars_disabled(), hf_logging.get_verbosity()
+    yield argv, term
+    hf_logging.set_verbosity(verbosity)
+    if not bars_were_disabled:
+        enable_progress_bars()
 
 
 class _QuotaFile:
