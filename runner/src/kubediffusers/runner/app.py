@@ -14,9 +14,9 @@ from kubediffusers.runner import __version__
 from kubediffusers.runner.auth import require_token
 from kubediffusers.runner.context import RunnerContext
 from kubediffusers.runner.errors import install_error_handlers
-from kubediffusers.runner.limits import BodySizeLimit
+from kubediffusers.runner.limits import BodyLimits
 from kubediffusers.runner.metrics import Metrics
-from kubediffusers.runner.routes import health, task_router
+from kubediffusers.runner.routes import health, jobs, task_router
 from kubediffusers.runner.settings import RunnerSettings, Task
 
 DESCRIPTION = """\
@@ -49,8 +49,12 @@ def create_app(settings: RunnerSettings, *, tasks: list[Task] | None = None, loa
     app.include_router(health.router)
     for task in tasks or [settings.task]:
         app.include_router(task_router(task), dependencies=[Depends(require_token)])
+    # Async jobs of the served task; the same token guards them.
+    app.include_router(jobs.router, dependencies=[Depends(require_token)])
     app.add_middleware(RequestMetrics, metrics=context.metrics)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        BodyLimits, max_bytes=settings.max_upload_bytes, timeout_seconds=settings.body_timeout_seconds
+    )
     return app
 
 

@@ -1,58 +1,70 @@
-"""Request body size limit, enforced before the body is read."""
+"""Request body limits, enforced while the body arrives: a size cap and a
+deadline, so neither a multi-GB upload nor a slow trickle ties up the server."""
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kubediffusers.runner.errors import error_response
 
 
-class _TooLarge(Exception):
-    pass
+class BodyLimits:
+    """413 from Content-Length at once, or as soon as a chunked body passes
+    the cap; 408 when the whole body has not arrived within the deadline."""
 
-
-class BodySizeLimit:
-    """Answers 413 from Content-Length at once, and stops a chunked body as
-    soon as it passes the limit, so a multi-GB upload is never buffered."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_seconds: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_seconds = timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        msg = f"the request body is larger than the {self.max_bytes} bytes allowed"
+        too_large = f"the request body is larger than the {self.max_bytes} bytes allowed"
         for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-                if declared > self.max_bytes:
-                    await error_response(413, msg)(scope, receive, send)
-                    return
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await error_response(413, too_large)(scope, receive, send)
+                return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_seconds
         received = 0
+        body_done = False
         started = False
+        refused = False
+
+        async def refuse(status: int, msg: str) -> Message:
+            # Answer here, then tell the app the client left: frameworks turn
+            # exceptions raised while reading a body into their own 400s.
+            nonlocal refused
+            if not started:
+                await error_response(status, msg)(scope, receive, send)
+            refused = True
+            return {"type": "http.disconnect"}
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done or refused:  # later calls only wait for a disconnect: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return await refuse(408, f"the request body did not arrive within {self.timeout_seconds:g} seconds")
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge()
+                    return await refuse(413, too_large)
+                body_done = not message.get("more_body", False)
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return  # the answer was already sent
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await error_response(413, msg)(scope, receive, send)
+        await self.app(scope, limited_receive, guarded_send)

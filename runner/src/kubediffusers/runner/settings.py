@@ -53,7 +53,7 @@ class RunnerSettings(BaseSettings):
 
     host: str = Field(default="0.0.0.0", description="Address the HTTP server binds.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port the HTTP server binds.")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level of the runner and uvicorn.")
 
     max_queue_size: int = Field(default=16, ge=1, le=10_000, description="Requests waiting beyond the running one; more get 503.")
     request_timeout_seconds: float = Field(default=300.0, gt=0, description="A request not done by then gets 504.")
@@ -63,10 +63,16 @@ class RunnerSettings(BaseSettings):
     max_steps: int = Field(default=150, ge=1, le=1000, description="Largest num_inference_steps a request may ask for.")
     max_images_per_request: int = Field(default=4, ge=1, le=64, description="Largest num_images_per_prompt.")
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="Largest request body; more gets 413.")
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="A request body not fully received by then gets 408 (slow clients)."
+    )
     max_upload_pixels: int = Field(
         default=4096 * 4096, ge=64 * 64, description="Largest declared width*height of an uploaded image before decoding."
     )
     warmup: bool = Field(default=True, description="Run one small generation before reporting ready.")
+    max_video_frames: int = Field(default=25, ge=1, le=1000, description="Largest num_frames an image-to-video request may ask for.")
+    job_ttl_seconds: float = Field(default=3600.0, gt=0, description="How long a finished async job's result is kept.")
+    max_jobs: int = Field(default=100, ge=1, le=100_000, description="Most async jobs kept at once; the oldest finished go first.")
 
     @field_validator("model_variant", mode="before")
     @classmethod
