@@ -26,8 +26,9 @@ STEPS = 2  # enough to exercise the scheduler, cheap on a CPU
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
-    for task in ("text-to-image", "image-to-image"):
+    for task in ("text-to-image", "image-to-image", "inpainting", "image-to-video", "upscale", "image-variation"):
         ensure_tiny_model(task, root)
+    ensure_tiny_model("text-to-image", root, arch="sdxl")  # kubediffusers/tiny-sdxl
     return root
 
 

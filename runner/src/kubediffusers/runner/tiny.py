@@ -25,8 +25,13 @@ TINY_ORG = "kubediffusers"
 TINY_FORMAT_VERSION = "1"
 
 
-def tiny_model_id(task: Task | str) -> str:
-    return f"{TINY_ORG}/tiny-{Task(task).value}"
+def tiny_model_id(task: Task | str, arch: str | None = None) -> str:
+    """kubediffusers/tiny-<task> for the task's default architecture, else
+    kubediffusers/tiny-<arch> (e.g. kubediffusers/tiny-sdxl)."""
+    task = Task(task)
+    if arch is None or arch == DEFAULT_ARCHITECTURE[task]:
+        return f"{TINY_ORG}/tiny-{task.value}"
+    return f"{TINY_ORG}/tiny-{arch}"
 
 
 def repo_cache_dir(model_dir: Path, model_id: str) -> Path:
@@ -151,10 +156,201 @@ def build_stable_diffusion(folder: Path) -> None:
     pipe.save_pretrained(folder, safe_serialization=True)
 
 
-BUILDERS: dict[Task, Callable[[Path], None]] = {
-    Task.TEXT_TO_IMAGE: build_stable_diffusion,
-    Task.IMAGE_TO_IMAGE: build_stable_diffusion,
+def build_stable_diffusion_inpainting(folder: Path) -> None:
+    """SD inpainting-shaped checkpoint: the UNet takes 9 channels (4 latent,
+    1 mask, 4 masked-image latent), like runwayml's and SD 2's inpainting models."""
+    import torch
+    from diffusers import StableDiffusionInpaintPipeline
+
+    torch.manual_seed(0)
+    components = _stable_diffusion_components()
+    components["unet"] = _tiny_unet(in_channels=9)
+    pipe = StableDiffusionInpaintPipeline(
+        **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
+def build_stable_diffusion_xl(folder: Path) -> None:
+    """SDXL-shaped checkpoint: two CLIP text encoders (the second with a
+    projection, whose pooled output and the size/crop ids feed the UNet's
+    "text_time" embedding). Serves text-to-image, image-to-image and inpainting
+    through the auto pipelines, as SDXL and SDXL-Turbo do."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    text_config = _clip_text_config(projection_dim=32)
+    pipe = StableDiffusionXLPipeline(
+        unet=_tiny_unet(
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            transformer_layers_per_block=(1, 2),
+            projection_class_embeddings_input_dim=6 * 8 + 32,  # six size/crop ids + pooled text
+            cross_attention_dim=64,  # both encoders' hidden states, concatenated
+        ),
+        vae=_tiny_vae(),
+        text_encoder=CLIPTextModel(text_config),
+        tokenizer=_tiny_tokenizer(),
+        text_encoder_2=CLIPTextModelWithProjection(text_config),
+        tokenizer_2=_tiny_tokenizer(),
+        scheduler=EulerDiscreteScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing", steps_offset=1
+        ),
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
+def build_stable_video_diffusion(folder: Path) -> None:
+    """Stable Video Diffusion-shaped checkpoint: spatio-temporal UNet, a VAE
+    with a temporal decoder and a CLIP image encoder for conditioning."""
+    import torch
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    unet = UNetSpatioTemporalConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=8,  # noisy latents + the conditioning image's latents
+        out_channels=4,
+        # Attention only at the lower resolution keeps a CPU step well under a second.
+        down_block_types=("DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"),
+        up_block_types=("CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal"),
+        cross_attention_dim=32,
+        num_attention_heads=(2, 4),
+        projection_class_embeddings_input_dim=3 * 32,  # fps, motion bucket, noise augmentation
+        addition_time_embed_dim=32,
+        num_frames=4,  # the default video length
+    )
+    vae = AutoencoderKLTemporalDecoder(
+        block_out_channels=(32, 64),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        latent_channels=4,
+    )
+    # SVD resizes the conditioning image to 224x224 for CLIP, so the encoder
+    # must take that size; 32-pixel patches keep it at 49 tokens.
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=4,
+            image_size=224, patch_size=32, intermediate_size=37,
+        )
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", interpolation_type="linear",
+        prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002, steps_offset=1,
+        timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True,
+    )
+    pipe = StableVideoDiffusionPipeline(
+        vae=vae, image_encoder=image_encoder, unet=unet, scheduler=scheduler,
+        feature_extractor=CLIPImageProcessor(crop_size=224, size=224),
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
+def build_stable_diffusion_upscaler(folder: Path) -> None:
+    """SD x4 upscaler-shaped checkpoint: the UNet denoises latents at the input
+    image's size with the noised low-res image concatenated (4 + 3 channels),
+    conditioned on the noise level; a 3-level VAE decodes them 4x larger."""
+    import torch
+    from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(0)
+    pipe = StableDiffusionUpscalePipeline(
+        unet=_tiny_unet(
+            block_out_channels=(32, 32, 64),
+            in_channels=7,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=8,
+            use_linear_projection=True,
+            num_class_embeds=351,  # one per noise level up to max_noise_level
+        ),
+        vae=_tiny_vae(
+            block_out_channels=(32, 32, 64),
+            down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3,
+            scaling_factor=0.08333,  # the x4 upscaler's own value
+        ),
+        text_encoder=CLIPTextModel(_clip_text_config()),
+        tokenizer=_tiny_tokenizer(),
+        low_res_scheduler=DDPMScheduler(),
+        scheduler=DDIMScheduler(prediction_type="v_prediction", steps_offset=1),
+        max_noise_level=350,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
+def build_stable_diffusion_image_variation(folder: Path) -> None:
+    """lambdalabs/sd-image-variations-shaped checkpoint: the UNet is
+    conditioned on a CLIP image embedding instead of text."""
+    import torch
+    from diffusers import StableDiffusionImageVariationPipeline
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    components = _stable_diffusion_components()
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=4,
+            image_size=32, patch_size=4, intermediate_size=37,
+        )
+    )
+    pipe = StableDiffusionImageVariationPipeline(
+        vae=components["vae"],
+        image_encoder=image_encoder,
+        unet=components["unet"],
+        scheduler=components["scheduler"],
+        feature_extractor=CLIPImageProcessor(crop_size=32, size=32),
+        safety_checker=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
+# Tiny architectures by name. A task's default architecture gets the model id
+# kubediffusers/tiny-<task>; any other gets kubediffusers/tiny-<architecture>.
+ARCHITECTURES: dict[str, Callable[[Path], None]] = {
+    "sd": build_stable_diffusion,
+    "sd-inpainting": build_stable_diffusion_inpainting,
+    "sdxl": build_stable_diffusion_xl,
+    "svd": build_stable_video_diffusion,
+    "sd-x4-upscaler": build_stable_diffusion_upscaler,
+    "sd-image-variation": build_stable_diffusion_image_variation,
 }
+
+DEFAULT_ARCHITECTURE: dict[Task, str] = {
+    Task.TEXT_TO_IMAGE: "sd",
+    Task.IMAGE_TO_IMAGE: "sd",
+    Task.INPAINTING: "sd-inpainting",
+    Task.IMAGE_TO_VIDEO: "svd",
+    Task.UPSCALE: "sd-x4-upscaler",
+    Task.IMAGE_VARIATION: "sd-image-variation",
+}
+
+# Which tasks each architecture can serve (mirrors what real checkpoints of that shape do).
+ARCHITECTURE_TASKS: dict[str, frozenset[Task]] = {
+    "sd": frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING}),
+    "sd-inpainting": frozenset({Task.INPAINTING}),
+    "sdxl": frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING}),
+    "svd": frozenset({Task.IMAGE_TO_VIDEO}),
+    "sd-x4-upscaler": frozenset({Task.UPSCALE}),
+    "sd-image-variation": frozenset({Task.IMAGE_VARIATION}),
+}
+
+BUILDERS: dict[Task, Callable[[Path], None]] = {task: ARCHITECTURES[arch] for task, arch in DEFAULT_ARCHITECTURE.items()}
 
 
 def _snapshot_commit(folder: Path) -> str:
@@ -166,14 +362,18 @@ def _snapshot_commit(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def ensure_tiny_model(task: Task | str, model_dir: Path, revision: str = "main") -> Path:
-    """Build the task's tiny checkpoint into ``model_dir`` unless it is already
-    there; return its snapshot folder. Safe to call on every start."""
+def ensure_tiny_model(task: Task | str, model_dir: Path, revision: str = "main", arch: str | None = None) -> Path:
+    """Build the task's tiny checkpoint (of architecture ``arch``, default the
+    task's own) into ``model_dir`` unless it is already there; return its
+    snapshot folder. Safe to call on every start."""
     task = Task(task)
-    builder = BUILDERS.get(task)
+    arch = arch or DEFAULT_ARCHITECTURE[task]
+    builder = ARCHITECTURES.get(arch)
     if builder is None:
-        raise ValueError(f"no tiny model for task {task.value!r}")
-    repo = repo_cache_dir(model_dir, tiny_model_id(task))
+        raise ValueError(f"no tiny architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    if task not in ARCHITECTURE_TASKS[arch]:
+        raise ValueError(f"the tiny {arch} architecture cannot serve {task.value}")
+    repo = repo_cache_dir(model_dir, tiny_model_id(task, arch))
     ref = repo / "refs" / revision
     version_file = repo / ".tiny-format"
     if ref.is_file() and version_file.is_file() and version_file.read_text() == TINY_FORMAT_VERSION:
@@ -206,9 +406,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--task", required=True, choices=[t.value for t in BUILDERS])
     parser.add_argument("--model-dir", required=True, type=Path, help="Hugging Face cache directory")
+    parser.add_argument(
+        "--arch",
+        choices=list(ARCHITECTURES),
+        help="architecture to build (default: the task's own); e.g. sdxl builds kubediffusers/tiny-sdxl",
+    )
     args = parser.parse_args(argv)
-    snapshot = ensure_tiny_model(args.task, args.model_dir)
-    print(f"tiny model {tiny_model_id(args.task)} ready at {snapshot}")
+    try:
+        snapshot = ensure_tiny_model(args.task, args.model_dir, arch=args.arch)
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(f"tiny model {tiny_model_id(args.task, args.arch)} ready at {snapshot}")
     return 0
 
 

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 _CLASSES: dict[Task, str] = {
     Task.TEXT_TO_IMAGE: "text_to_image:TextToImagePipeline",
     Task.IMAGE_TO_IMAGE: "image_to_image:ImageToImagePipeline",
+    Task.INPAINTING: "inpainting:InpaintingPipeline",
+    Task.IMAGE_TO_VIDEO: "image_to_video:ImageToVideoPipeline",
+    Task.UPSCALE: "upscale:UpscalePipeline",
+    Task.IMAGE_VARIATION: "image_variation:ImageVariationPipeline",
 }
 
 

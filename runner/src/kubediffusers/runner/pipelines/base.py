@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from kubediffusers.runner.errors import GpuOutOfMemory, InvalidInput, ModelUnavailable
+from kubediffusers.runner.pipelines.support import check_task_support
 from kubediffusers.runner.settings import DType, RunnerSettings, Task
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class TaskPipeline(ABC):
     @classmethod
     def load(cls, snapshot: Path, settings: RunnerSettings) -> "TaskPipeline":
         check_checkpoint(snapshot)
+        check_task_support(snapshot, cls.task, settings.model_id)
         quiet_libraries()
         device = settings.resolved_device()
         dtype = torch_dtype(settings.dtype, device)

@@ -11,6 +11,10 @@ from kubediffusers.runner.settings import Task
 _ROUTERS: dict[Task, str] = {
     Task.TEXT_TO_IMAGE: "text_to_image",
     Task.IMAGE_TO_IMAGE: "image_to_image",
+    Task.INPAINTING: "inpainting",
+    Task.IMAGE_TO_VIDEO: "image_to_video",
+    Task.UPSCALE: "upscale",
+    Task.IMAGE_VARIATION: "image_variation",
 }
 
 

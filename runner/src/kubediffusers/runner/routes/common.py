@@ -3,20 +3,57 @@ through the queue, and the response shapes of livepeer's ai-runner."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from typing import Annotated, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from fastapi import Request, UploadFile
+from fastapi import Depends, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from kubediffusers.runner.context import RunnerContext
 from kubediffusers.runner.errors import InvalidInput, PayloadTooLarge
 from kubediffusers.runner.images import decode_image, encode_png, png_data_url
+from kubediffusers.runner.jobs import JobState, get_jobs, job_state
 from kubediffusers.runner.pipelines.base import GeneratedImage, Work
 from kubediffusers.runner.worker import Job
 
 MAX_SEED = 2**63 - 1 - 64  # torch seeds are 64-bit; leave room for seed + i
+
+
+# Field types shared by the task parameter models.
+Steps = Annotated[
+    int, Field(ge=1, le=1000, description="Denoising steps: more is slower and finer. The runner's limit applies.")
+]
+Seed = Annotated[
+    int | None, Field(ge=0, le=MAX_SEED, description="Seed of the first image; image i uses seed + i. Random when unset.")
+]
+NumImages = Annotated[int, Field(ge=1, le=64, description="How many images to generate. The runner's limit applies.")]
+Height = Annotated[
+    int | None, Field(ge=8, le=8192, description="Height in pixels, a multiple of 8. Default: the model's native size.")
+]
+Width = Annotated[
+    int | None, Field(ge=8, le=8192, description="Width in pixels, a multiple of 8. Default: the model's native size.")
+]
+
+
+def check_common_limits(params: BaseModel, ctx: RunnerContext) -> None:
+    """Runner limits on num_inference_steps and num_images_per_prompt, for any params model that has them."""
+    s = ctx.settings
+    steps = getattr(params, "num_inference_steps", None)
+    if steps is not None:
+        if "num_inference_steps" not in params.model_fields_set:
+            # The default must never break a runner configured with fewer steps.
+            steps = min(steps, s.max_steps)
+            params.num_inference_steps = steps  # type: ignore[attr-defined]
+        if steps > s.max_steps:
+            raise InvalidInput(f"num_inference_steps is {steps}; this runner allows at most {s.max_steps}")
+    count = getattr(params, "num_images_per_prompt", None)
+    if count is not None and count > s.max_images_per_request:
+        raise InvalidInput(f"num_images_per_prompt is {count}; this runner allows at most {s.max_images_per_request}")
 
 
 class GenerationParams(BaseModel):
@@ -41,16 +78,7 @@ class GenerationParams(BaseModel):
     ] = 1
 
     def check_limits(self, ctx: RunnerContext) -> None:
-        s = ctx.settings
-        if "num_inference_steps" not in self.model_fields_set:
-            # The default must never break a runner configured with fewer steps.
-            self.num_inference_steps = min(self.num_inference_steps, s.max_steps)
-        if self.num_inference_steps > s.max_steps:
-            raise InvalidInput(f"num_inference_steps is {self.num_inference_steps}; this runner allows at most {s.max_steps}")
-        if self.num_images_per_prompt > s.max_images_per_request:
-            raise InvalidInput(
-                f"num_images_per_prompt is {self.num_images_per_prompt}; this runner allows at most {s.max_images_per_request}"
-            )
+        check_common_limits(self, ctx)
 
 
 def check_size(height: int | None, width: int | None, ctx: RunnerContext) -> None:
@@ -70,21 +98,49 @@ async def read_image(upload: UploadFile, field: str, ctx: RunnerContext) -> Any:
     return decode_image(data, field=field, max_pixels=ctx.settings.max_upload_pixels)
 
 
-def new_work(params: GenerationParams, **images: Any) -> Work:
-    seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
-    return Work(params=params, seed=seed, num_images=params.num_images_per_prompt, images=images)
+def fit_image(
+    image: Image.Image, height: int | None, width: int | None, ctx: RunnerContext, *, multiple: int = 8, field: str = "image"
+) -> Image.Image:
+    """Resize to the requested size (one side given keeps the aspect ratio), or
+    keep the input's size, trimmed to a multiple of ``multiple``, if it is within limits."""
+    if height or width:
+        width = width or max(multiple, image.width * height // image.height // multiple * multiple)  # type: ignore[operator]
+        height = height or max(multiple, image.height * width // image.width // multiple * multiple)
+        for name, value in (("height", height), ("width", width)):
+            if value % multiple:
+                raise InvalidInput(f"{name} must be a multiple of {multiple} for this model, got {value}")
+        check_size(height, width, ctx)
+        return image.resize((width, height))
+    if image.width * image.height > ctx.settings.max_pixels:
+        raise InvalidInput(
+            f"the {field} is {image.width}x{image.height}, more than the {ctx.settings.max_pixels} pixels this runner "
+            "generates; pass width and height to resize it"
+        )
+    size = (max(multiple, image.width // multiple * multiple), max(multiple, image.height // multiple * multiple))
+    return image if size == image.size else image.resize(size)
 
 
-async def generate(ctx: RunnerContext, request: Request, work: Work) -> list[GeneratedImage]:
+def new_work(params: BaseModel, **images: Any) -> Work:
+    seed = getattr(params, "seed", None)
+    seed = seed if seed is not None else secrets.randbelow(2**32)
+    count = getattr(params, "num_images_per_prompt", 1)
+    return Work(params=params, seed=seed, num_images=count, images=images)
+
+
+async def generate(ctx: RunnerContext, request: Request, work: Work) -> list[Any]:
     """Queue the work, wait for its turn and its result within the request timeout."""
     pipeline = ctx.model.require_ready()
-    job: Job[list[GeneratedImage]] = Job(
-        run=lambda on_step: pipeline.run(work, on_step), disconnected=request.is_disconnected
-    )
+    job: Job[list[Any]] = Job(run=lambda on_step: pipeline.run(work, on_step), disconnected=request.is_disconnected)
     ctx.worker.submit(job)
-    images = await ctx.worker.result(job, ctx.settings.request_timeout_seconds)
-    ctx.metrics.images.labels(ctx.settings.task.value).inc(len(images))
-    return images
+    results = await ctx.worker.result(job, ctx.settings.request_timeout_seconds)
+    count_outputs(ctx, results)
+    return results
+
+
+def count_outputs(ctx: RunnerContext, results: list[Any]) -> None:
+    # A video counts its frames: the metric is images (or video frames) generated.
+    produced = sum(len(getattr(item, "frames", None) or [item]) for item in results)
+    ctx.metrics.images.labels(ctx.settings.task.value).inc(produced)
 
 
 def wants_png(request: Request) -> bool:
@@ -103,9 +159,76 @@ def image_response(request: Request, images: list[GeneratedImage]) -> Response:
             media_type="image/png",
             headers={"X-Seed": str(only.seed), "X-Nsfw": str(only.nsfw).lower()},
         )
-    return JSONResponse(
-        {"images": [{"url": png_data_url(encode_png(i.image)), "seed": i.seed, "nsfw": i.nsfw} for i in images]}
-    )
+    return JSONResponse(images_body(images))
+
+
+def images_body(images: list[GeneratedImage]) -> dict[str, Any]:
+    return {"images": [{"url": png_data_url(encode_png(i.image)), "seed": i.seed, "nsfw": i.nsfw} for i in images]}
+
+
+# -- answering now, or later as an async job ---------------------------------
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """How a task's results become an answer."""
+
+    body: Callable[[list[Any]], dict[str, Any]]  # the JSON body
+    response: Callable[[Request, list[Any]], Response]  # the answer, honouring Accept
+
+
+IMAGES = OutputFormat(body=images_body, response=image_response)
+
+
+def prefers_async(prefer: str | None) -> bool:
+    """Whether an RFC 7240 Prefer header asks for respond-async (among other preferences)."""
+    if not prefer:
+        return False
+    return any(part.split(";")[0].split("=")[0].strip().lower() == "respond-async" for part in prefer.split(","))
+
+
+async def delivery(
+    respond_async: Annotated[
+        bool, Query(alias="async", description="true: answer 202 at once with a job to poll at GET /jobs/{id}.")
+    ] = False,
+    prefer: Annotated[
+        str | None, Header(description="'respond-async' does the same as async=true (RFC 7240).")
+    ] = None,
+) -> bool:
+    return respond_async or prefers_async(prefer)
+
+
+RespondAsync = Annotated[bool, Depends(delivery)]
+
+
+async def respond(
+    ctx: RunnerContext, request: Request, work: Work, respond_async: bool, output: OutputFormat = IMAGES
+) -> Response:
+    """Run the work and answer with its result, or queue it as an async job and answer 202."""
+    if respond_async:
+        return submit_job(ctx, request, work, output)
+    results = await generate(ctx, request, work)
+    # Encoding PNGs (or a video) is CPU work: keep it off the event loop.
+    return await asyncio.to_thread(output.response, request, results)
+
+
+def submit_job(ctx: RunnerContext, request: Request, work: Work, output: OutputFormat) -> Response:
+    pipeline = ctx.model.require_ready()
+    jobs = get_jobs(request)
+    jobs.make_room()
+    # No disconnect check and no timeout: nobody waits on a connection for this job.
+    job: Job[list[Any]] = Job(run=lambda on_step: pipeline.run(work, on_step))
+    ctx.worker.submit(job)  # a full queue answers 503 with Retry-After, as for a sync call
+
+    def finish(results: list[Any]) -> dict[str, Any]:
+        count_outputs(ctx, results)
+        return output.body(results)
+
+    record = jobs.add(job, ctx.settings.task.value, finish, output.response)
+    headers = {"Location": f"/jobs/{record.id}"}
+    if prefers_async(request.headers.get("prefer")):
+        headers["Preference-Applied"] = "respond-async"
+    return JSONResponse(job_state(record, jobs).model_dump(), status_code=202, headers=headers)
 
 
 class Media(BaseModel):
@@ -139,11 +262,19 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 
+ACCEPTED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    202: {
+        "model": JobState,
+        "description": "With 'Prefer: respond-async' or async=true: the job was queued; poll the Location header's URL.",
+    }
+}
+
 IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "model": ImageResponse,
         "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
         "description": "Generated images; raw PNG with 'Accept: image/png' for one image.",
     },
+    **ACCEPTED_RESPONSE,
     **ERROR_RESPONSES,
 }

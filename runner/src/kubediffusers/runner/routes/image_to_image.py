@@ -11,11 +11,11 @@ from kubediffusers.runner.errors import InvalidInput
 from kubediffusers.runner.routes.common import (
     IMAGE_RESPONSES,
     GenerationParams,
+    RespondAsync,
     check_size,
-    generate,
-    image_response,
     new_work,
     read_image,
+    respond,
 )
 
 router = APIRouter(tags=["generate"])
@@ -65,10 +65,10 @@ async def image_to_image(
     params: Annotated[ImageToImageParams, Form(media_type="multipart/form-data")],
     request: Request,
     ctx: Annotated[RunnerContext, Depends(get_context)],
+    respond_async: RespondAsync,
 ) -> Response:
     params.check_limits(ctx)
     if int(params.num_inference_steps * params.strength) < 1:
         raise InvalidInput("strength x num_inference_steps must be at least 1 so that one step runs")
     picture = fit_image(await read_image(params.image, "image", ctx), params, ctx)
-    images = await generate(ctx, request, new_work(params, image=picture))
-    return image_response(request, images)
+    return await respond(ctx, request, new_work(params, image=picture), respond_async)

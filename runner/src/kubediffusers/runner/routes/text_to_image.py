@@ -7,7 +7,7 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from kubediffusers.runner.context import RunnerContext, get_context
-from kubediffusers.runner.routes.common import IMAGE_RESPONSES, GenerationParams, check_size, generate, image_response, new_work
+from kubediffusers.runner.routes.common import IMAGE_RESPONSES, GenerationParams, RespondAsync, check_size, new_work, respond
 
 router = APIRouter(tags=["generate"])
 
@@ -31,9 +31,11 @@ class TextToImageParams(GenerationParams):
     operation_id="text_to_image",
 )
 async def text_to_image(
-    params: TextToImageParams, request: Request, ctx: Annotated[RunnerContext, Depends(get_context)]
+    params: TextToImageParams,
+    request: Request,
+    ctx: Annotated[RunnerContext, Depends(get_context)],
+    respond_async: RespondAsync,
 ) -> Response:
     params.check_limits(ctx)
     check_size(params.height, params.width, ctx)
-    images = await generate(ctx, request, new_work(params))
-    return image_response(request, images)
+    return await respond(ctx, request, new_work(params), respond_async)

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from typing import Any
+
+from PIL import Image
+
+from kubediffusers.runner.pipelines.base import Work
+from kubediffusers.runner.pipelines.per_seed import GeneratedVideo, PerSeedPipeline, unet_size_multiple
+from kubediffusers.runner.settings import Task
+
+
+class ImageToVideoPipeline(PerSeedPipeline):
+    """Stable Video Diffusion: animates one still image."""
+
+    task = Task.IMAGE_TO_VIDEO
+
+    @classmethod
+    def auto_class(cls) -> Any:
+        from diffusers import StableVideoDiffusionPipeline
+
+        return StableVideoDiffusionPipeline
+
+    @property
+    def default_frames(self) -> int:
+        """Video length the checkpoint was trained for (14 for SVD, 25 for SVD-XT)."""
+        return int(getattr(self.pipe.unet.config, "num_frames", 14) or 14)
+
+    @property
+    def size_multiple(self) -> int:
+        # The spatio-temporal UNet needs latents that halve evenly at every level.
+        return unet_size_multiple(self.pipe, self.pipe.vae_scale_factor)
+
+    def call_arguments(self, work: Work) -> dict[str, Any]:
+        p = work.params
+        image = work.images["image"]
+        return {
+            "image": image,
+            "height": image.height,
+            "width": image.width,
+            "num_frames": p.num_frames or self.default_frames,
+            "num_inference_steps": p.num_inference_steps,
+            "min_guidance_scale": p.min_guidance_scale,
+            "max_guidance_scale": p.max_guidance_scale,
+            "fps": p.fps,
+            "motion_bucket_id": p.motion_bucket_id,
+            "noise_aug_strength": p.noise_aug_strength,
+            "decode_chunk_size": p.decode_chunk_size,
+        }
+
+    def collect(self, output: Any, seed: int, work: Work) -> GeneratedVideo:
+        return GeneratedVideo(frames=list(output.frames[0]), seed=seed, fps=work.params.fps)
+
+    def warmup_work(self) -> Work:
+        from kubediffusers.runner.routes.image_to_video import ImageToVideoParams
+
+        height, width = self.default_size()
+        params = ImageToVideoParams.model_construct(
+            num_frames=2, num_inference_steps=1, min_guidance_scale=1.0, max_guidance_scale=1.0,
+            fps=7, motion_bucket_id=127, noise_aug_strength=0.02, decode_chunk_size=2,
+        )
+        image = Image.new("RGB", (width, height), (127, 127, 127))
+        return Work(params=params, seed=0, num_images=1, images={"image": image})

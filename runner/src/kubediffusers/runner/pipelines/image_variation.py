@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from typing import Any
+
+from PIL import Image
+
+from kubediffusers.runner.pipelines.base import Work
+from kubediffusers.runner.pipelines.per_seed import PerSeedPipeline
+from kubediffusers.runner.settings import Task
+
+
+class ImageVariationPipeline(PerSeedPipeline):
+    """Variations of an image: the UNet is conditioned on its CLIP image
+    embedding (lambdalabs/sd-image-variations-diffusers), no prompt."""
+
+    task = Task.IMAGE_VARIATION
+    legacy_callback = True
+
+    @classmethod
+    def auto_class(cls) -> Any:
+        from diffusers import StableDiffusionImageVariationPipeline
+
+        return StableDiffusionImageVariationPipeline
+
+    def call_arguments(self, work: Work) -> dict[str, Any]:
+        p = work.params
+        height, width = self.default_size()
+        return {
+            "image": work.images["image"],
+            "height": p.height or height,
+            "width": p.width or width,
+            "guidance_scale": p.guidance_scale,
+            "num_inference_steps": p.num_inference_steps,
+        }
+
+    def warmup_work(self) -> Work:
+        from kubediffusers.runner.routes.image_variation import ImageVariationParams
+
+        params = ImageVariationParams.model_construct(height=None, width=None, guidance_scale=1.0, num_inference_steps=1)
+        image = Image.new("RGB", (64, 64), (127, 127, 127))
+        return Work(params=params, seed=0, num_images=1, images={"image": image})

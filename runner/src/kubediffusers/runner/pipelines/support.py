@@ -1,0 +1,91 @@
+"""Which checkpoints can serve which task, read from the checkpoint itself.
+
+A checkpoint's model_index.json names the pipeline it was saved from
+(``_class_name``). Families we know are matched against the task before any
+weight is loaded, so a mismatch (a video model deployed for text-to-image) is a
+one-line not-ready reason instead of a stack trace from deep inside diffusers.
+Checkpoints of families not listed here are left to diffusers' auto pipelines
+for the tasks that have one (text-to-image, image-to-image, inpainting).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kubediffusers.runner.errors import ModelUnavailable
+from kubediffusers.runner.settings import Task
+
+_IMAGE_TASKS = frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING})
+
+# Text-to-image families. When their UNet takes the 9-channel inpainting input
+# (sd-inpainting, SDXL inpainting 0.1) the checkpoint serves inpainting only.
+_TEXT_TO_IMAGE_FAMILIES = {
+    # SD 1.x, SD 2.x, sd-turbo and their inpainting models
+    "StableDiffusionPipeline",
+    "StableDiffusionImg2ImgPipeline",
+    "StableDiffusionInpaintPipeline",
+    # SDXL, SDXL-Turbo, the SDXL refiner and SDXL inpainting
+    "StableDiffusionXLPipeline",
+    "StableDiffusionXLImg2ImgPipeline",
+    "StableDiffusionXLInpaintPipeline",
+}
+
+# Families with exactly one task: no auto pipeline maps them anywhere else.
+_SINGLE_TASK_FAMILIES = {
+    "StableVideoDiffusionPipeline": Task.IMAGE_TO_VIDEO,
+    "StableDiffusionUpscalePipeline": Task.UPSCALE,
+    "StableDiffusionImageVariationPipeline": Task.IMAGE_VARIATION,
+}
+
+# What each task without an auto pipeline needs, for the error message.
+_REQUIRED_FAMILY = {task: family for family, task in _SINGLE_TASK_FAMILIES.items()}
+
+INPAINTING_UNET_CHANNELS = 9  # latents 4 + mask 1 + masked-image latents 4
+
+
+def checkpoint_class(snapshot: Path) -> str:
+    """The pipeline class the checkpoint was saved from ('' when absent)."""
+    try:
+        index = json.loads((snapshot / "model_index.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelUnavailable(f"model_index.json is unreadable: {exc}") from None
+    name = index.get("_class_name", "")
+    return name if isinstance(name, str) else ""
+
+
+def unet_in_channels(snapshot: Path) -> int | None:
+    try:
+        config = json.loads((snapshot / "unet" / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    value = config.get("in_channels")
+    return value if isinstance(value, int) else None
+
+
+def tasks_of(snapshot: Path) -> frozenset[Task] | None:
+    """Tasks the checkpoint can serve, or None for a family we do not know."""
+    family = checkpoint_class(snapshot)
+    if family in _SINGLE_TASK_FAMILIES:
+        return frozenset({_SINGLE_TASK_FAMILIES[family]})
+    if family in _TEXT_TO_IMAGE_FAMILIES:
+        if unet_in_channels(snapshot) == INPAINTING_UNET_CHANNELS:
+            return frozenset({Task.INPAINTING})
+        return _IMAGE_TASKS
+    return None
+
+
+def check_task_support(snapshot: Path, task: Task, model_id: str) -> None:
+    """Raise ModelUnavailable with a one-line reason if the checkpoint cannot serve ``task``."""
+    family = checkpoint_class(snapshot) or "no _class_name"
+    supported = tasks_of(snapshot)
+    if supported is None:
+        if task in _IMAGE_TASKS:
+            return  # the auto pipeline decides, and its error is reported if it cannot
+        raise ModelUnavailable(
+            f"model {model_id} ({family}) cannot serve {task.value}: it needs a {_REQUIRED_FAMILY[task]} checkpoint"
+        )
+    if task not in supported:
+        serves = ", ".join(sorted(t.value for t in supported))
+        hint = " (an inpainting checkpoint: its UNet takes a mask)" if supported == {Task.INPAINTING} else ""
+        raise ModelUnavailable(f"model {model_id} ({family}) cannot serve {task.value}; it serves {serves}{hint}")

@@ -1,0 +1,70 @@
+"""Polling async jobs: GET /jobs/{id} for the state, /jobs/{id}/result for
+the answer the synchronous call would have given (PNG or mp4 with Accept)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import Response
+
+from kubediffusers.runner.errors import RunnerError, error_response
+from kubediffusers.runner.jobs import AsyncJob, JobState, JobStore, get_jobs, job_state
+from kubediffusers.runner.routes.common import ERROR_RESPONSES
+
+router = APIRouter(tags=["jobs"])
+
+JobId = Annotated[str, Path(min_length=1, max_length=64, description="The id from the 202 answer's Location header.")]
+
+
+class JobNotFound(RunnerError):
+    status_code = 404
+
+
+class JobNotFinished(RunnerError):
+    status_code = 409
+
+
+def find(store: JobStore, job_id: str) -> AsyncJob:
+    record = store.get(job_id)
+    if record is None:
+        raise JobNotFound(
+            f"no job {job_id!r}: it never existed here, or it finished more than {store.ttl_seconds:g} seconds ago "
+            "and was forgotten (jobs live in the runner replica that accepted them)"
+        )
+    return record
+
+
+@router.get(
+    "/jobs/{job_id}",
+    summary="State of an async job: queued, running (step i of n), done (with the result) or failed",
+    responses={404: ERROR_RESPONSES[422] | {"description": "Unknown or expired job"}, 401: ERROR_RESPONSES[401]},
+    operation_id="get_job",
+)
+async def get_job(job_id: JobId, store: Annotated[JobStore, Depends(get_jobs)]) -> JobState:
+    return job_state(find(store, job_id), store)
+
+
+@router.get(
+    "/jobs/{job_id}/result",
+    summary="The result of a finished job, exactly as the synchronous call answers (honours Accept)",
+    response_model=None,
+    responses={
+        200: {"description": "The synchronous call's answer: JSON, or PNG / mp4 with Accept."},
+        404: ERROR_RESPONSES[422] | {"description": "Unknown or expired job"},
+        409: ERROR_RESPONSES[422] | {"description": "The job is still queued or running"},
+        401: ERROR_RESPONSES[401],
+    },
+    operation_id="get_job_result",
+)
+async def get_job_result(job_id: JobId, request: Request, store: Annotated[JobStore, Depends(get_jobs)]) -> Response:
+    record = find(store, job_id)
+    if record.error is not None:
+        # A failed job answers what the synchronous call would have answered.
+        return error_response(record.error.status_code, record.error.msg)
+    if record.finished_at is None or record.respond is None:
+        state = job_state(record, store)
+        progress = f" (step {state.step} of {state.total_steps})" if state.total_steps else ""
+        raise JobNotFinished(f"job {job_id} is {state.status}{progress}; poll GET /jobs/{job_id}")
+    return await asyncio.to_thread(record.respond, request, record.result)
