@@ -1,0 +1,77 @@
+"""The Kubernetes API permissions the operator needs, and why: the source of the chart's RBAC.
+
+The Helm chart's ClusterRole/Role rules must equal these (tests/chart checks the
+rendered rules against this list, and checks this list against the requests the real
+operator makes to an emulated API server). Nothing here is a wildcard and nothing
+deletes: children go away through owner references and the garbage collector.
+
+Two scopes:
+
+* ``NAMESPACED``: the pipelines and their children. Cluster-wide watch: in a
+  ClusterRole. Namespaced watch: in a Role in each watched namespace.
+* ``CLUSTER``: always cluster-scoped, needed by kopf itself whatever it watches.
+  ``NAMESPACED_WATCH_ONLY`` is added when the operator watches a list of
+  namespaces (kopf observes namespaces only then; cluster-wide it watches each
+  resource across all namespaces at once and never lists namespaces).
+
+kopf peering is not used: the chart runs one replica with ``--standalone``
+semantics (``KUBEDIFFUSERS_OPERATOR_STANDALONE=true``) and a Recreate strategy, so
+no KopfPeering/ClusterKopfPeering objects, CRDs or rules are needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .spec import GROUP, PLURAL
+
+
+@dataclass(frozen=True)
+class Rule:
+    api_group: str  # "" is the core group
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+    why: str
+
+    def policy_rule(self) -> dict[str, Any]:
+        """As a ``rbac.authorization.k8s.io/v1`` PolicyRule."""
+        return {"apiGroups": [self.api_group], "resources": list(self.resources), "verbs": list(self.verbs)}
+
+
+CHILD_VERBS = ("get", "list", "watch", "create", "patch")
+
+NAMESPACED: tuple[Rule, ...] = (
+    Rule(GROUP, (PLURAL,), ("list", "watch", "patch"), "kopf watches pipelines and patches their finalizer and progress annotations"),
+    Rule(GROUP, (f"{PLURAL}/status",), ("patch",), "reconcile writes status (phase, conditions, replicas, url)"),
+    Rule(
+        GROUP,
+        (f"{PLURAL}/finalizers",),
+        ("update",),
+        "children carry blockOwnerDeletion owner references; clusters with OwnerReferencesPermissionEnforcement require this",
+    ),
+    Rule("apps", ("deployments",), CHILD_VERBS, "the runner Deployment: watched for changes, read, created, server-side applied"),
+    Rule("", ("services", "persistentvolumeclaims"), CHILD_VERBS, "the Service and model-cache claim; an existingClaim is read to check it"),
+    Rule("", ("pods",), ("list", "watch"), "runner pods: watched, and listed to report download and load progress and failures"),
+    Rule("", ("secrets",), ("get",), "tokenSecretRef/authSecretRef are checked to exist and hold the key (values are never kept)"),
+    Rule("", ("events",), ("create",), "kopf posts events on pipelines (phase transitions, handler errors)"),
+)
+
+CLUSTER: tuple[Rule, ...] = (
+    Rule("apiextensions.k8s.io", ("customresourcedefinitions",), ("list", "watch"), "kopf discovers the resources it serves and notices CRD changes"),
+)
+
+NAMESPACED_WATCH_ONLY: tuple[Rule, ...] = (
+    Rule("", ("namespaces",), ("list", "watch"), "kopf observes which of the watched namespaces exist (namespaced mode only)"),
+)
+
+
+def cluster_rules(*, cluster_wide: bool) -> list[dict[str, Any]]:
+    """The ClusterRole's rules."""
+    rules = CLUSTER + (NAMESPACED if cluster_wide else NAMESPACED_WATCH_ONLY)
+    return [rule.policy_rule() for rule in rules]
+
+
+def namespace_rules() -> list[dict[str, Any]]:
+    """The rules of the Role in each watched namespace (namespaced mode)."""
+    return [rule.policy_rule() for rule in NAMESPACED]
