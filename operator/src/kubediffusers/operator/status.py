@@ -135,8 +135,10 @@ def derive_status(
     current = [p for p in live if pod_hash is None or ((p.get("metadata") or {}).get("annotations") or {}).get(names.POD_HASH_ANNOTATION) == pod_hash]
     states = [inspect_pod(p) for p in current]
     dep_status = (deployment or {}).get("status") or {}
-    ready_total = int(dep_status.get("readyReplicas") or 0)
     ready_current = sum(1 for s in states if s.kind == "ready")
+    # The Deployment's count lags its pods' (and vice versa): take whichever saw more.
+    ready_pods = sum(1 for p in live if inspect_pod(p).kind == "ready")
+    ready_total = max(int(dep_status.get("readyReplicas") or 0), ready_pods)
     desired = replicas if replicas is not None else int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
 
     phase, reason, message = _phase(blocking, warnings, deployment, states, desired, ready_current, ready_total)

@@ -1,0 +1,279 @@
+"""The real kopf operator (handlers, daemons, watches, peering settings) against KMock.
+
+Each test starts the operator in the test's event loop with a kubeconfig that points
+at a fresh emulated API server, acts like a user or a controller through the HTTP
+API, and waits for the operator to converge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import kmock
+import kopf
+import pytest
+import yaml
+from fakecluster import CRD_RESOURCE, FakeCluster, register_resources
+from ophelpers import manifest
+
+import kubediffusers.operator.handlers  # noqa: F401  (registers the handlers with kopf)
+from kubediffusers.operator import names
+from kubediffusers.operator.runtime import Runtime
+from kubediffusers.operator.settings import OperatorSettings
+
+NS = "ns1"
+PIPELINES = f"/apis/kubediffusers.io/v1alpha1/namespaces/{NS}/inferencepipelines"
+DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
+SERVICES = f"/api/v1/namespaces/{NS}/services"
+CLAIMS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
+PODS = f"/api/v1/namespaces/{NS}/pods"
+SECRETS = f"/api/v1/namespaces/{NS}/secrets"
+SHA = "89abcdef0123456789abcdef0123456789abcdef"
+TIMEOUT = 15.0
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeCluster]:
+    async with FakeCluster() as fake, kmock.Server(fake):
+        register_resources(fake)
+        kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "kmock", "cluster": {"server": str(fake.url).rstrip("/")}}],
+            "users": [{"name": "tester", "user": {"token": "test-token"}}],
+            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester", "namespace": NS}}],
+            "current-context": "kmock",
+        }
+        path = tmp_path / "kubeconfig"
+        path.write_text(yaml.safe_dump(kubeconfig))
+        monkeypatch.setenv("KUBECONFIG", str(path))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        yield fake
+
+
+@pytest.fixture
+async def operator(cluster: FakeCluster) -> AsyncIterator[Runtime]:
+    settings = OperatorSettings(standalone=True, resync_seconds=1.0, retry_seconds=0.1, liveness_endpoint=None, runner_image="runner:test")
+    runtime = Runtime(settings)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(kopf.operator(clusterwide=True, memo=kopf.Memo(runtime=runtime), stop_flag=stop, ready_flag=ready))
+    await asyncio.wait_for(ready.wait(), TIMEOUT)
+    yield runtime
+    stop.set()
+    # kopf ends its root task by cancelling it once everything has stopped gracefully.
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, TIMEOUT)
+    assert task.done()
+
+
+async def call(cluster: FakeCluster, method: str, path: str, body: Any = None, content_type: str = "application/merge-patch+json") -> Any:
+    headers = {"Content-Type": "application/json" if method == "POST" else content_type}
+    async with cluster.request(method, path, json=body, headers=headers) as response:
+        assert response.status < 400, (method, path, response.status, await response.text())
+        return await response.json()
+
+
+def obj(cluster: FakeCluster, resource: str, name: str) -> dict[str, Any] | None:
+    try:
+        found = cluster.objects[resource, NS, name]
+    except KeyError:
+        return None
+    return None if found.deleted else copy.deepcopy(found.raw)
+
+
+def pipeline_status(cluster: FakeCluster, name: str = "sd") -> dict[str, Any]:
+    return (obj(cluster, CRD_RESOURCE, name) or {}).get("status") or {}
+
+
+async def eventually(check: Callable[[], Any], timeout: float = TIMEOUT, what: str = "") -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not reached in {timeout}s: {what or check}")
+        await asyncio.sleep(0.05)
+
+
+def deployment(cluster: FakeCluster, name: str = "sd") -> dict[str, Any] | None:
+    return obj(cluster, "apps/v1/deployments", name)
+
+
+def events(cluster: FakeCluster) -> list[dict[str, Any]]:
+    return [o.raw for (res, _, _), o in cluster.objects.items() if res == "v1/events" and not o.deleted]
+
+
+def runner_image(dep: dict[str, Any] | None) -> str | None:
+    return None if dep is None else dep["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def pod_for(dep: dict[str, Any], name: str, status: dict[str, Any]) -> dict[str, Any]:
+    template = dep["spec"]["template"]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS, **copy.deepcopy(template["metadata"])}, "spec": template["spec"], "status": status}
+
+
+async def create_pipeline(cluster: FakeCluster, doc: dict[str, Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    for key in ("uid", "generation"):
+        doc["metadata"].pop(key, None)
+    return await call(cluster, "POST", PIPELINES, doc)
+
+
+async def test_create_builds_children_with_owners_and_labels(cluster: FakeCluster, operator: Runtime) -> None:
+    created = await create_pipeline(cluster, manifest())
+    uid = created["metadata"]["uid"]
+    await eventually(lambda: deployment(cluster) and obj(cluster, "v1/services", "sd") and obj(cluster, "v1/persistentvolumeclaims", "sd-models"), what="children")
+    for resource, name in (("apps/v1/deployments", "sd"), ("v1/services", "sd"), ("v1/persistentvolumeclaims", "sd-models")):
+        child = obj(cluster, resource, name)
+        assert child is not None
+        assert child["metadata"]["ownerReferences"] == [
+            {"apiVersion": "kubediffusers.io/v1alpha1", "kind": "InferencePipeline", "name": "sd", "uid": uid, "controller": True, "blockOwnerDeletion": True}
+        ]
+        assert child["metadata"]["labels"][names.PIPELINE_LABEL] == "sd"
+    assert runner_image(deployment(cluster)) == "runner:test"
+    status = await eventually(lambda: pipeline_status(cluster).get("phase") and pipeline_status(cluster), what="status")
+    assert status["url"] == f"http://sd.{NS}.svc.cluster.local:80"
+    assert status["selector"] == "app.kubernetes.io/instance=sd,app.kubernetes.io/name=kubediffusers-runner"
+    assert status["observedGeneration"] == 1
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Valid"] == "True"
+    # Each child created exactly once: no duplicates from the many events it raised.
+    posts = [r for r in list(cluster) if r.method == "POST" and r.resource is not None and r.resource.plural in ("deployments", "services", "persistentvolumeclaims")]
+    assert len(posts) == 3
+    await eventually(lambda: any(e.get("reason") == "Pending" for e in events(cluster)), what="a Pending event")
+
+
+async def test_status_follows_pods_through_download_failure_and_ready(cluster: FakeCluster, operator: Runtime) -> None:
+    await create_pipeline(cluster, manifest())
+    dep = await eventually(lambda: deployment(cluster))
+    await call(cluster, "POST", PODS, pod_for(dep, "sd-1", {"phase": "Pending", "initContainerStatuses": [{"name": "fetch", "state": {"running": {}}}]}))
+    await eventually(lambda: pipeline_status(cluster).get("phase") == "Downloading", what="Downloading")
+
+    failed = {"initContainerStatuses": [{"name": "fetch", "state": {"terminated": {"exitCode": 1, "message": "gated repository: a token is needed"}}}]}
+    await call(cluster, "PATCH", f"{PODS}/sd-1/status", {"status": failed})
+    status = await eventually(lambda: pipeline_status(cluster).get("phase") == "Failed" and pipeline_status(cluster), what="Failed")
+    assert status["message"] == "gated repository: a token is needed"
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["ModelCached"] == "FetchFailed"
+
+    ready = {
+        "initContainerStatuses": [{"name": "fetch", "state": {"terminated": {"exitCode": 0, "message": f"resolved {SHA}"}}}],
+        "containerStatuses": [{"name": "runner", "ready": True, "state": {"running": {}}}],
+    }
+    await call(cluster, "PATCH", f"{PODS}/sd-1/status", {"status": ready})
+    await call(cluster, "PATCH", f"{DEPLOYMENTS}/sd/status", {"status": {"replicas": 1, "readyReplicas": 1}})
+    status = await eventually(lambda: pipeline_status(cluster).get("phase") == "Ready" and pipeline_status(cluster).get("readyReplicas") == 1 and pipeline_status(cluster), what="Ready")
+    assert status["model"]["resolvedRevision"] == SHA and status["readyReplicas"] == 1
+    reasons = [e.get("reason") for e in events(cluster)]
+    assert {"Downloading", "Failed", "Ready"} <= set(reasons)
+    warnings = [e for e in events(cluster) if e.get("reason") == "Failed"]
+    assert warnings and warnings[0]["type"] == "Warning" and "token is needed" in warnings[0]["message"]
+
+
+async def test_spec_update_rolls_the_deployment(cluster: FakeCluster, operator: Runtime) -> None:
+    await create_pipeline(cluster, manifest())
+    before = await eventually(lambda: deployment(cluster))
+    await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"model": {"id": "stabilityai/sdxl-turbo"}, "runner": {"image": "runner:v2"}}})
+    after = await eventually(lambda: runner_image(deployment(cluster)) == "runner:v2" and deployment(cluster), what="image updated")
+    env = {e["name"]: e.get("value") for e in after["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KUBEDIFFUSERS_MODEL_ID"] == "stabilityai/sdxl-turbo"
+    fetch_env = {e["name"]: e.get("value") for e in after["spec"]["template"]["spec"]["initContainers"][0]["env"]}
+    assert fetch_env["KUBEDIFFUSERS_MODEL_ID"] == "stabilityai/sdxl-turbo"  # the new pods fetch the new model first
+    hash_of = lambda d: d["spec"]["template"]["metadata"]["annotations"][names.POD_HASH_ANNOTATION]  # noqa: E731
+    assert hash_of(before) != hash_of(after)
+    await eventually(lambda: pipeline_status(cluster).get("observedGeneration") == 2, what="observedGeneration 2")
+
+
+async def test_drift_is_repaired(cluster: FakeCluster, operator: Runtime) -> None:
+    await create_pipeline(cluster, manifest())
+    await eventually(lambda: deployment(cluster) and obj(cluster, "v1/services", "sd"))
+    # Someone deletes the Service: it comes back.
+    await call(cluster, "DELETE", f"{SERVICES}/sd")
+    await eventually(lambda: obj(cluster, "v1/services", "sd"), what="Service recreated")
+    # Someone edits the runner image: it is put back (the whole container list is re-applied).
+    dep = deployment(cluster)
+    assert dep is not None
+    containers = copy.deepcopy(dep["spec"]["template"]["spec"]["containers"])
+    containers[0]["image"] = "evil:latest"
+    await call(cluster, "PATCH", f"{DEPLOYMENTS}/sd", {"spec": {"template": {"spec": {"containers": containers}}}})
+    await eventually(lambda: runner_image(deployment(cluster)) == "runner:test", what="image restored")
+    # Someone scales the Deployment directly: the pipeline's replicas win.
+    await call(cluster, "PATCH", f"{DEPLOYMENTS}/sd", {"spec": {"replicas": 5}})
+    await eventually(lambda: (deployment(cluster) or {}).get("spec", {}).get("replicas") == 1, what="replicas restored")
+
+
+async def test_scale_subresource_is_honoured_and_read_write_once_is_reported(cluster: FakeCluster, operator: Runtime) -> None:
+    await create_pipeline(cluster, manifest(storage={"accessModes": ["ReadWriteMany"]}))
+    await eventually(lambda: deployment(cluster))
+    await call(cluster, "PATCH", f"{PIPELINES}/sd/scale", {"spec": {"replicas": 3}})  # what `kubectl scale` sends
+    await eventually(lambda: (deployment(cluster) or {}).get("spec", {}).get("replicas") == 3, what="scaled to 3")
+
+    await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"storage": {"accessModes": ["ReadWriteOnce"]}}})
+    valid = lambda: next((c for c in pipeline_status(cluster).get("conditions", []) if c["type"] == "Valid"), {})  # noqa: E731
+    await eventually(lambda: valid().get("reason") == "ReadWriteOnceWithReplicas", what="RWO condition")
+    assert "running 1 replica" in valid()["message"] and valid()["status"] == "False"
+    assert (deployment(cluster) or {})["spec"]["replicas"] == 1
+
+
+async def test_invalid_specs_end_in_a_condition_without_children(cluster: FakeCluster, operator: Runtime) -> None:
+    secret_ref = {"id": "stabilityai/sd-turbo", "tokenSecretRef": {"name": "hf-token", "key": "token"}}
+    await create_pipeline(cluster, manifest(model=secret_ref))
+    status = await eventually(lambda: pipeline_status(cluster).get("phase") == "Failed" and pipeline_status(cluster), what="Failed")
+    assert status["conditions"][0]["reason"] == "SecretNotFound"
+    assert "Secret 'hf-token' not found" in status["message"]
+    await asyncio.sleep(0.3)
+    assert deployment(cluster) is None and obj(cluster, "v1/persistentvolumeclaims", "sd-models") is None
+
+    # The Secret appears (with a value the operator must never echo): the pipeline proceeds.
+    await call(cluster, "POST", SECRETS, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf-token", "namespace": NS}, "data": {"token": "c2VjcmV0LXZhbHVl"}})
+    await eventually(lambda: deployment(cluster), what="children after the Secret appeared")
+    assert "c2VjcmV0LXZhbHVl" not in str(pipeline_status(cluster)) and "secret-value" not in str(events(cluster))
+
+    # A spec the schema would have refused (KMock does not validate): reported, no crash loop.
+    await call(cluster, "POST", PIPELINES, {"apiVersion": "kubediffusers.io/v1alpha1", "kind": "InferencePipeline", "metadata": {"name": "bad", "namespace": NS}, "spec": {"task": "painting", "model": {"id": "a/b"}}})
+    bad = await eventually(lambda: pipeline_status(cluster, "bad").get("phase") == "Failed" and pipeline_status(cluster, "bad"), what="bad Failed")
+    assert bad["conditions"][0]["reason"] == "InvalidSpec" and "spec.task" in bad["message"]
+    assert deployment(cluster, "bad") is None
+
+
+async def test_delete_takes_the_children_unless_the_claim_is_retained(cluster: FakeCluster, operator: Runtime) -> None:
+    await create_pipeline(cluster, manifest())
+    await create_pipeline(cluster, manifest(name="keep", storage={"deletePolicy": "Retain"}))
+    await eventually(lambda: deployment(cluster) and deployment(cluster, "keep") and obj(cluster, "v1/persistentvolumeclaims", "keep-models"))
+    await eventually(lambda: "kubediffusers.io/finalizer" in (obj(cluster, CRD_RESOURCE, "sd") or {}).get("metadata", {}).get("finalizers", []))
+    await call(cluster, "DELETE", f"{PIPELINES}/sd")
+    await call(cluster, "DELETE", f"{PIPELINES}/keep")
+    await eventually(lambda: obj(cluster, CRD_RESOURCE, "sd") is None and obj(cluster, CRD_RESOURCE, "keep") is None, what="pipelines gone")
+    await eventually(lambda: deployment(cluster) is None and obj(cluster, "v1/services", "sd") is None and obj(cluster, "v1/persistentvolumeclaims", "sd-models") is None, what="children collected")
+    assert obj(cluster, "v1/persistentvolumeclaims", "keep-models") is not None  # Retain
+    assert deployment(cluster, "keep") is None
+    await asyncio.sleep(0.3)  # and nothing recreates them
+    assert deployment(cluster) is None
+
+
+async def test_api_faults_converge_without_duplicates(cluster: FakeCluster, operator: Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    deployments = kmock.resource("apps/v1/deployments")
+    # The Deployment's creation answers 500 although the emulator stores it (a lost answer);
+    # a stale read then claims it is still missing, so the next create conflicts (409) and
+    # the operator must adopt the existing object. Status writes conflict; a read is Gone.
+    cluster["post", deployments][:1] << kmock.KubernetesError(status=500, reason="InternalError", message="etcd is sad")
+    cluster["get", deployments, kmock.name("sd")][:2] << 404
+    cluster["patch", kmock.resource(CRD_RESOURCE), kmock.subresource("status")][:2] << kmock.KubernetesError(status=409, reason="Conflict", message="try again")
+    cluster["get", kmock.resource("v1/services"), kmock.name("sd")][:1] << kmock.KubernetesError(status=410, reason="Gone", message="too old")
+    await create_pipeline(cluster, manifest())
+    await eventually(lambda: deployment(cluster) and obj(cluster, "v1/services", "sd") and pipeline_status(cluster).get("phase"), what="converged")
+    posts = [r for r in list(cluster) if r.method == "POST" and r.resource == deployments]
+    assert len(posts) == 2  # one failed-but-stored, one answered 409 and adopted; never a third
+    assert sum(1 for (res, _, _), o in cluster.objects.items() if res == deployments and not o.deleted) == 1
+    assert any("retrying" in r.getMessage() for r in caplog.records)
+    # The operator keeps working afterwards.
+    await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"runner": {"image": "runner:v3"}}})
+    await eventually(lambda: runner_image(deployment(cluster)) == "runner:v3", what="still reconciling")
