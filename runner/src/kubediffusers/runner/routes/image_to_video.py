@@ -50,8 +50,10 @@ class ImageToVideoParams(BaseModel):
     ] = None
     num_frames: Annotated[
         int | None,
-        Field(ge=1, le=1000, description="Frames to generate. Default: the model's (14 for SVD, 25 for SVD-XT). "
-              "The runner's limit applies."),
+        # At least 2: guidance rises from the first frame to the last, and diffusers
+        # mis-sizes its batch for a single frame.
+        Field(ge=2, le=1000, description="Frames to generate, at least 2. Default: the model's (14 for SVD, 25 for "
+              "SVD-XT). The runner's limit applies."),
     ] = None
     fps: Annotated[
         int, Field(ge=1, le=60, description="Frames per second: conditions the motion and is the mp4's frame rate.")
