@@ -155,3 +155,9 @@ def test_kopf_is_configured_for_peering_and_our_annotations() -> None:
     standalone = kopf.OperatorSettings()
     Runtime(OperatorSettings(standalone=True)).configure(standalone)
     assert standalone.peering.standalone is True and standalone.peering.mandatory is False
+
+
+def test_every_setting_is_documented() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operator.md").read_text()
+    for name in OperatorSettings.model_fields:
+        assert f"KUBEDIFFUSERS_OPERATOR_{name.upper()}" in doc, name

@@ -128,3 +128,11 @@ def test_crd_and_model_reject_the_same_bad_specs(crd_validator: Any, bad: dict[s
     assert list(crd_validator.iter_errors(doc))
     with pytest.raises(ValueError):
         InferencePipelineSpec.model_validate(bad)
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_kopf_peering_crds_are_valid(version: str) -> None:
+    docs = list(yaml.safe_load_all((ROOT / "crds" / "kopf-peering.yaml").read_text()))
+    assert {d["spec"]["names"]["kind"] for d in docs} == {"ClusterKopfPeering", "KopfPeering"}
+    for doc in docs:
+        kubernetes_validate.validate(doc, version, strict=True)
