@@ -30,6 +30,7 @@ NON_DEFAULT: dict[str, Any] = {
         "hfEndpoint": "https://hf-mirror.example.com",
     },
     "watch": {"scope": "namespaced", "namespaces": ["team-a", "team-b"]},
+    "peering": {"enabled": True, "name": "kd-teams"},
     "logLevel": "debug",
     "logFormat": "json",
     "resyncSeconds": 30,
@@ -64,6 +65,22 @@ def notes(values: Mapping[str, Any] | None = None) -> str:
     with helm.Chart.load(CHART) as chart:
         manifests = chart.render(dict(values or {}), name=RELEASE, namespace=NAMESPACE, is_install=True)
     return manifests["kubediffusers/templates/NOTES.txt"]
+
+
+def validate(obj: Mapping[str, Any], version: str) -> None:
+    """Against Kubernetes' schemas, or for kopf's peering objects against their CRD in crds/."""
+    if obj["apiVersion"].startswith("kopf.dev/"):
+        import jsonschema
+
+        crds = [d for d in yaml.safe_load_all((ROOT / "crds" / "kopf-peering.yaml").read_text()) if d]
+        crd = next(c for c in crds if c["spec"]["names"]["kind"] == obj["kind"])
+        assert obj["apiVersion"] == f"{crd['spec']['group']}/{crd['spec']['versions'][0]['name']}"
+        assert ("namespace" in obj["metadata"]) == (crd["spec"]["scope"] == "Namespaced")
+        jsonschema.validate(obj, crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+        return
+    import kubernetes_validate
+
+    kubernetes_validate.validate(obj, version, strict=True)
 
 
 def one(objects: list[dict[str, Any]], kind: str, namespace: str | None = None) -> dict[str, Any]:

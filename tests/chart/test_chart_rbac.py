@@ -55,14 +55,18 @@ def rbac(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_cluster_mode_rules_are_the_declared_ones() -> None:
     objects = render()
     assert {o["kind"] for o in rbac(objects)} == {"ClusterRole", "ClusterRoleBinding"}
-    assert one(objects, "ClusterRole")["rules"] == permissions.cluster_rules(cluster_wide=True)
+    assert one(objects, "ClusterRole")["rules"] == permissions.cluster_rules(cluster_wide=True, peering=True)
+    standalone = render({"peering": {"enabled": False}})
+    assert one(standalone, "ClusterRole")["rules"] == permissions.cluster_rules(cluster_wide=True, peering=False)
 
 
 def test_namespaced_mode_rules_are_the_declared_ones() -> None:
     objects = render(NON_DEFAULT)
-    assert one(objects, "ClusterRole")["rules"] == permissions.cluster_rules(cluster_wide=False)
+    assert one(objects, "ClusterRole")["rules"] == permissions.cluster_rules(cluster_wide=False, peering=True)
+    standalone = render({**NON_DEFAULT, "peering": {"enabled": False}})
     for namespace in NON_DEFAULT["watch"]["namespaces"]:
-        assert one(objects, "Role", namespace)["rules"] == permissions.namespace_rules()
+        assert one(objects, "Role", namespace)["rules"] == permissions.namespace_rules(peering=True)
+        assert one(standalone, "Role", namespace)["rules"] == permissions.namespace_rules(peering=False)
         binding = one(objects, "RoleBinding", namespace)
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": SA}
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "diffusers-operator", "namespace": NAMESPACE}]
@@ -160,6 +164,10 @@ async def emulated_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> A
     async with Recorder() as fake, kmock.Server(fake):
         fake.namespace_requests = []
         fake.resources.load_bundled()
+        for plural, kind, namespaced in (("clusterkopfpeerings", "ClusterKopfPeering", False), ("kopfpeerings", "KopfPeering", True)):
+            fake.resources[f"kopf.dev/v1/{plural}"] = kmock.ResourceInfo(
+                kind=kind, singular=kind.lower(), namespaced=namespaced, verbs={"create", "get", "list", "patch", "watch"}
+            )
         fake.resources[f"{GROUP}/{VERSION}/{PLURAL}"] = kmock.ResourceInfo(
             kind="InferencePipeline",
             singular="inferencepipeline",
@@ -219,8 +227,15 @@ def allowed(objects: list[dict[str, Any]], namespace: str | None, permission: Pe
     return False
 
 
-async def run_operator_through_a_lifecycle(fake: Recorder, namespaces: list[str]) -> None:
-    settings = OperatorSettings(standalone=True, resync_seconds=0.5, retry_seconds=0.1, liveness_endpoint=None, namespaces=namespaces)
+async def run_operator_through_a_lifecycle(fake: Recorder, namespaces: list[str], peering: list[dict[str, Any]]) -> None:
+    """Start the operator as the chart configures it, then create, then change pipelines."""
+    for obj in peering:  # what the chart installs before the operator starts
+        plural = obj["kind"].lower() + "s"
+        where = f"/namespaces/{obj['metadata']['namespace']}" if "namespace" in obj["metadata"] else ""
+        await call(fake, "POST", f"/apis/kopf.dev/v1{where}/{plural}", obj)
+    settings = OperatorSettings(
+        standalone=not peering, peering_name="kubediffusers", resync_seconds=0.5, retry_seconds=0.1, liveness_endpoint=None, namespaces=namespaces
+    )
     ready = asyncio.Event()
     task = asyncio.create_task(
         kopf.operator(clusterwide=not namespaces, namespaces=namespaces, memo=kopf.Memo(runtime=Runtime(settings)), ready_flag=ready)
@@ -239,7 +254,9 @@ async def run_operator_through_a_lifecycle(fake: Recorder, namespaces: list[str]
             done = {(resource, verb) for _, (_, resource, verb) in operator_requests(fake)}
             return all(w in done for w in wanted)
 
-        await eventually(lambda: seen(("deployments", "create"), (f"{PLURAL}/status", "patch"), ("events", "create")))
+        first = [("deployments", "create"), (f"{PLURAL}/status", "patch"), ("events", "create")]
+        first += [(o["kind"].lower() + "s", "patch") for o in peering]  # kopf's keep-alive in the peering object
+        await eventually(lambda: seen(*first), what=lambda: sorted({p for _, p in operator_requests(fake)}))
         # A spec change re-applies every child (server-side apply: patch).
         change = {"spec": {"model": {"revision": "v2"}, "service": {"port": 8080}, "storage": {"size": "30Gi"}}}
         await call(fake, "PATCH", f"{pipelines}/sd", change)
@@ -272,11 +289,14 @@ async def test_every_request_of_the_real_operator_is_allowed_and_every_rule_is_u
         if key.startswith("KUBEDIFFUSERS_OPERATOR_"):
             monkeypatch.delenv(key)
     objects = render(values)
+    peering = [o for o in objects if o["apiVersion"] == "kopf.dev/v1"]
+    assert len(peering) == 1
     async with emulated_cluster(tmp_path, monkeypatch) as fake:
-        await run_operator_through_a_lifecycle(fake, namespaces)
+        await run_operator_through_a_lifecycle(fake, namespaces, peering)
         requests = operator_requests(fake)
     denied = sorted({(ns, p) for ns, p in requests if not allowed(objects, ns, p)}, key=str)
     assert not denied, f"the rendered RBAC would forbid: {denied}"
-    declared = flatten(permissions.cluster_rules(cluster_wide=not namespaces)) | flatten(permissions.namespace_rules() if namespaces else [])
+    declared = flatten(permissions.cluster_rules(cluster_wide=not namespaces, peering=True))
+    declared |= flatten(permissions.namespace_rules(peering=True) if namespaces else [])
     unused = declared - {p for _, p in requests} - NOT_TRACEABLE
     assert not unused, f"declared but never used by the operator: {sorted(unused)}"

@@ -7,14 +7,14 @@ import copy
 from typing import Any
 
 import helm_python as helm
-import kubernetes_validate
 import pytest
 
 from kubediffusers.operator.settings import ENV_PREFIX, OperatorSettings
 
-from .helpers import CHART, K8S_VERSIONS, NAMESPACE, NON_DEFAULT, env_of, notes, one, render, restricted_violations
+from .helpers import CHART, K8S_VERSIONS, NAMESPACE, NON_DEFAULT, env_of, notes, one, render, restricted_violations, validate
 
-VALUE_SETS = {"defaults": {}, "non-default": NON_DEFAULT}
+STANDALONE = {"peering": {"enabled": False}, "watch": {"scope": "namespaced"}}
+VALUE_SETS = {"defaults": {}, "non-default": NON_DEFAULT, "standalone": STANDALONE}
 
 
 def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def test_rendered_objects_validate_against_kubernetes(values: dict[str, Any], ve
     objects = render(values)
     assert objects
     for obj in objects:
-        kubernetes_validate.validate(obj, version, strict=True)
+        validate(obj, version)
 
 
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
@@ -66,7 +66,8 @@ def test_the_restricted_checker_catches_violations() -> None:
 
 def test_default_install_is_cluster_wide_with_the_default_images() -> None:
     objects = render()
-    assert sorted(o["kind"] for o in objects) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    assert sorted(o["kind"] for o in objects) == ["ClusterKopfPeering", "ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    assert one(objects, "ClusterKopfPeering")["metadata"]["name"] == "kubediffusers"
     deployment = one(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
     container = operator_container(objects)
@@ -74,14 +75,15 @@ def test_default_install_is_cluster_wide_with_the_default_images() -> None:
     assert container["command"] == ["kubediffusers", "operator"]
     env = env_of(container)
     assert "KUBEDIFFUSERS_OPERATOR_NAMESPACES" not in env  # empty: all namespaces
-    assert env["KUBEDIFFUSERS_OPERATOR_STANDALONE"] == "true"
+    assert env["KUBEDIFFUSERS_OPERATOR_STANDALONE"] == "false"
+    assert env["KUBEDIFFUSERS_OPERATOR_PEERING_NAME"] == "kubediffusers"
     probe = container["livenessProbe"]["httpGet"]
     assert probe == {"path": "/healthz", "port": "health"}
     assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
     assert env["KUBEDIFFUSERS_OPERATOR_LIVENESS_ENDPOINT"] == "http://0.0.0.0:8080/healthz"
     for obj in objects:
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
-        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"):
             assert obj["metadata"]["namespace"] == NAMESPACE
 
 
@@ -102,7 +104,7 @@ def test_every_operator_variable_is_a_setting_and_parses(values: dict[str, Any],
     for key in ours:
         monkeypatch.setenv(key, env[key])
     settings = OperatorSettings()  # raises on a value the operator would refuse at start
-    assert settings.standalone is True
+    assert settings.standalone is not values.get("peering", {}).get("enabled", True)
     assert settings.liveness_endpoint is not None
 
 
@@ -145,6 +147,17 @@ def test_non_default_values_reach_the_objects(monkeypatch: pytest.MonkeyPatch) -
     assert settings.resync_seconds == 30
     assert settings.run_as_user == 2000 and settings.startup_timeout_seconds == 7200
     assert settings.liveness_endpoint == "http://0.0.0.0:9090/healthz"
+    assert settings.peering_name == "kd-teams" and settings.standalone is False
+    peerings = [o for o in objects if o["kind"] == "KopfPeering"]
+    assert sorted((o["metadata"]["namespace"], o["metadata"]["name"]) for o in peerings) == [("team-a", "kd-teams"), ("team-b", "kd-teams")]
+    assert not [o for o in objects if o["kind"] == "ClusterKopfPeering"]
+
+
+def test_standalone_has_no_peering_objects() -> None:
+    objects = render(STANDALONE)
+    assert not [o for o in objects if o["apiVersion"].startswith("kopf.dev/")]
+    env = env_of(operator_container(objects))
+    assert env["KUBEDIFFUSERS_OPERATOR_STANDALONE"] == "true" and "KUBEDIFFUSERS_OPERATOR_PEERING_NAME" not in env
 
 
 def test_namespaced_mode_without_a_list_watches_the_release_namespace() -> None:
@@ -165,13 +178,13 @@ def test_an_existing_service_account_is_used_and_must_be_named() -> None:
 
 def test_rbac_can_be_left_to_the_cluster_admin() -> None:
     kinds = {o["kind"] for o in render({"rbac": {"create": False}})}
-    assert kinds == {"ServiceAccount", "Deployment"}
+    assert kinds == {"ServiceAccount", "Deployment", "ClusterKopfPeering"}
 
 
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
 def test_notes_tell_the_next_three_commands(values: dict[str, Any]) -> None:
     text = notes(values)
-    namespace = "team-a" if values else NAMESPACE
+    namespace = {id(NON_DEFAULT): "team-a"}.get(id(values), NAMESPACE)
     assert f"kubectl apply -n {namespace} -f" in text and "examples/sd-turbo.yaml" in text
     assert f"kubectl get ipl -n {namespace} sd-turbo -w" in text
     assert f"kubectl port-forward -n {namespace} svc/sd-turbo 8080:80" in text and "curl -s localhost:8080/text-to-image" in text

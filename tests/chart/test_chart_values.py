@@ -100,6 +100,7 @@ BAD = {
     "resync zero": ({"resyncSeconds": 0}, "/resyncSeconds"),
     "string map": ({"nodeSelector": {"gpu": True}}, "/nodeSelector/gpu"),
     "typo in nested key": ({"serviceAccount": {"crate": True}}, "additional properties 'crate' not allowed"),
+    "peering name": ({"peering": {"name": "Kube Diffusers"}}, "/peering/name"),
     "hub endpoint": ({"runner": {"hfEndpoint": "hf-mirror"}}, "/runner/hfEndpoint"),
 }
 

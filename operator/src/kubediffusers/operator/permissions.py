@@ -14,9 +14,12 @@ Two scopes:
   namespaces (kopf observes namespaces only then; cluster-wide it watches each
   resource across all namespaces at once and never lists namespaces).
 
-kopf peering is not used: the chart runs one replica with ``--standalone``
-semantics (``KUBEDIFFUSERS_OPERATOR_STANDALONE=true``) and a Recreate strategy, so
-no KopfPeering/ClusterKopfPeering objects, CRDs or rules are needed.
+kopf peering (optional, on by default in the chart): the operator keeps a record in a
+peering object (``KUBEDIFFUSERS_OPERATOR_PEERING_NAME``) so that a second operator
+on the same pipelines pauses instead of fighting: a ClusterKopfPeering when it
+watches all namespaces, a KopfPeering in each watched namespace otherwise. Their
+CRDs are in crds/kopf-peering.yaml. Without peering the chart sets
+``KUBEDIFFUSERS_OPERATOR_STANDALONE=true`` and these rules are left out.
 """
 
 from __future__ import annotations
@@ -66,12 +69,19 @@ NAMESPACED_WATCH_ONLY: tuple[Rule, ...] = (
 )
 
 
-def cluster_rules(*, cluster_wide: bool) -> list[dict[str, Any]]:
+PEERING_VERBS = ("list", "watch", "patch")
+CLUSTER_PEERING = Rule("kopf.dev", ("clusterkopfpeerings",), PEERING_VERBS, "kopf peering (cluster-wide watch): sees other operators, keeps its own record alive")
+NAMESPACED_PEERING = Rule("kopf.dev", ("kopfpeerings",), PEERING_VERBS, "kopf peering (namespaced watch): one KopfPeering per watched namespace")
+
+
+def cluster_rules(*, cluster_wide: bool, peering: bool = False) -> list[dict[str, Any]]:
     """The ClusterRole's rules."""
     rules = CLUSTER + (NAMESPACED if cluster_wide else NAMESPACED_WATCH_ONLY)
+    if peering and cluster_wide:
+        rules += (CLUSTER_PEERING,)
     return [rule.policy_rule() for rule in rules]
 
 
-def namespace_rules() -> list[dict[str, Any]]:
+def namespace_rules(*, peering: bool = False) -> list[dict[str, Any]]:
     """The rules of the Role in each watched namespace (namespaced mode)."""
-    return [rule.policy_rule() for rule in NAMESPACED]
+    return [rule.policy_rule() for rule in NAMESPACED + ((NAMESPACED_PEERING,) if peering else ())]
