@@ -43,6 +43,8 @@ class PerSeedPipeline(TaskPipeline):
         per_call = self.steps_of(work)
         total = per_call * len(work.seeds)
         results: list[Any] = []
+        if on_step is not None:
+            on_step(0, total)  # pollers see "0 of n" at once, not only after the first (slow) step
         for index, seed in enumerate(work.seeds):
             kwargs = self.call_arguments(work)
             kwargs["generator"] = torch.Generator(device="cpu").manual_seed(seed)
