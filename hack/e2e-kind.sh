@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# End-to-end check on a real (kind) cluster: the path a user walks, start to image.
+#
+#   hack/e2e-kind.sh            # create a cluster, build, install, generate, clean up
+#   KEEP=1 hack/e2e-kind.sh     # leave the cluster running afterwards
+#
+# Needs docker, kind, kubectl, helm and curl, and a few GB of disk and memory: the
+# runner image is a CUDA PyTorch image, and the default model (stabilityai/sd-turbo,
+# about 5 GB in fp32 on the CPU) is downloaded from the Hugging Face Hub by the
+# pipeline's fetch init container. The kind node has no GPU: the runner uses the CPU.
+# These development machines have no container engine, so this script is the
+# real-cluster check; the tests only parse it (bash -n, shellcheck).
+#
+# Variables: CLUSTER (kind cluster name), E2E_MODEL (Hugging Face repo id, a
+# text-to-image checkpoint with safetensors weights), E2E_TIMEOUT (wait for Ready),
+# LOCAL_PORT (port-forward), E2E_OUTPUT (where the image goes, default .cache/e2e-image.png),
+# KEEP (1: do not delete the cluster).
+set -euo pipefail
+
+CLUSTER="${CLUSTER:-kubediffusers-e2e}"
+E2E_MODEL="${E2E_MODEL:-stabilityai/sd-turbo}"
+E2E_TIMEOUT="${E2E_TIMEOUT:-45m}"
+LOCAL_PORT="${LOCAL_PORT:-18080}"
+KEEP="${KEEP:-0}"
+E2E_OUTPUT="${E2E_OUTPUT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.cache/e2e-image.png}"
+TAG="e2e"
+OPERATOR_IMAGE="kubediffusers/operator:${TAG}"
+RUNNER_IMAGE="kubediffusers/runner:${TAG}"
+SYSTEM_NAMESPACE="kubediffusers-system"
+NAMESPACE="e2e"
+PIPELINE="e2e-text-to-image"
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WORK="$(mktemp -d)"
+PORT_FORWARD_PID=""
+
+log() { printf '\n==> %s\n' "$*"; }
+
+cleanup() {
+  local rc=$?
+  if [[ -n "${PORT_FORWARD_PID}" ]]; then
+    kill "${PORT_FORWARD_PID}" 2>/dev/null || true
+  fi
+  if [[ ${rc} -ne 0 ]] && kind get clusters 2>/dev/null | grep -qx "${CLUSTER}"; then
+    log "failed (exit ${rc}): what the cluster says"
+    kubectl get inferencepipelines,deployments,pods,pvc -A -o wide || true
+    kubectl describe inferencepipeline -n "${NAMESPACE}" "${PIPELINE}" || true
+    kubectl logs -n "${SYSTEM_NAMESPACE}" deploy/kubediffusers --tail=100 || true
+    kubectl logs -n "${NAMESPACE}" "deploy/${PIPELINE}" --all-containers --tail=100 || true
+  fi
+  if [[ "${KEEP}" == "1" ]]; then
+    log "KEEP=1: cluster ${CLUSTER} left running (kind delete cluster --name ${CLUSTER})"
+  else
+    log "deleting kind cluster ${CLUSTER}"
+    kind delete cluster --name "${CLUSTER}" >/dev/null 2>&1 || true
+  fi
+  rm -rf "${WORK}"
+  exit "${rc}"
+}
+trap cleanup EXIT INT TERM
+
+for tool in docker kind kubectl helm curl; do
+  command -v "${tool}" >/dev/null || { echo "e2e-kind: ${tool} is required" >&2; exit 2; }
+done
+
+log "creating kind cluster ${CLUSTER}"
+if ! kind get clusters 2>/dev/null | grep -qx "${CLUSTER}"; then
+  kind create cluster --name "${CLUSTER}" --wait 120s
+fi
+kubectl config use-context "kind-${CLUSTER}"
+
+log "building ${OPERATOR_IMAGE} and ${RUNNER_IMAGE}"
+docker build -f "${ROOT}/Dockerfile.operator" -t "${OPERATOR_IMAGE}" "${ROOT}"
+docker build -f "${ROOT}/Dockerfile.runner" -t "${RUNNER_IMAGE}" "${ROOT}"
+
+log "loading the images into the cluster"
+kind load docker-image --name "${CLUSTER}" "${OPERATOR_IMAGE}" "${RUNNER_IMAGE}"
+
+log "installing the chart (both namespaces enforce the restricted Pod Security Standard)"
+for ns in "${SYSTEM_NAMESPACE}" "${NAMESPACE}"; do
+  kubectl create namespace "${ns}" --dry-run=client -o yaml | kubectl apply -f -
+  kubectl label namespace "${ns}" --overwrite pod-security.kubernetes.io/enforce=restricted
+done
+helm upgrade --install kubediffusers "${ROOT}/charts/kubediffusers" \
+  --namespace "${SYSTEM_NAMESPACE}" \
+  --set fullnameOverride=kubediffusers \
+  --set image.repository=kubediffusers/operator --set image.tag="${TAG}" \
+  --set runner.image.repository=kubediffusers/runner --set runner.image.tag="${TAG}" \
+  --set logLevel=debug \
+  --wait --timeout 5m
+kubectl rollout status -n "${SYSTEM_NAMESPACE}" deploy/kubediffusers --timeout 3m
+
+log "applying a text-to-image pipeline for ${E2E_MODEL} on the CPU"
+cat >"${WORK}/pipeline.yaml" <<YAML
+apiVersion: kubediffusers.io/v1alpha1
+kind: InferencePipeline
+metadata:
+  name: ${PIPELINE}
+  namespace: ${NAMESPACE}
+spec:
+  task: text-to-image
+  model:
+    id: ${E2E_MODEL}
+    dtype: float32
+  storage:
+    size: 15Gi
+  resources:
+    requests:
+      cpu: "1"
+      memory: 4Gi
+  runner:
+    env:
+      - name: KUBEDIFFUSERS_DEVICE
+        value: cpu
+YAML
+kubectl apply -f "${WORK}/pipeline.yaml"
+kubectl get inferencepipeline -n "${NAMESPACE}" "${PIPELINE}"
+
+log "waiting up to ${E2E_TIMEOUT} for phase Ready (download, load, warm-up)"
+kubectl wait inferencepipeline -n "${NAMESPACE}" "${PIPELINE}" \
+  --for=jsonpath='{.status.phase}'=Ready --timeout "${E2E_TIMEOUT}"
+kubectl get inferencepipeline -n "${NAMESPACE}" "${PIPELINE}" -o wide
+
+log "port-forwarding svc/${PIPELINE} to localhost:${LOCAL_PORT}"
+kubectl port-forward -n "${NAMESPACE}" "svc/${PIPELINE}" "${LOCAL_PORT}:80" >"${WORK}/port-forward.log" 2>&1 &
+PORT_FORWARD_PID=$!
+for _ in $(seq 1 30); do
+  if curl -fsS "http://127.0.0.1:${LOCAL_PORT}/readyz" >/dev/null 2>&1; then break; fi
+  sleep 1
+done
+
+log "generating an image"
+curl -fsS "http://127.0.0.1:${LOCAL_PORT}/text-to-image" \
+  -H 'Content-Type: application/json' -H 'Accept: image/png' \
+  -d '{"prompt": "a lighthouse at dusk", "num_inference_steps": 1, "guidance_scale": 0, "width": 256, "height": 256, "seed": 42}' \
+  -o "${WORK}/image.png"
+if [[ "$(head -c 8 "${WORK}/image.png" | od -An -tx1 | tr -d ' \n')" != "89504e470d0a1a0a" ]]; then
+  echo "e2e-kind: the answer is not a PNG image" >&2
+  exit 1
+fi
+mkdir -p "$(dirname "${E2E_OUTPUT}")"
+cp "${WORK}/image.png" "${E2E_OUTPUT}"
+log "OK: ${E2E_OUTPUT} ($(wc -c <"${WORK}/image.png") bytes)"
