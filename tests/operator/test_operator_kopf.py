@@ -8,9 +8,9 @@ API, and waits for the operator to converge.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -61,17 +61,21 @@ async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
 
 @pytest.fixture
 async def operator(cluster: FakeCluster) -> AsyncIterator[Runtime]:
+    """The operator in its own thread and event loop, as in a real process.
+
+    (In the test's own loop, kopf's shutdown would wait for the test's tasks as "hung".)
+    """
     settings = OperatorSettings(standalone=True, resync_seconds=1.0, retry_seconds=0.1, liveness_endpoint=None, runner_image="runner:test")
     runtime = Runtime(settings)
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(kopf.operator(clusterwide=True, memo=kopf.Memo(runtime=runtime), stop_flag=stop, ready_flag=ready))
-    await asyncio.wait_for(ready.wait(), TIMEOUT)
+    stop, ready = threading.Event(), threading.Event()
+    coro = kopf.operator(clusterwide=True, memo=kopf.Memo(runtime=runtime), stop_flag=stop, ready_flag=ready)
+    thread = threading.Thread(target=asyncio.run, args=(coro,), name="kopf-operator", daemon=True)
+    thread.start()
+    assert await asyncio.to_thread(ready.wait, TIMEOUT), "the operator did not start"
     yield runtime
     stop.set()
-    # kopf ends its root task by cancelling it once everything has stopped gracefully.
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, TIMEOUT)
-    assert task.done()
+    await asyncio.to_thread(thread.join, TIMEOUT)
+    assert not thread.is_alive(), "the operator did not stop"
 
 
 async def call(cluster: FakeCluster, method: str, path: str, body: Any = None, content_type: str = "application/merge-patch+json") -> Any:
@@ -171,8 +175,8 @@ async def test_status_follows_pods_through_download_failure_and_ready(cluster: F
     await call(cluster, "PATCH", f"{DEPLOYMENTS}/sd/status", {"status": {"replicas": 1, "readyReplicas": 1}})
     status = await eventually(lambda: pipeline_status(cluster).get("phase") == "Ready" and pipeline_status(cluster).get("readyReplicas") == 1 and pipeline_status(cluster), what="Ready")
     assert status["model"]["resolvedRevision"] == SHA and status["readyReplicas"] == 1
-    reasons = [e.get("reason") for e in events(cluster)]
-    assert {"Downloading", "Failed", "Ready"} <= set(reasons)
+    # Events are posted asynchronously by kopf's poster: wait for them too.
+    await eventually(lambda: {"Downloading", "Failed", "Ready"} <= {e.get("reason") for e in events(cluster)}, what="phase Events")
     warnings = [e for e in events(cluster) if e.get("reason") == "Failed"]
     assert warnings and warnings[0]["type"] == "Warning" and "token is needed" in warnings[0]["message"]
 
