@@ -280,3 +280,25 @@ async def test_store_evicts_the_oldest_finished_job_when_full_and_never_an_unfin
     for record in (first, second):
         assert record.status == "queued" and record.waiter is not None
         record.waiter.cancel()
+
+
+def test_delete_cancels_running_and_queued_jobs_and_forgets_finished_ones(client: TestClient) -> None:
+    with slow(client) as gate:
+        running = client.post("/text-to-image", json=BODY, headers=ASYNC).json()["id"]
+        poll(client, running, lambda s: s["status"] == "running")
+        queued = client.post("/text-to-image", json=BODY, headers=ASYNC).json()["id"]
+        for job_id in (queued, running):
+            r = client.delete(f"/jobs/{job_id}")
+            assert r.status_code == 200, r.text
+            state = r.json()
+            assert state["status"] == "failed" and state["error"]["status_code"] == 410
+            assert "cancelled by DELETE" in state["error"]["msg"]
+        gate.release.set()
+        # The worker stops the running job and skips the queued one: the next job runs normally.
+        later = client.post("/text-to-image", json=BODY, headers=ASYNC).json()["id"]
+        assert poll(client, later, finished)["status"] == "done"
+    assert client.get(f"/jobs/{running}").json()["status"] == "failed"  # cancelled stays cancelled
+    assert_error(client.get(f"/jobs/{queued}/result"), 410, "cancelled")
+    assert client.delete(f"/jobs/{later}").status_code == 204
+    assert_error(client.get(f"/jobs/{later}"), 404, "no job")
+    assert_error(client.delete(f"/jobs/{later}"), 404, "no job")

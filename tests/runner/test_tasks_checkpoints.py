@@ -100,3 +100,19 @@ def test_tiny_cli_refuses_an_architecture_that_cannot_serve_the_task(tmp_path: P
     )
     assert result.returncode == 2
     assert "the tiny sdxl architecture cannot serve image-to-video" in result.stderr
+
+
+def test_the_sdxl_refiner_refines_but_cannot_start_from_noise(tmp_path: Path) -> None:
+    # The refiner's model_index.json: no first text encoder, and an img2img class.
+    (tmp_path / "model_index.json").write_text(
+        '{"_class_name": "StableDiffusionXLImg2ImgPipeline", "text_encoder": [null, null],'
+        ' "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"]}'
+    )
+    assert tasks_of(tmp_path) == {Task.IMAGE_TO_IMAGE, Task.INPAINTING}
+    with pytest.raises(ModelUnavailable, match="cannot serve text-to-image; it serves image-to-image, inpainting"):
+        check_task_support(tmp_path, Task.TEXT_TO_IMAGE, "stabilityai/stable-diffusion-xl-refiner-1.0")
+
+
+def test_the_tiny_sdxl_checkpoint_is_recognised_as_sdxl(model_dir: Path) -> None:
+    snapshot = ensure_tiny_model("text-to-image", model_dir, arch="sdxl")
+    assert tasks_of(snapshot) == {Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING}

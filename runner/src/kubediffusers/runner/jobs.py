@@ -25,6 +25,13 @@ from kubediffusers.runner.worker import Job
 
 log = logging.getLogger(__name__)
 
+
+class JobCancelled(RunnerError):
+    """The client cancelled the job with DELETE /jobs/{id}."""
+
+    status_code = 410
+
+
 JobStatus = Literal["queued", "running", "done", "failed"]
 
 
@@ -91,22 +98,39 @@ class JobStore:
         record.waiter = asyncio.create_task(self._wait(record), name=f"job-{record.id}")
         return record
 
+    def cancel(self, record: AsyncJob) -> None:
+        """Stop an unfinished job: skipped when its turn comes if queued, stopped
+        at its next denoising step if running. It reads as failed at once."""
+        if record.finished_at is not None:
+            return
+        record.job.cancel()
+        record.error = JobCancelled(f"job {record.id} was cancelled by DELETE /jobs/{record.id}")
+        record.finished_at = self._clock()
+
+    def forget(self, record: AsyncJob) -> None:
+        self._jobs.pop(record.id, None)
+
     async def _wait(self, record: AsyncJob) -> None:
+        error: RunnerError | None = None
         try:
             result = await record.job.future
-            # PNG encoding is CPU work: keep it off the event loop.
-            record.body = await asyncio.to_thread(record.render, result)
-            record.result = result
+            if record.finished_at is None:
+                # PNG encoding is CPU work: keep it off the event loop.
+                record.body = await asyncio.to_thread(record.render, result)
+                record.result = result
         except RunnerError as exc:
-            record.error = exc
+            error = exc
         except asyncio.CancelledError:
-            record.error = RunnerError("the runner stopped before the job finished")
+            error = RunnerError("the runner stopped before the job finished")
             raise
         except Exception as exc:  # anything unexpected is logged, never shown
             log.exception("async job %s failed", record.id, exc_info=exc)
-            record.error = RunnerError("internal error; see the runner's log")
+            error = RunnerError("internal error; see the runner's log")
         finally:
-            record.finished_at = self._clock()
+            # A job cancelled by the client is already finished: what the worker says later does not change that.
+            if record.finished_at is None:
+                record.error = error
+                record.finished_at = self._clock()
 
     def _expire(self) -> None:
         now = self._clock()

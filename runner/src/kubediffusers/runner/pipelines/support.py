@@ -63,6 +63,15 @@ def unet_in_channels(snapshot: Path) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def has_component(snapshot: Path, name: str) -> bool:
+    """Whether model_index.json lists the component with a class (not [null, null])."""
+    try:
+        value = json.loads((snapshot / "model_index.json").read_text()).get(name)
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(value, list) and len(value) == 2 and value[1] is not None
+
+
 def tasks_of(snapshot: Path) -> frozenset[Task] | None:
     """Tasks the checkpoint can serve, or None for a family we do not know."""
     family = checkpoint_class(snapshot)
@@ -71,6 +80,9 @@ def tasks_of(snapshot: Path) -> frozenset[Task] | None:
     if family in _TEXT_TO_IMAGE_FAMILIES:
         if unet_in_channels(snapshot) == INPAINTING_UNET_CHANNELS:
             return frozenset({Task.INPAINTING})
+        if family.startswith("StableDiffusionXL") and not has_component(snapshot, "text_encoder"):
+            # The SDXL refiner: only the second text encoder; it refines an image, it cannot start from noise.
+            return frozenset({Task.IMAGE_TO_IMAGE, Task.INPAINTING})
         return _IMAGE_TASKS
     return None
 

@@ -1,5 +1,6 @@
 """Polling async jobs: GET /jobs/{id} for the state, /jobs/{id}/result for
-the answer the synchronous call would have given (PNG or mp4 with Accept)."""
+the answer the synchronous call would have given (PNG or mp4 with Accept),
+DELETE /jobs/{id} to cancel one or forget its result."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from kubediffusers.runner.errors import RunnerError, error_response
 from kubediffusers.runner.jobs import AsyncJob, JobState, JobStore, get_jobs, job_state
@@ -68,3 +69,24 @@ async def get_job_result(job_id: JobId, request: Request, store: Annotated[JobSt
         progress = f" (step {state.step} of {state.total_steps})" if state.total_steps else ""
         raise JobNotFinished(f"job {job_id} is {state.status}{progress}; poll GET /jobs/{job_id}")
     return await asyncio.to_thread(record.respond, request, record.result)
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    summary="Cancel an unfinished job (it then reads as failed), or forget a finished one",
+    response_model=None,
+    responses={
+        200: {"model": JobState, "description": "The job was cancelled; it is kept, as failed, until it expires."},
+        204: {"description": "The finished job and its result were forgotten."},
+        404: ERROR_RESPONSES[422] | {"description": "Unknown or expired job"},
+        401: ERROR_RESPONSES[401],
+    },
+    operation_id="delete_job",
+)
+async def delete_job(job_id: JobId, store: Annotated[JobStore, Depends(get_jobs)]) -> Response:
+    record = find(store, job_id)
+    if record.finished_at is not None:
+        store.forget(record)
+        return Response(status_code=204)
+    store.cancel(record)
+    return JSONResponse(job_state(record, store).model_dump())
