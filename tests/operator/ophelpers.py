@@ -27,7 +27,9 @@ def manifest(name: str = "sd", **spec: Any) -> dict[str, Any]:
 
 
 def example_docs() -> list[tuple[str, dict[str, Any]]]:
-    return [(f"{path.name}#{i}", doc) for path in EXAMPLES for i, doc in enumerate(yaml.safe_load_all(path.read_text())) if doc]
+    """Every InferencePipeline in examples/*.yaml (other kinds, e.g. claims, are skipped)."""
+    docs = [(f"{path.name}#{i}", doc) for path in EXAMPLES for i, doc in enumerate(yaml.safe_load_all(path.read_text())) if doc]
+    return [(name, doc) for name, doc in docs if doc.get("kind") == "InferencePipeline"]
 
 
 def to_jsonschema(node: Any) -> Any:
