@@ -16,8 +16,8 @@ from kubediffusers.runner.pipelines.support import check_task_support, tasks_of
 from kubediffusers.runner.settings import Task
 from kubediffusers.runner.tiny import ensure_tiny_model, repo_cache_dir, tiny_model_id
 from tests.runner.conftest import STEPS
+from tests.runner.media import half_mask, png
 from tests.runner.test_generation import decode
-from tests.runner.test_tasks_inpainting import half_mask, png
 
 SDXL = tiny_model_id("text-to-image", "sdxl")
 

@@ -13,23 +13,9 @@ from PIL import Image
 from kubediffusers.runner.app import create_app
 from kubediffusers.runner.tiny import tiny_model_id
 from tests.runner.conftest import STEPS, ready_client, settings_for
+from tests.runner.media import half_mask, png
 from tests.runner.test_bad_input import assert_error
 from tests.runner.test_generation import decode
-
-
-def png(size: tuple[int, int], color: int | tuple[int, int, int] = (200, 30, 30), mode: str = "RGB") -> bytes:
-    buf = io.BytesIO()
-    Image.new(mode, size, color).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def half_mask(size: tuple[int, int]) -> bytes:
-    """White (repaint) on the right half, black (keep) on the left."""
-    mask = Image.new("L", size, 0)
-    mask.paste(255, (size[0] // 2, 0, size[0], size[1]))
-    buf = io.BytesIO()
-    mask.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from kubediffusers.runner.app import create_app
 from tests.runner.conftest import STEPS, ready_client, settings_for
+from tests.runner.media import png
 from tests.runner.test_bad_input import assert_error
 from tests.runner.test_generation import decode
-from tests.runner.test_tasks_inpainting import png
 
 
 @pytest.fixture(scope="module")

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from kubediffusers.runner.app import create_app
 from tests.runner.conftest import ThreadedServer, ready_client, settings_for
+from tests.runner.media import mp4_frames, png
 from tests.runner.test_bad_input import assert_error
 from tests.runner.test_generation import decode
-from tests.runner.test_tasks_inpainting import png
 
 FAST = {"num_inference_steps": "1", "seed": "9"}
 
@@ -28,12 +26,6 @@ def client(model_dir: Path) -> Iterator[TestClient]:
 def video(client: TestClient, image: bytes | None = None, headers: dict[str, str] | None = None, **data: str):  # type: ignore[no-untyped-def]
     files = {"image": ("first.png", image if image is not None else png((32, 32)), "image/png")}
     return client.post("/image-to-video", data={**FAST, **data}, files=files, headers=headers or {})
-
-
-def mp4_frames(data: bytes) -> tuple[list, float]:  # type: ignore[type-arg]
-    with av.open(io.BytesIO(data)) as container:
-        stream = container.streams.video[0]
-        return [f.to_image() for f in container.decode(stream)], float(stream.average_rate)
 
 
 def test_frames_as_json_in_ai_runner_shape(client: TestClient) -> None:
