@@ -199,7 +199,7 @@ def test_tokens_reach_only_their_container_and_only_as_secret_references() -> No
     assert fetch["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "token"}}
     assert fetch["HF_ENDPOINT"] == "https://hub.mirror.example"
     assert "HF_TOKEN" not in runner and "KUBEDIFFUSERS_AUTH_TOKEN" not in fetch
-    assert set(fetch) == {"KUBEDIFFUSERS_TASK", "KUBEDIFFUSERS_MODEL_ID", "KUBEDIFFUSERS_MODEL_REVISION", "KUBEDIFFUSERS_MODEL_VARIANT", "KUBEDIFFUSERS_MODEL_DIR", "KUBEDIFFUSERS_LOG_LEVEL", "HF_TOKEN", "HF_ENDPOINT"}
+    assert set(fetch) == {"KUBEDIFFUSERS_TASK", "KUBEDIFFUSERS_MODEL_ID", "KUBEDIFFUSERS_MODEL_REVISION", "KUBEDIFFUSERS_MODEL_VARIANT", "KUBEDIFFUSERS_MODEL_DIR", "KUBEDIFFUSERS_LOG_LEVEL", "HF_TOKEN", "HF_ENDPOINT", "HF_HOME"}
     assert "HF_ENDPOINT" not in env_map(build_fetch_env(p, OperatorSettings()))
 
 
@@ -226,3 +226,56 @@ def test_hashes_follow_the_spec() -> None:
     assert pod_hash(a) == pod_hash(c) and spec_hash(a) != spec_hash(c)  # scaling does not roll the pods
     assert spec_hash(a) == spec_hash(build_deployment(pipeline_of(manifest()), SETTINGS))
     assert build_service(pipeline_of(manifest())) == build_service(pipeline_of(manifest()))
+
+
+OPTIMIZED = {
+    "runner": {
+        "maxBatchSize": 8,
+        "batchWindowMs": 20,
+        "optimizations": {
+            "attention": "default",
+            "channelsLast": True,
+            "fuseQkv": True,
+            "compile": {"unet": True, "vae": True, "mode": "max-autotune"},
+            "deepCacheInterval": 3,
+            "tinyVae": "madebyollin/taesd",
+            "vaeSlicing": True,
+        },
+    }
+}
+
+
+def test_batching_and_optimizations_reach_the_runner_and_the_tiny_vae_the_fetcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    p = pipeline_of(manifest(**OPTIMIZED))
+    env = env_map(build_runner_env(p, SETTINGS))
+    assert {k: env[k] for k in env if k.startswith("KUBEDIFFUSERS_") and k[14:] in {
+        "MAX_BATCH_SIZE", "BATCH_WINDOW_MS", "ATTENTION", "CHANNELS_LAST", "FUSE_QKV", "COMPILE_UNET", "COMPILE_VAE",
+        "COMPILE_MODE", "DEEPCACHE_INTERVAL", "TINY_VAE_ID", "VAE_SLICING"}} == {
+        "KUBEDIFFUSERS_MAX_BATCH_SIZE": "8", "KUBEDIFFUSERS_BATCH_WINDOW_MS": "20.0", "KUBEDIFFUSERS_ATTENTION": "default",
+        "KUBEDIFFUSERS_CHANNELS_LAST": "true", "KUBEDIFFUSERS_FUSE_QKV": "true", "KUBEDIFFUSERS_COMPILE_UNET": "true",
+        "KUBEDIFFUSERS_COMPILE_VAE": "true", "KUBEDIFFUSERS_COMPILE_MODE": "max-autotune",
+        "KUBEDIFFUSERS_DEEPCACHE_INTERVAL": "3", "KUBEDIFFUSERS_TINY_VAE_ID": "madebyollin/taesd",
+        "KUBEDIFFUSERS_VAE_SLICING": "true",
+    }
+    assert env_map(build_fetch_env(p, SETTINGS))["KUBEDIFFUSERS_TINY_VAE_ID"] == "madebyollin/taesd"
+    # Defaults add nothing: the runner's own defaults apply.
+    plain = env_map(build_runner_env(pipeline_of(manifest()), SETTINGS))
+    assert not {"KUBEDIFFUSERS_ATTENTION", "KUBEDIFFUSERS_COMPILE_UNET", "KUBEDIFFUSERS_MAX_BATCH_SIZE"} & set(plain)
+    settings_mod = pytest.importorskip("kubediffusers.runner.settings")
+    for key, value in env.items():
+        if isinstance(value, str):
+            monkeypatch.setenv(key, value)
+    runner = settings_mod.load_settings()
+    assert runner.max_batch_size == 8 and runner.compile_unet and runner.deepcache_interval == 3
+
+
+def test_offload_with_compile_is_an_invalid_spec() -> None:
+    from pydantic import ValidationError
+
+    from kubediffusers.operator.spec import InferencePipelineSpec
+
+    with pytest.raises(ValidationError, match="cpuOffload cannot be combined"):
+        InferencePipelineSpec.model_validate(
+            {"task": "text-to-image", "model": {"id": "a/b"},
+             "runner": {"optimizations": {"cpuOffload": "model", "compile": {"unet": True}}}}
+        )

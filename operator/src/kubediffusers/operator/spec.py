@@ -12,7 +12,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "kubediffusers.io"
@@ -155,13 +155,56 @@ class EnvVar(_Model):
     value: str = Field(default="", description="Variable value.")
 
 
+class CompileSpec(_Model):
+    """torch.compile of the denoiser and VAE decoder, done during warm-up (before the pod is ready)."""
+
+    unet: bool = Field(default=False, description="Compile the UNet/transformer: the largest speed-up, minutes of compile at start.")
+    vae: bool = Field(default=False, description="Compile the VAE decoder.")
+    mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        default="default", description="torch.compile mode; reduce-overhead and max-autotune use CUDA graphs."
+    )
+
+
+class OptimizationsSpec(_Model):
+    """Speed and memory options of the runner; all off by default except SDPA attention."""
+
+    attention: Literal["sdpa", "default"] = Field(default="sdpa", description="sdpa: PyTorch's fused attention kernels; default: the checkpoint's own.")
+    channels_last: bool = Field(default=False, description="Run the UNet and VAE in channels_last memory format.")
+    fuse_qkv: bool = Field(default=False, description="Fuse attention QKV projections into one matmul.")
+    compile: CompileSpec = Field(default_factory=CompileSpec, description="torch.compile options; compiled kernels are cached on the model claim.")
+    deep_cache_interval: int = Field(default=0, ge=0, le=10, description="DeepCache: reuse high-level UNet features for this many steps (0 off; 2-3 for multi-step models).")
+    tiny_vae: str | None = Field(
+        default=None, max_length=200, pattern=MODEL_ID_PATTERN,
+        description="Repository of a tiny autoencoder decoding in place of the VAE (e.g. madebyollin/taesd, madebyollin/taesdxl); fetched with the model.",
+    )
+    vae_slicing: bool = Field(default=False, description="Decode a batch one image at a time (less GPU memory).")
+    vae_tiling: bool = Field(default=False, description="Decode large images in tiles (less GPU memory).")
+    cpu_offload: Literal["none", "model", "sequential"] = Field(
+        default="none", description="Keep components in CPU memory until used, for small GPUs; cannot be combined with compile."
+    )
+
+    @model_validator(mode="after")
+    def _offload_excludes_compile(self) -> "OptimizationsSpec":
+        if self.cpu_offload != "none" and (self.compile.unet or self.compile.vae):
+            raise ValueError("optimizations.cpuOffload cannot be combined with optimizations.compile")
+        return self
+
+
 class RunnerSpec(_Model):
-    """The runner container: image, queue and limits."""
+    """The runner container: image, queue, batching, optimizations and limits."""
 
     image: str | None = Field(default=None, max_length=512, description="Runner image (also runs the fetch init container). Unset: the operator's configured default.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level of the runner and the fetcher.")
     max_queue_size: int | None = Field(default=None, ge=1, le=10_000, description="Requests that may wait beyond the running one; more get 503 (runner default 16).")
     request_timeout_seconds: float | None = Field(default=None, gt=0, le=86_400, description="A request not done by then gets 504 (runner default 300).")
+    max_batch_size: int | None = Field(
+        default=None, ge=1, le=256,
+        description="Most images one pipeline call generates by merging compatible queued requests (runner default 1: no batching).",
+    )
+    batch_window_ms: float | None = Field(
+        default=None, ge=0, le=10_000, description="How long the runner waits for compatible requests to fill a batch (runner default 0)."
+    )
+    optimizations: OptimizationsSpec = Field(default_factory=OptimizationsSpec, description="Speed and memory options.")
     limits: RunnerLimits = Field(default_factory=RunnerLimits, description="Per-request limits.")
     auth_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret key holding a bearer token; when set, inference routes need 'Authorization: Bearer <token>'."

@@ -30,6 +30,23 @@ class DType(StrEnum):
     FLOAT32 = "float32"
 
 
+class Attention(StrEnum):
+    SDPA = "sdpa"  # PyTorch scaled_dot_product_attention: flash/memory-efficient kernels
+    DEFAULT = "default"  # whatever the checkpoint's classes pick
+
+
+class CompileMode(StrEnum):
+    DEFAULT = "default"
+    REDUCE_OVERHEAD = "reduce-overhead"  # CUDA graphs: fewest launches, fixed shapes
+    MAX_AUTOTUNE = "max-autotune"  # autotuned kernels plus CUDA graphs; longest compile
+
+
+class CpuOffload(StrEnum):
+    NONE = "none"
+    MODEL = "model"  # whole components move to the GPU when used
+    SEQUENTIAL = "sequential"  # layer by layer: smallest GPU memory, slowest
+
+
 class RunnerSettings(BaseSettings):
     """Settings of one runner process: one task, one model."""
 
@@ -74,7 +91,41 @@ class RunnerSettings(BaseSettings):
     job_ttl_seconds: float = Field(default=3600.0, gt=0, description="How long a finished async job's result is kept.")
     max_jobs: int = Field(default=100, ge=1, le=100_000, description="Most async jobs kept at once; the oldest finished go first.")
 
-    @field_validator("model_variant", mode="before")
+    # -- batching ----------------------------------------------------------
+    max_batch_size: int = Field(
+        default=1, ge=1, le=256,
+        description="Most images one pipeline call generates for compatible queued requests; 1 turns batching off.",
+    )
+    batch_window_ms: float = Field(
+        default=0.0, ge=0, le=10_000,
+        description="How long the worker waits for compatible requests to fill a batch once one is ready.",
+    )
+
+    # -- optimizations (all opt-in but SDPA; safe defaults) --------------------
+    attention: Attention = Field(default=Attention.SDPA, description="Attention implementation.")
+    channels_last: bool = Field(default=False, description="Run the UNet/VAE in channels_last memory format.")
+    fuse_qkv: bool = Field(default=False, description="Fuse the attention QKV projections into one matmul.")
+    compile_unet: bool = Field(default=False, description="torch.compile the UNet/transformer (done during warm-up).")
+    compile_vae: bool = Field(default=False, description="torch.compile the VAE decoder (done during warm-up).")
+    compile_mode: CompileMode = Field(default=CompileMode.DEFAULT, description="torch.compile mode; reduce-overhead uses CUDA graphs.")
+    compile_cache_dir: Path | None = Field(
+        default=None,
+        description="Where compiled kernels are cached; default <model_dir>/.compile-cache so a restarted pod reuses them.",
+    )
+    deepcache_interval: int = Field(
+        default=0, ge=0, le=10,
+        description="DeepCache: reuse high-level UNet features for this many steps (0 off; 2-3 for multi-step models).",
+    )
+    tiny_vae_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$",
+        description="Repository of a tiny autoencoder (e.g. madebyollin/taesd) decoding in place of the VAE; fetched with the model.",
+    )
+    vae_slicing: bool = Field(default=False, description="Decode a batch one image at a time (less memory).")
+    vae_tiling: bool = Field(default=False, description="Decode large images in tiles (less memory).")
+    cpu_offload: CpuOffload = Field(default=CpuOffload.NONE, description="Keep components on the CPU until used, for small GPUs.")
+
+    @field_validator("model_variant", "tiny_vae_id", mode="before")
     @classmethod
     def _empty_variant_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -88,7 +139,12 @@ class RunnerSettings(BaseSettings):
     def _sizes_consistent(self) -> "RunnerSettings":
         if self.max_upload_pixels < self.max_pixels:
             raise ValueError("max_upload_pixels must be at least max_pixels")
+        if self.cpu_offload is not CpuOffload.NONE and (self.compile_unet or self.compile_vae):
+            raise ValueError("cpu_offload cannot be combined with torch.compile")
         return self
+
+    def resolved_compile_cache_dir(self) -> Path:
+        return self.compile_cache_dir or self.model_dir / ".compile-cache"
 
     def resolved_device(self) -> str:
         if self.device != "auto":

@@ -12,14 +12,18 @@ from typing import Any
 from .. import names
 from ..pipeline import Pipeline
 from ..settings import OperatorSettings
-from ..spec import SecretKeyRef
+from ..spec import OptimizationsSpec, SecretKeyRef
 
 PREFIX = "KUBEDIFFUSERS_"
 AUTH_TOKEN_VAR = f"{PREFIX}AUTH_TOKEN"
 HF_TOKEN_VAR = "HF_TOKEN"
 HF_ENDPOINT_VAR = "HF_ENDPOINT"
 # What the fetcher reads (a subset of the runner's environment, plus the Hub token).
-FETCH_VARS = frozenset(f"{PREFIX}{n}" for n in ("TASK", "MODEL_ID", "MODEL_REVISION", "MODEL_VARIANT", "MODEL_DIR", "LOG_LEVEL"))
+FETCH_VARS = frozenset(
+    f"{PREFIX}{n}" for n in ("TASK", "MODEL_ID", "MODEL_REVISION", "MODEL_VARIANT", "MODEL_DIR", "LOG_LEVEL", "TINY_VAE_ID")
+)
+# huggingface_hub and hf_xet keep state under HF_HOME; the root filesystem is read-only.
+HF_HOME = "/tmp/hf-home"
 
 EnvVar = dict[str, Any]
 
@@ -60,16 +64,38 @@ def build_runner_env(pipeline: Pipeline, settings: OperatorSettings) -> list[Env
         "MAX_STEPS": runner.limits.max_steps,
         "MAX_IMAGES_PER_REQUEST": runner.limits.max_images_per_request,
         "MAX_UPLOAD_BYTES": runner.limits.max_upload_bytes,
+        "MAX_BATCH_SIZE": runner.max_batch_size,
+        "BATCH_WINDOW_MS": runner.batch_window_ms,
     }
     env += [_value(f"{PREFIX}{key}", value) for key, value in optional.items() if value is not None]
+    env += _optimization_env(runner.optimizations)
     if runner.auth_secret_ref is not None:
         env.append(_secret(AUTH_TOKEN_VAR, runner.auth_secret_ref))
     return _override(env, [_value(e.name, e.value) for e in runner.env])
 
 
+def _optimization_env(opt: OptimizationsSpec) -> list[EnvVar]:
+    """Only options that differ from the runner's defaults, so the pod spec stays short."""
+    values: dict[str, object] = {
+        "ATTENTION": opt.attention if opt.attention != "sdpa" else None,
+        "CHANNELS_LAST": opt.channels_last or None,
+        "FUSE_QKV": opt.fuse_qkv or None,
+        "COMPILE_UNET": opt.compile.unet or None,
+        "COMPILE_VAE": opt.compile.vae or None,
+        "COMPILE_MODE": opt.compile.mode if opt.compile.mode != "default" else None,
+        "DEEPCACHE_INTERVAL": opt.deep_cache_interval or None,
+        "TINY_VAE_ID": opt.tiny_vae,
+        "VAE_SLICING": opt.vae_slicing or None,
+        "VAE_TILING": opt.vae_tiling or None,
+        "CPU_OFFLOAD": opt.cpu_offload if opt.cpu_offload != "none" else None,
+    }
+    return [_value(f"{PREFIX}{k}", str(v).lower() if isinstance(v, bool) else v) for k, v in values.items() if v is not None]
+
+
 def build_fetch_env(pipeline: Pipeline, settings: OperatorSettings) -> list[EnvVar]:
     """Environment of the fetch init container: the model part of the runner's, plus Hub access."""
     env = [e for e in build_runner_env(pipeline, settings) if e["name"] in FETCH_VARS]
+    env.append(_value("HF_HOME", HF_HOME))
     if pipeline.spec.model.token_secret_ref is not None:
         # The Hub token reaches the fetcher only; the serving container never needs it.
         env.append(_secret(HF_TOKEN_VAR, pipeline.spec.model.token_secret_ref))

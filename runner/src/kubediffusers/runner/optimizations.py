@@ -1,0 +1,139 @@
+"""Speed and memory options, applied once when the pipeline loads.
+
+Each is opt-in from the pipeline's spec (``runner.optimizations``) except SDPA
+attention, which is PyTorch's fused attention and a safe default everywhere.
+Options a pipeline's architecture does not support are skipped with a log line
+rather than failing the load: the same spec must work for SD, SDXL and SVD.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+
+from kubediffusers.runner.errors import ModelUnavailable
+from kubediffusers.runner.settings import Attention, CpuOffload, RunnerSettings
+
+log = logging.getLogger(__name__)
+
+
+def _denoiser(pipe: Any) -> Any:
+    return getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+
+
+def place(pipe: Any, settings: RunnerSettings, device: str) -> Any:
+    """Move the pipeline to its device, or set up CPU offload for small GPUs."""
+    if settings.cpu_offload is CpuOffload.NONE or device == "cpu":
+        return pipe.to(device)
+    if settings.cpu_offload is CpuOffload.MODEL:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.enable_sequential_cpu_offload(device=device)
+    return pipe
+
+
+def load_tiny_vae(settings: RunnerSettings, dtype: torch.dtype) -> Any:
+    from diffusers import AutoencoderTiny
+    from huggingface_hub import snapshot_download
+
+    assert settings.tiny_vae_id is not None
+    try:
+        path = snapshot_download(settings.tiny_vae_id, cache_dir=settings.model_dir, local_files_only=True)
+        return AutoencoderTiny.from_pretrained(path, dtype=dtype, use_safetensors=True, local_files_only=True)
+    except Exception as exc:  # any failure here means the option cannot be honoured
+        raise ModelUnavailable(
+            f"tiny VAE {settings.tiny_vae_id} is not usable from the cache ({' '.join(str(exc).split())[:300]}); "
+            "the fetcher downloads it when KUBEDIFFUSERS_TINY_VAE_ID is set"
+        ) from None
+
+
+def apply(pipe: Any, settings: RunnerSettings, dtype: torch.dtype) -> list[str]:
+    """Apply the configured options; return the names of those applied."""
+    applied: list[str] = []
+    denoiser = _denoiser(pipe)
+
+    if settings.tiny_vae_id:
+        pipe.vae = load_tiny_vae(settings, dtype).to(pipe.device)
+        applied.append("tiny-vae")
+
+    if settings.attention is Attention.SDPA and hasattr(denoiser, "set_attn_processor"):
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        try:
+            denoiser.set_attn_processor(AttnProcessor2_0())
+            applied.append("sdpa")
+        except (ValueError, TypeError) as exc:  # e.g. architectures with their own processors
+            log.info("keeping the checkpoint's attention processors: %s", exc)
+
+    if settings.fuse_qkv:
+        if hasattr(pipe, "fuse_qkv_projections"):
+            pipe.fuse_qkv_projections()
+            applied.append("fused-qkv")
+        else:
+            log.info("fuse_qkv: %s has no fused projections; skipped", type(pipe).__name__)
+
+    if settings.channels_last:
+        for module in (denoiser, getattr(pipe, "vae", None)):
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
+        applied.append("channels-last")
+
+    vae = getattr(pipe, "vae", None)
+    if settings.vae_slicing and hasattr(vae, "enable_slicing"):
+        vae.enable_slicing()
+        applied.append("vae-slicing")
+    if settings.vae_tiling and hasattr(vae, "enable_tiling"):
+        vae.enable_tiling()
+        applied.append("vae-tiling")
+
+    if settings.deepcache_interval > 0:
+        applied.append(_enable_deepcache(pipe, settings.deepcache_interval))
+
+    if settings.compile_unet or settings.compile_vae:
+        applied.extend(_compile(pipe, settings))
+    return [name for name in applied if name]
+
+
+def _enable_deepcache(pipe: Any, interval: int) -> str:
+    if getattr(pipe, "unet", None) is None:
+        log.info("DeepCache needs a UNet; %s has none, skipped", type(pipe).__name__)
+        return ""
+    from DeepCache import DeepCacheSDHelper
+
+    helper = DeepCacheSDHelper(pipe=pipe)
+    helper.set_params(cache_interval=interval, cache_branch_id=0)
+    helper.enable()
+    pipe._kubediffusers_deepcache = helper  # keeps it alive with the pipeline
+    return f"deepcache-{interval}"
+
+
+def configure_compile_cache(settings: RunnerSettings) -> None:
+    """Inductor and Triton keep compiled kernels on the model claim, so a
+    restarted pod loads them instead of compiling again."""
+    cache = settings.resolved_compile_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+
+
+def _compile(pipe: Any, settings: RunnerSettings) -> list[str]:
+    configure_compile_cache(settings)
+    mode = settings.compile_mode.value
+    done = []
+    denoiser = _denoiser(pipe)
+    if settings.compile_unet and denoiser is not None:
+        compiled = torch.compile(denoiser, mode=mode)
+        if getattr(pipe, "unet", None) is denoiser:
+            pipe.unet = compiled
+        else:
+            pipe.transformer = compiled
+        done.append(f"compiled-unet:{mode}")
+    if settings.compile_vae and getattr(pipe, "vae", None) is not None:
+        pipe.vae.decode = torch.compile(pipe.vae.decode, mode=mode)
+        done.append(f"compiled-vae:{mode}")
+    return done

@@ -1,0 +1,96 @@
+"""Load-time optimizations on the tiny pipeline: each option applies, the
+pipeline still generates, and outputs stay what they were where they should."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from kubediffusers.runner import optimizations
+from kubediffusers.runner.errors import ModelUnavailable
+from kubediffusers.runner.model import find_snapshot
+from tests.runner.conftest import settings_for
+
+
+def load(model_dir: Path, **options: Any) -> tuple[Any, list[str]]:
+    from diffusers import AutoPipelineForText2Image
+
+    settings = settings_for(model_dir, **options)
+    snapshot, _ = find_snapshot(settings)
+    pipe = AutoPipelineForText2Image.from_pretrained(snapshot, use_safetensors=True, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, optimizations.apply(pipe, settings, torch.float32)
+
+
+def generate(pipe: Any) -> np.ndarray:
+    out = pipe("a cat", num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np")
+    return out.images[0]
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir: Path) -> np.ndarray:
+    pipe, applied = load(model_dir, attention="default")
+    assert applied == []
+    return generate(pipe)
+
+
+def test_sdpa_is_the_default_and_changes_nothing_numerically(model_dir: Path, reference: np.ndarray) -> None:
+    pipe, applied = load(model_dir)
+    assert applied == ["sdpa"]
+    assert np.abs(generate(pipe) - reference).max() < 1e-4
+
+
+def test_memory_layout_and_vae_options(model_dir: Path, reference: np.ndarray) -> None:
+    pipe, applied = load(model_dir, fuse_qkv=True, channels_last=True, vae_slicing=True)
+    assert applied == ["sdpa", "fused-qkv", "channels-last", "vae-slicing"]
+    assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert np.abs(generate(pipe) - reference).max() < 1e-3
+
+
+def test_deepcache_reuses_features_and_still_generates(model_dir: Path, reference: np.ndarray) -> None:
+    pipe, applied = load(model_dir, deepcache_interval=2)
+    assert applied == ["sdpa", "deepcache-2"]
+    image = generate(pipe)
+    assert image.shape == reference.shape and np.isfinite(image).all()
+
+
+def test_compile_wraps_the_denoiser_and_vae_and_caches_on_the_claim(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compiling for real takes a minute on this CPU: torch.compile is recorded
+    here, and measured for real by `kubediffusers-bench --compile`."""
+    calls: list[str] = []
+
+    def fake_compile(fn: Any, mode: str) -> Any:
+        calls.append(mode)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    _, applied = load(
+        model_dir, compile_unet=True, compile_vae=True, compile_mode="reduce-overhead", compile_cache_dir=tmp_path
+    )
+    assert applied == ["sdpa", "compiled-unet:reduce-overhead", "compiled-vae:reduce-overhead"]
+    assert calls == ["reduce-overhead", "reduce-overhead"]
+    import os
+
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor")
+
+
+def test_compile_cache_defaults_to_the_model_claim(model_dir: Path) -> None:
+    assert settings_for(model_dir).resolved_compile_cache_dir() == model_dir / ".compile-cache"
+
+
+def test_missing_tiny_vae_is_a_clear_not_ready_reason(model_dir: Path) -> None:
+    with pytest.raises(ModelUnavailable, match="tiny VAE madebyollin/taesd is not usable"):
+        load(model_dir, tiny_vae_id="madebyollin/taesd")
+
+
+def test_offload_and_compile_do_not_mix(model_dir: Path) -> None:
+    with pytest.raises(ValueError, match="cpu_offload cannot be combined"):
+        settings_for(model_dir, cpu_offload="model", compile_unet=True)
