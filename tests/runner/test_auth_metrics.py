@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+from tests.runner.metrics_helpers import metric
 
 BODY = {"prompt": "a cat", "num_inference_steps": 1}
 
@@ -22,15 +22,6 @@ def test_auth_on_requires_the_token_but_health_and_metrics_stay_open(make_client
     assert ok.status_code == 200
     for path in ("/health", "/healthz", "/readyz", "/metrics"):
         assert client.get(path).status_code == 200, path
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        m = re.match(rf"^{name}(?:{{(.*)}})? (\S+)$", line)
-        if m and ",".join(sorted((m.group(1) or "").split(","))) == want:
-            return float(m.group(2))
-    raise AssertionError(f"{name}{{{want}}} not in metrics")
 
 
 def test_metrics_after_requests(make_client) -> None:  # type: ignore[no-untyped-def]

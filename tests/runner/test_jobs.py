@@ -248,7 +248,7 @@ class Clock:
 
 
 async def finished_job(store: JobStore, result: Any = "ok") -> str:
-    job: Job[Any] = Job(run=lambda on_step: result)
+    job: Job[Any] = Job(work=None, execute=lambda works, on_step: [result])
     job.future.set_result(result)
     record = store.add(job, "text-to-image", lambda r: {"result": r})
     assert record.waiter is not None
@@ -271,9 +271,9 @@ async def test_store_evicts_the_oldest_finished_job_when_full_and_never_an_unfin
     newer = await finished_job(store)
     store.make_room()
     assert store.get(oldest) is None and store.get(newer) is not None
-    first = store.add(Job(run=lambda on_step: None), "text-to-image", lambda r: {})
+    first = store.add(Job(work=None, execute=lambda works, on_step: [None]), "text-to-image", lambda r: {})
     store.make_room()  # evicts `newer`, the only finished one
-    second = store.add(Job(run=lambda on_step: None), "text-to-image", lambda r: {})
+    second = store.add(Job(work=None, execute=lambda works, on_step: [None]), "text-to-image", lambda r: {})
     with pytest.raises(QueueFull):
         store.make_room()  # two unfinished jobs: nothing may be dropped
     assert len(store) == 2 and store.get(newer) is None

@@ -30,7 +30,13 @@ class RunnerContext:
             settings=settings,
             metrics=metrics,
             model=ModelHolder(settings, executor, metrics),
-            worker=InferenceWorker(executor, metrics, settings.max_queue_size),
+            worker=InferenceWorker(
+                executor,
+                metrics,
+                settings.max_queue_size,
+                max_batch_size=settings.max_batch_size,
+                batch_window_seconds=settings.batch_window_ms / 1000,
+            ),
             executor=executor,
         )
 

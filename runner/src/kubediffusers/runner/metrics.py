@@ -58,6 +58,14 @@ class Metrics:
         self.queue_depth = Gauge(
             "kubediffusers_queue_depth", "Requests waiting for the worker", registry=self.registry
         )
+        self.batch_images = Histogram(
+            "kubediffusers_batch_images", "Images generated per pipeline call (dynamic batching)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry,
+        )
+        self.batch_requests = Histogram(
+            "kubediffusers_batch_requests", "Requests served per pipeline call (dynamic batching)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry,
+        )
         self.busy = Gauge("kubediffusers_busy", "1 while the worker runs a request", registry=self.registry)
         self.images = Counter(
             "kubediffusers_images_generated", "Images (or video frames) generated", ["task"], registry=self.registry

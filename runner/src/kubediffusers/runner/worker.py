@@ -1,8 +1,11 @@
-"""One inference worker behind a bounded queue.
+"""One inference worker behind a bounded queue, with dynamic batching.
 
 The event loop only queues and awaits; the pipeline runs on a single thread of
 its own, so health, metrics and new requests are answered while an image is
-being generated, and GPU work never runs concurrently on one device.
+being generated, and GPU work never runs concurrently on one device. When a
+job is taken, queued jobs with the same batch key (same size, steps, guidance,
+...) join it, up to ``max_batch_size`` images, waiting at most the batch window
+for more to arrive: one pipeline call then serves them all.
 """
 
 from __future__ import annotations
@@ -11,14 +14,15 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from kubediffusers.runner.errors import ClientGone, QueueFull, RequestTimedOut
 from kubediffusers.runner.metrics import Metrics
-from kubediffusers.runner.pipelines.base import Cancelled
+from kubediffusers.runner.pipelines.base import Cancelled, StepCallback
 
 log = logging.getLogger(__name__)
 
@@ -28,44 +32,55 @@ Disconnected = Callable[[], Awaitable[bool]]
 
 @dataclass
 class Job(Generic[T]):
-    """A unit of GPU work: ``run(on_step)`` executes on the worker thread."""
+    """One request's GPU work. ``execute(works, on_step)`` runs on the worker
+    thread and returns one result per work; jobs with equal ``batch_key`` may
+    be executed together."""
 
-    run: Callable[[Callable[[int, int], None]], T]
+    work: Any
+    execute: Callable[[list[Any], StepCallback], list[T]]
+    batch_key: Hashable | None = None
+    weight: int = 1  # images this job adds to a batch
     disconnected: Disconnected | None = None
     future: asyncio.Future[T] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     enqueued_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
     step: int = 0
     total_steps: int = 0
-    cancelled: bool = False
+    cancelled: str | None = None  # why nobody wants the result any more
 
-    def cancel(self) -> None:
-        """Nobody wants the result: skip it if queued, stop it at the next step if running."""
-        self.cancelled = True
-
-    def _on_step(self, step: int, total: int) -> None:
-        self.step, self.total_steps = step, total
-        if self.cancelled:
-            raise Cancelled()
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Skip it if queued; stop it at the next step if running (unless batch mates still want theirs)."""
+        self.cancelled = self.cancelled or reason
 
 
 class InferenceWorker:
-    def __init__(self, executor: ThreadPoolExecutor, metrics: Metrics, max_queue_size: int) -> None:
+    def __init__(
+        self,
+        executor: ThreadPoolExecutor,
+        metrics: Metrics,
+        max_queue_size: int,
+        max_batch_size: int = 1,
+        batch_window_seconds: float = 0.0,
+    ) -> None:
         self._executor = executor
         self._metrics = metrics
-        self._queue: asyncio.Queue[Job[Any]] = asyncio.Queue(maxsize=max_queue_size)
+        self.max_queue_size = max_queue_size
+        self.max_batch_size = max_batch_size
+        self.batch_window_seconds = batch_window_seconds
+        self._pending: deque[Job[Any]] = deque()
+        self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.current: Job[Any] | None = None
-        # Moving average of inference time, used to tell clients when to retry.
+        self.running: list[Job[Any]] = []
+        # Moving average of a pipeline call's time, used to tell clients when to retry.
         self._avg_seconds = 1.0
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._pending)
 
     @property
     def busy(self) -> bool:
-        return self.current is not None
+        return bool(self.running)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="inference-worker")
@@ -77,24 +92,24 @@ class InferenceWorker:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        while not self._queue.empty():
-            job = self._queue.get_nowait()
+        while self._pending:
+            job = self._pending.popleft()
             if not job.future.done():
                 job.future.set_exception(ClientGone("the runner is shutting down"))
 
     def retry_after(self) -> int:
-        waiting = self.depth + (1 if self.busy else 0)
-        return max(1, min(60, math.ceil(waiting * self._avg_seconds)))
+        calls = math.ceil(self.depth / self.max_batch_size) + (1 if self.busy else 0)
+        return max(1, min(60, math.ceil(calls * self._avg_seconds)))
 
     def submit(self, job: Job[T]) -> Job[T]:
-        try:
-            self._queue.put_nowait(job)
-        except asyncio.QueueFull:
+        if len(self._pending) >= self.max_queue_size:
             self._metrics.rejected.labels("queue_full").inc()
             raise QueueFull(
-                f"the queue is full ({self._queue.maxsize} requests waiting); retry later",
+                f"the queue is full ({self.max_queue_size} requests waiting); retry later",
                 retry_after=self.retry_after(),
-            ) from None
+            )
+        self._pending.append(job)
+        self._arrived.set()
         self._metrics.queue_depth.set(self.depth)
         return job
 
@@ -103,50 +118,106 @@ class InferenceWorker:
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout)
         except TimeoutError:
-            job.cancel()
+            job.cancel("timeout")
             self._metrics.rejected.labels("timeout").inc()
             raise RequestTimedOut(f"the request did not finish within {timeout:g} seconds") from None
         except asyncio.CancelledError:
-            job.cancel()
+            job.cancel("client_disconnected")
             raise
+
+    # -- the loop ------------------------------------------------------------
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            job = await self._queue.get()
+            batch = await self._next_batch()
+            self.running = batch
             self._metrics.queue_depth.set(self.depth)
-            if await self._unwanted(job):
-                continue
-            self.current = job
             self._metrics.busy.set(1)
-            job.started_at = time.monotonic()
-            self._metrics.queue_wait_seconds.labels(self._metrics.task).observe(job.started_at - job.enqueued_at)
+            started = time.monotonic()
+            for job in batch:
+                job.started_at = started
+                self._metrics.queue_wait_seconds.labels(self._metrics.task).observe(started - job.enqueued_at)
+            self._metrics.batch_images.observe(sum(j.weight for j in batch))
+            self._metrics.batch_requests.observe(len(batch))
             try:
-                result = await loop.run_in_executor(self._executor, job.run, job._on_step)
+                results = await loop.run_in_executor(
+                    self._executor, batch[0].execute, [j.work for j in batch], self._step_callback(batch)
+                )
             except Cancelled:
-                self._metrics.rejected.labels("cancelled").inc()
-                if not job.future.done():
-                    job.future.set_exception(ClientGone("cancelled while running"))
-            except BaseException as exc:  # delivered to the waiting request, which maps it
-                if not job.future.done():
-                    job.future.set_exception(exc)
+                for job in batch:
+                    self._fail(job, ClientGone(f"{job.cancelled or 'cancelled'} while running"))
+                self._metrics.rejected.labels("cancelled").inc(len(batch))
+            except BaseException as exc:  # delivered to the waiting requests, which map it
+                for job in batch:
+                    self._fail(job, exc)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
             else:
-                elapsed = time.monotonic() - job.started_at
+                elapsed = time.monotonic() - started
                 self._metrics.inference_seconds.labels(self._metrics.task).observe(elapsed)
                 self._avg_seconds = 0.8 * self._avg_seconds + 0.2 * elapsed
-                if not job.future.done():
-                    job.future.set_result(result)
+                for job, result in zip(batch, results, strict=True):
+                    if not job.future.done():
+                        job.future.set_result(result)
             finally:
-                self.current = None
+                self.running = []
                 self._metrics.busy.set(0)
 
+    @staticmethod
+    def _fail(job: Job[Any], exc: BaseException) -> None:
+        if not job.future.done():
+            job.future.set_exception(exc)
+
+    @staticmethod
+    def _step_callback(batch: list[Job[Any]]) -> StepCallback:
+        def on_step(step: int, total: int) -> None:
+            for job in batch:
+                job.step, job.total_steps = step, total
+            # Stop only when nobody in the batch wants a result any more.
+            if all(job.cancelled for job in batch):
+                raise Cancelled()
+
+        return on_step
+
+    async def _next_batch(self) -> list[Job[Any]]:
+        head = await self._next_wanted()
+        batch, images = [head], head.weight
+        if head.batch_key is None or self.max_batch_size <= 1:
+            return batch
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.batch_window_seconds
+        while images < self.max_batch_size:
+            for job in list(self._pending):
+                if job.batch_key != head.batch_key or images + job.weight > self.max_batch_size:
+                    continue
+                self._pending.remove(job)
+                if await self._unwanted(job):
+                    continue
+                batch.append(job)
+                images += job.weight
+            remaining = deadline - loop.time()
+            if images >= self.max_batch_size or remaining <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+        return batch
+
+    async def _next_wanted(self) -> Job[Any]:
+        while True:
+            while not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+            job = self._pending.popleft()
+            if not await self._unwanted(job):
+                return job
+
     async def _unwanted(self, job: Job[Any]) -> bool:
-        reason = None
-        if job.cancelled:
-            reason = "timeout"
-        elif job.disconnected is not None:
+        reason = job.cancelled
+        if reason is None and job.disconnected is not None:
             try:
                 if await job.disconnected():
                     reason = "client_disconnected"
@@ -156,6 +227,6 @@ class InferenceWorker:
             return False
         log.info("dropping a queued request: %s", reason.replace("_", " "))
         self._metrics.rejected.labels(reason).inc()
-        if not job.future.done():
-            job.future.set_exception(ClientGone(reason.replace("_", " ")))
+        self._fail(job, ClientGone(reason.replace("_", " ")))
+        self._metrics.queue_depth.set(self.depth)
         return True

@@ -12,7 +12,7 @@ import gc
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
+from kubediffusers.runner import optimizations
 from kubediffusers.runner.errors import GpuOutOfMemory, InvalidInput, ModelUnavailable
 from kubediffusers.runner.pipelines.support import check_task_support
 from kubediffusers.runner.settings import DType, RunnerSettings, Task
@@ -91,8 +92,10 @@ class TaskPipeline(ABC):
             )
         except (OSError, ValueError, EnvironmentError) as exc:
             raise ModelUnavailable(f"cannot load {settings.model_id} for {cls.task.value}: {one_line(exc)}") from None
-        pipe = pipe.to(device)
+        pipe = optimizations.place(pipe, settings, device)
         pipe.set_progress_bar_config(disable=True)
+        applied = optimizations.apply(pipe, settings, dtype)
+        log.info("optimizations: %s", ", ".join(applied) or "none")
         return cls(pipe, device)
 
     # -- inference ---------------------------------------------------------
@@ -104,34 +107,20 @@ class TaskPipeline(ABC):
     def steps_of(self, work: Work) -> int:
         return int(work.params.num_inference_steps)
 
-    def run(self, work: Work, on_step: StepCallback | None = None) -> list[GeneratedImage]:
-        total = self.steps_of(work)
-        kwargs = self.call_arguments(work)
-        kwargs["generator"] = [torch.Generator(device="cpu").manual_seed(s) for s in work.seeds]
-        kwargs["num_images_per_prompt"] = work.num_images
-        if on_step is not None:
-            def callback(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-                on_step(step + 1, total)
-                return tensors
+    @abstractmethod
+    def run(self, work: Work, on_step: StepCallback | None = None) -> list[Any]:
+        """Generate one request's outputs (one per seed)."""
 
-            kwargs["callback_on_step_end"] = callback
-        try:
-            with torch.inference_mode():
-                output = self.pipe(**kwargs)
-        except torch.OutOfMemoryError:
-            free_accelerator_memory()
-            raise GpuOutOfMemory(
-                "the GPU ran out of memory for this request; memory was freed, "
-                "retry with fewer images or a smaller size"
-            ) from None
-        except ValueError as exc:
-            # diffusers validates inputs (sizes, strengths) with ValueError.
-            raise InvalidInput(one_line(exc)) from None
-        nsfw = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)
-        return [
-            GeneratedImage(image=img, seed=seed, nsfw=bool(flag))
-            for img, seed, flag in zip(output.images, work.seeds, nsfw, strict=False)
-        ]
+    def batch_key(self, work: Work) -> Hashable | None:
+        """Requests with equal keys may share one pipeline call; None: never batched."""
+        return None
+
+    def run_batch(self, works: list[Work], on_step: StepCallback | None = None) -> list[list[Any]]:
+        """Generate several requests' outputs; only called with one work unless
+        ``batch_key`` says the works are compatible."""
+        if len(works) != 1:
+            raise ValueError(f"{type(self).__name__} does not batch")
+        return [self.run(works[0], on_step)]
 
     @abstractmethod
     def warmup_work(self) -> Work:
@@ -145,6 +134,78 @@ class TaskPipeline(ABC):
         if isinstance(sample, (list, tuple)):
             return int(sample[0]) * scale, int(sample[1]) * scale
         return int(sample) * scale, int(sample) * scale
+
+
+class BatchedPipeline(TaskPipeline):
+    """A pipeline that runs compatible requests in one diffusers call.
+
+    Each output gets its own generator (seed + i) and a prompt list entry, so a
+    request's images do not depend on what else shares the call. A request
+    alone takes the same path, as a batch of one.
+    """
+
+    @abstractmethod
+    def per_item_arguments(self, work: Work) -> dict[str, Any]:
+        """Arguments that may differ between requests in a batch (prompts, input images)."""
+
+    @abstractmethod
+    def shared_arguments(self, work: Work) -> dict[str, Any]:
+        """Arguments every request in a batch must share (size, steps, guidance, ...)."""
+
+    def call_arguments(self, work: Work) -> dict[str, Any]:
+        return {**self.shared_arguments(work), **self.per_item_arguments(work)}
+
+    def batch_key(self, work: Work) -> Hashable | None:
+        sizes = tuple(sorted((name, image.size) for name, image in work.images.items()))
+        return tuple(sorted(self.shared_arguments(work).items())) + sizes
+
+    def run(self, work: Work, on_step: StepCallback | None = None) -> list[GeneratedImage]:
+        return self._call([work], on_step)[0]
+
+    def run_batch(self, works: list[Work], on_step: StepCallback | None = None) -> list[list[Any]]:
+        if len(works) == 1:
+            return [self.run(works[0], on_step)]
+        return self._call(works, on_step)  # type: ignore[return-value]
+
+    def _call(self, works: list[Work], on_step: StepCallback | None) -> list[list[GeneratedImage]]:
+        kwargs = self.shared_arguments(works[0])
+        for name in self.per_item_arguments(works[0]):
+            kwargs[name] = [self.per_item_arguments(w)[name] for w in works for _ in w.seeds]
+        kwargs["generator"] = [torch.Generator(device="cpu").manual_seed(s) for w in works for s in w.seeds]
+        kwargs["num_images_per_prompt"] = 1
+        if on_step is not None:
+            total = self.steps_of(works[0])
+
+            def callback(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+                on_step(step + 1, total)
+                return tensors
+
+            kwargs["callback_on_step_end"] = callback
+        output = call_pipeline(self.pipe, kwargs)
+        nsfw = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)
+        images = iter(zip(output.images, nsfw, strict=True))
+        results = []
+        for work in works:
+            results.append(
+                [GeneratedImage(image=img, seed=seed, nsfw=bool(flag)) for seed, (img, flag) in zip(work.seeds, images)]
+            )
+        return results
+
+
+def call_pipeline(pipe: Any, kwargs: dict[str, Any]) -> Any:
+    """One diffusers call, with its failures mapped to the runner's errors."""
+    try:
+        with torch.inference_mode():
+            return pipe(**kwargs)
+    except torch.OutOfMemoryError:
+        free_accelerator_memory()
+        raise GpuOutOfMemory(
+            "the GPU ran out of memory for this request; memory was freed, "
+            "retry with fewer images or frames, or a smaller size"
+        ) from None
+    except ValueError as exc:
+        # diffusers validates inputs (sizes, strengths, noise levels) with ValueError.
+        raise InvalidInput(one_line(exc)) from None
 
 
 def torch_dtype(dtype: DType, device: str) -> torch.dtype:

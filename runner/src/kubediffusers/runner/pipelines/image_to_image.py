@@ -4,11 +4,11 @@ from typing import Any
 
 from PIL import Image
 
-from kubediffusers.runner.pipelines.base import TaskPipeline, Work
+from kubediffusers.runner.pipelines.base import BatchedPipeline, Work
 from kubediffusers.runner.settings import Task
 
 
-class ImageToImagePipeline(TaskPipeline):
+class ImageToImagePipeline(BatchedPipeline):
     task = Task.IMAGE_TO_IMAGE
 
     @classmethod
@@ -21,12 +21,13 @@ class ImageToImagePipeline(TaskPipeline):
         # img2img skips the first (1 - strength) of the schedule.
         return max(1, int(work.params.num_inference_steps * work.params.strength))
 
-    def call_arguments(self, work: Work) -> dict[str, Any]:
+    def per_item_arguments(self, work: Work) -> dict[str, Any]:
+        p = work.params
+        return {"prompt": p.prompt, "negative_prompt": p.negative_prompt, "image": work.images["image"]}
+
+    def shared_arguments(self, work: Work) -> dict[str, Any]:
         p = work.params
         return {
-            "prompt": p.prompt,
-            "negative_prompt": p.negative_prompt or None,
-            "image": work.images["image"],
             "strength": p.strength,
             "guidance_scale": p.guidance_scale,
             "num_inference_steps": p.num_inference_steps,

@@ -15,15 +15,7 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
-from kubediffusers.runner.errors import GpuOutOfMemory, InvalidInput
-from kubediffusers.runner.pipelines.base import (
-    GeneratedImage,
-    StepCallback,
-    TaskPipeline,
-    Work,
-    free_accelerator_memory,
-    one_line,
-)
+from kubediffusers.runner.pipelines.base import GeneratedImage, StepCallback, TaskPipeline, Work, call_pipeline
 
 
 @dataclass
@@ -70,22 +62,6 @@ class PerSeedPipeline(TaskPipeline):
             return tensors
 
         return {"callback_on_step_end": callback}
-
-
-def call_pipeline(pipe: Any, kwargs: dict[str, Any]) -> Any:
-    """One diffusers call, with the same error mapping as TaskPipeline.run."""
-    try:
-        with torch.inference_mode():
-            return pipe(**kwargs)
-    except torch.OutOfMemoryError:
-        free_accelerator_memory()
-        raise GpuOutOfMemory(
-            "the GPU ran out of memory for this request; memory was freed, "
-            "retry with fewer images or frames, or a smaller size"
-        ) from None
-    except ValueError as exc:
-        # diffusers validates inputs (sizes, strengths, noise levels) with ValueError.
-        raise InvalidInput(one_line(exc)) from None
 
 
 def unet_size_multiple(pipe: Any, latent_scale: int) -> int:

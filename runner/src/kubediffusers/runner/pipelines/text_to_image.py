@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubediffusers.runner.pipelines.base import TaskPipeline, Work
+from kubediffusers.runner.pipelines.base import BatchedPipeline, Work
 from kubediffusers.runner.settings import Task
 
 
-class TextToImagePipeline(TaskPipeline):
+class TextToImagePipeline(BatchedPipeline):
     task = Task.TEXT_TO_IMAGE
 
     @classmethod
@@ -15,12 +15,14 @@ class TextToImagePipeline(TaskPipeline):
 
         return AutoPipelineForText2Image
 
-    def call_arguments(self, work: Work) -> dict[str, Any]:
+    def per_item_arguments(self, work: Work) -> dict[str, Any]:
+        # "" and None are the same unconditional prompt to diffusers; "" fits a list.
+        return {"prompt": work.params.prompt, "negative_prompt": work.params.negative_prompt}
+
+    def shared_arguments(self, work: Work) -> dict[str, Any]:
         p = work.params
         height, width = self.default_size()
         return {
-            "prompt": p.prompt,
-            "negative_prompt": p.negative_prompt or None,
             "height": p.height or height,
             "width": p.width or width,
             "guidance_scale": p.guidance_scale,

@@ -19,7 +19,7 @@ from kubediffusers.runner.errors import InvalidInput, PayloadTooLarge
 from kubediffusers.runner.images import decode_image, encode_png, png_data_url
 from kubediffusers.runner.jobs import JobState, get_jobs, job_state
 from kubediffusers.runner.pipelines.base import GeneratedImage, Work
-from kubediffusers.runner.worker import Job
+from kubediffusers.runner.worker import Disconnected, Job
 
 MAX_SEED = 2**63 - 1 - 64  # torch seeds are 64-bit; leave room for seed + i
 
@@ -127,10 +127,20 @@ def new_work(params: BaseModel, **images: Any) -> Work:
     return Work(params=params, seed=seed, num_images=count, images=images)
 
 
+def new_job(ctx: RunnerContext, work: Work, disconnected: Disconnected | None = None) -> Job[list[Any]]:
+    pipeline = ctx.model.require_ready()
+    return Job(
+        work=work,
+        execute=pipeline.run_batch,
+        batch_key=pipeline.batch_key(work),
+        weight=work.num_images,
+        disconnected=disconnected,
+    )
+
+
 async def generate(ctx: RunnerContext, request: Request, work: Work) -> list[Any]:
     """Queue the work, wait for its turn and its result within the request timeout."""
-    pipeline = ctx.model.require_ready()
-    job: Job[list[Any]] = Job(run=lambda on_step: pipeline.run(work, on_step), disconnected=request.is_disconnected)
+    job = new_job(ctx, work, disconnected=request.is_disconnected)
     ctx.worker.submit(job)
     results = await ctx.worker.result(job, ctx.settings.request_timeout_seconds)
     count_outputs(ctx, results)
@@ -213,11 +223,10 @@ async def respond(
 
 
 def submit_job(ctx: RunnerContext, request: Request, work: Work, output: OutputFormat) -> Response:
-    pipeline = ctx.model.require_ready()
+    job = new_job(ctx, work)
     jobs = get_jobs(request)
     jobs.make_room()
     # No disconnect check and no timeout: nobody waits on a connection for this job.
-    job: Job[list[Any]] = Job(run=lambda on_step: pipeline.run(work, on_step))
     ctx.worker.submit(job)  # a full queue answers 503 with Retry-After, as for a sync call
 
     def finish(results: list[Any]) -> dict[str, Any]:
