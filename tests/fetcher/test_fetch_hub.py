@@ -311,3 +311,29 @@ def test_a_commit_sha_or_a_tag_as_revision(hub, fetch_env, run, tmp_path):
     assert len([r for r in hub.seen("GET", "/resolve/") if r.path.endswith(".safetensors")]) == weights_gets
     assert (repo_dir / "refs" / "v1.0").read_text() == repo.sha  # ...but the files were already there
     assert read_marker(tmp_path / "models", MODEL, "v1.0", None).resolved_commit == repo.sha
+
+
+def test_a_tiny_vae_is_fetched_alongside_the_model(hub, fetch_env, run, tmp_path):
+    """runner.optimizations.tinyVae: a single-model repository fetched at main with the pipeline."""
+    taesd = hub.add(Repo("tiny-org/taesd", {
+        "config.json": b'{"_class_name": "AutoencoderTiny"}',
+        "diffusion_pytorch_model.safetensors": rand(3000, 1),
+        "diffusion_pytorch_model.bin": rand(3000, 2),
+    }))
+    env = {**fetch_env, "HF_ENDPOINT": hub.url, "KUBEDIFFUSERS_TINY_VAE_ID": taesd.model_id}
+    result = run(env, *ARGS, "--variant", "fp16")
+    assert result.returncode == 0, result.output
+    assert result.termination == f"resolved {hub.repos[MODEL].sha}"  # the pipeline's commit, for the status
+    assert set(snapshot_files(tmp_path / "models", taesd.model_id, taesd.sha)) == {
+        "config.json", "diffusion_pytorch_model.safetensors"}
+    assert read_marker(tmp_path / "models", taesd.model_id, "main", None) is not None
+    hub.stop()
+    again = run(env, *ARGS, "--variant", "fp16")
+    assert again.returncode == 0 and again.stdout.count("already complete") == 2
+
+
+def test_a_missing_tiny_vae_fails_the_fetch_with_one_line(hub, fetch_env, run):
+    env = {**fetch_env, "HF_ENDPOINT": hub.url, "HF_TOKEN": GOOD_TOKEN, "KUBEDIFFUSERS_TINY_VAE_ID": "tiny-org/no-such-vae"}
+    result = run(env, *ARGS, "--variant", "fp16")
+    assert result.returncode == EXIT_NOT_FOUND
+    assert "tiny-org/no-such-vae" in assert_one_failure_line(result, "RepositoryNotFound")

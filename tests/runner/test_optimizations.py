@@ -94,3 +94,20 @@ def test_missing_tiny_vae_is_a_clear_not_ready_reason(model_dir: Path) -> None:
 def test_offload_and_compile_do_not_mix(model_dir: Path) -> None:
     with pytest.raises(ValueError, match="cpu_offload cannot be combined"):
         settings_for(model_dir, cpu_offload="model", compile_unet=True)
+
+
+def test_tiny_vae_from_the_cache_decodes_in_place_of_the_vae(model_dir: Path) -> None:
+    from kubediffusers.runner.tiny import TINY_VAE_ID, ensure_tiny_vae
+
+    ensure_tiny_vae(model_dir)
+    pipe, applied = load(model_dir, tiny_vae_id=TINY_VAE_ID)
+    assert applied == ["tiny-vae", "sdpa"]
+    assert type(pipe.vae).__name__ == "AutoencoderTiny"
+    image = generate(pipe)
+    assert image.shape == (64, 64, 3) and np.isfinite(image).all()
+
+
+def test_runner_with_optimizations_serves_over_http(make_client) -> None:  # type: ignore[no-untyped-def]
+    client = make_client(fuse_qkv=True, channels_last=True, deepcache_interval=2, vae_slicing=True)
+    r = client.post("/text-to-image", json={"prompt": "a cat", "num_inference_steps": 4, "num_images_per_prompt": 2})
+    assert r.status_code == 200 and len(r.json()["images"]) == 2

@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 from kubediffusers.runner.errors import ModelUnavailable
 from kubediffusers.runner.pipelines.support import check_task_support, tasks_of
 from kubediffusers.runner.settings import Task
-from kubediffusers.runner.tiny import ensure_tiny_model, repo_cache_dir, tiny_model_id
+from kubediffusers.runner.fetch.marker import repo_folder
+from kubediffusers.runner.tiny import ensure_tiny_model, tiny_model_id
 from tests.runner.conftest import STEPS
 from tests.runner.media import half_mask, png
 from tests.runner.test_generation import decode
@@ -89,7 +90,7 @@ def test_tiny_builds_are_idempotent(model_dir: Path) -> None:
     started = time.monotonic()
     snapshot = ensure_tiny_model("text-to-image", model_dir, arch="sdxl")
     assert time.monotonic() - started < 0.5  # already there: nothing rebuilt
-    assert snapshot.parent.parent == repo_cache_dir(model_dir, SDXL)
+    assert snapshot.parent.parent == repo_folder(model_dir, SDXL)
     assert (snapshot / "text_encoder_2" / "model.safetensors").is_file()
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kubediffusers.runner.fetch.marker import repo_folder
 from kubediffusers.runner.settings import Task
 
 TINY_ORG = "kubediffusers"
@@ -32,11 +33,6 @@ def tiny_model_id(task: Task | str, arch: str | None = None) -> str:
     if arch is None or arch == DEFAULT_ARCHITECTURE[task]:
         return f"{TINY_ORG}/tiny-{task.value}"
     return f"{TINY_ORG}/tiny-{arch}"
-
-
-def repo_cache_dir(model_dir: Path, model_id: str) -> Path:
-    """The Hub cache folder of a repository (huggingface_hub's naming)."""
-    return model_dir / ("models--" + model_id.replace("/", "--"))
 
 
 def _byte_level_alphabet() -> list[str]:
@@ -373,12 +369,35 @@ def ensure_tiny_model(task: Task | str, model_dir: Path, revision: str = "main",
         raise ValueError(f"no tiny architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     if task not in ARCHITECTURE_TASKS[arch]:
         raise ValueError(f"the tiny {arch} architecture cannot serve {task.value}")
-    repo = repo_cache_dir(model_dir, tiny_model_id(task, arch))
+    return _ensure_snapshot(repo_folder(model_dir, tiny_model_id(task, arch)), revision, builder)
+
+
+TINY_VAE_ID = f"{TINY_ORG}/tiny-taesd"
+
+
+def build_tiny_autoencoder(folder: Path) -> None:
+    """A TAESD-shaped AutoencoderTiny (runner.optimizations.tinyVae)."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    AutoencoderTiny(
+        encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1), latent_channels=4, upsampling_scaling_factor=2,
+    ).save_pretrained(folder, safe_serialization=True)
+
+
+def ensure_tiny_vae(model_dir: Path) -> Path:
+    """The tiny autoencoder's snapshot in ``model_dir``, built on first use."""
+    return _ensure_snapshot(repo_folder(model_dir, TINY_VAE_ID), "main", build_tiny_autoencoder)
+
+
+def _ensure_snapshot(repo: Path, revision: str, builder: Callable[[Path], None]) -> Path:
     ref = repo / "refs" / revision
     version_file = repo / ".tiny-format"
     if ref.is_file() and version_file.is_file() and version_file.read_text() == TINY_FORMAT_VERSION:
         snapshot = repo / "snapshots" / ref.read_text().strip()
-        if (snapshot / "model_index.json").is_file():
+        if (snapshot / "config.json").is_file() or (snapshot / "model_index.json").is_file():
             return snapshot
 
     repo.mkdir(parents=True, exist_ok=True)

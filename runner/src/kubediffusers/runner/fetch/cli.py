@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
 
         console = Console(secret=token)
         result = fetch(settings, console, token=token, dry_run=args.dry_run)
+        if settings.tiny_vae_id:
+            # A tiny autoencoder that decodes in place of the VAE: a repository of its own.
+            fetch(settings.for_tiny_vae(), console, token=token, dry_run=args.dry_run)
     except FetchError as exc:
         return _fail(exc.line(), exc.exit_code, termination_log, token)
     except KeyboardInterrupt:

@@ -47,6 +47,12 @@ class FetchSettings(BaseSettings):
     )
     model_dir: Path = Field(default=Path("/models"), description="Hugging Face cache directory (cache_dir).")
 
+    tiny_vae_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$",
+        description="Also fetch this tiny autoencoder repository (e.g. madebyollin/taesd) at main.",
+    )
+
     fetch_allow_patterns: PatternList = Field(
         default=None, description="Replace the file selection: fnmatch patterns, comma-separated or a JSON list."
     )
@@ -78,7 +84,19 @@ class FetchSettings(BaseSettings):
         default=False, description="Ignore an existing marker and resolve the revision again (e.g. a moved branch)."
     )
 
-    @field_validator("model_variant", "task", "fetch_lock_timeout_seconds", mode="before")
+    def for_tiny_vae(self) -> "FetchSettings":
+        """The same fetch for the tiny VAE repository: its main branch, default weights."""
+        return self.model_copy(
+            update={
+                "model_id": self.tiny_vae_id,
+                "model_revision": "main",
+                "model_variant": None,
+                "fetch_allow_patterns": None,
+                "tiny_vae_id": None,
+            }
+        )
+
+    @field_validator("model_variant", "task", "fetch_lock_timeout_seconds", "tiny_vae_id", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
