@@ -1,0 +1,56 @@
+"""Fixtures for the reliability tests: real runner processes on the tiny models.
+
+One text-to-image and one image-to-image runner serve the whole package (starting
+a process costs seconds of torch import and model load on these 2-core machines);
+both start at once. Their limits make every accepted request cheap (at most 2
+steps, 64x64, one image), and the text-to-image queue is small so overload is
+quick to reach.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))  # fakecluster, ophelpers
+
+from tests.reliability.procs import RunnerProcess  # noqa: E402
+
+QUEUE = 4  # the text-to-image runner's KUBEDIFFUSERS_MAX_QUEUE_SIZE
+
+
+@pytest.fixture(scope="session")
+def reliability_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("reliability-models")
+
+
+@pytest.fixture(scope="session")
+def runners(reliability_models: Path) -> Iterator[dict[str, RunnerProcess]]:
+    procs = {
+        "text-to-image": RunnerProcess(reliability_models, "text-to-image", env={"KUBEDIFFUSERS_MAX_QUEUE_SIZE": str(QUEUE)}),
+        "image-to-image": RunnerProcess(reliability_models, "image-to-image", env={"KUBEDIFFUSERS_MAX_UPLOAD_BYTES": str(256 * 1024)}),
+    }
+    started: list[RunnerProcess] = []
+    try:
+        for proc in procs.values():
+            proc.start()
+            started.append(proc)
+        for proc in procs.values():
+            proc.wait_ready()
+        yield procs
+    finally:
+        for proc in started:
+            proc.stop()
+
+
+@pytest.fixture(scope="session")
+def t2i_proc(runners: dict[str, RunnerProcess]) -> RunnerProcess:
+    return runners["text-to-image"]
+
+
+@pytest.fixture(scope="session")
+def i2i_proc(runners: dict[str, RunnerProcess]) -> RunnerProcess:
+    return runners["image-to-image"]
