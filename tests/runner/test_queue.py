@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from fastapi.testclient import TestClient
 
 from kubediffusers.runner.app import create_app
 from tests.runner.conftest import ThreadedServer, settings_for, wait_until

@@ -7,7 +7,7 @@ import secrets
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from kubediffusers.runner.context import RunnerContext, get_context
+from kubediffusers.runner.context import get_context
 from kubediffusers.runner.errors import Unauthorized
 
 _bearer = HTTPBearer(auto_error=False, description="Needed when the runner has an auth token configured.")

@@ -28,10 +28,12 @@ class Request:
     height: int
     width: int
     batch_size: int
+    guidance_scale: float = 7.5
 
     def json(self, seed: int) -> dict[str, Any]:
         return {
             "prompt": self.prompt,
+            "guidance_scale": self.guidance_scale,
             "num_inference_steps": self.steps,
             "height": self.height,
             "width": self.width,
@@ -96,7 +98,7 @@ def _peak_gpu_memory() -> str:
 def run_pipeline_bench(args: argparse.Namespace) -> None:
     settings = _settings(args)
     pipeline, load_seconds = _load(settings)
-    request = Request(args.prompt, args.steps, args.height, args.width, args.batch_size)
+    request = Request(args.prompt, args.steps, args.height, args.width, args.batch_size, args.guidance_scale)
     _direct(pipeline, request, 0)  # warm-up, not counted
     times = [_direct(pipeline, request, seed) for seed in range(args.runs)]
     mean = statistics.mean(times)
@@ -109,7 +111,7 @@ def run_pipeline_bench(args: argparse.Namespace) -> None:
     print(f"peak GPU memory: {_peak_gpu_memory()}")
 
 
-def _start_server(args: argparse.Namespace, port: int) -> subprocess.Popen[bytes]:
+def _start_server(args: argparse.Namespace, port: int, **extra: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update(
         KUBEDIFFUSERS_TASK=args.task,
@@ -119,6 +121,8 @@ def _start_server(args: argparse.Namespace, port: int) -> subprocess.Popen[bytes
         KUBEDIFFUSERS_HOST="127.0.0.1",
         KUBEDIFFUSERS_PORT=str(port),
         KUBEDIFFUSERS_LOG_LEVEL="warning",
+        KUBEDIFFUSERS_MAX_QUEUE_SIZE="256",
+        **extra,
     )
     runner = Path(sys.executable).parent / "kubediffusers-runner"
     return subprocess.Popen([str(runner)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -136,20 +140,9 @@ def run_serving_bench(args: argparse.Namespace) -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(timeout=600) as client:
-            deadline = time.monotonic() + 300
-            while True:
-                if server.poll() is not None:
-                    raise SystemExit("kubediffusers-bench: the runner process exited before it was ready")
-                try:
-                    if client.get(url + "/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("kubediffusers-bench: the runner did not become ready in 300 s")
-                time.sleep(0.2)
+            _wait_ready(client, url, server)
             for size, steps in args.configs:
-                request = Request(args.prompt, steps, size, size, args.batch_size)
+                request = Request(args.prompt, steps, size, size, args.batch_size, args.guidance_scale)
                 _direct(pipeline, request, 0)
                 client.post(url + "/text-to-image", json=request.json(0)).raise_for_status()
                 direct, http = [], []
@@ -170,6 +163,73 @@ def run_serving_bench(args: argparse.Namespace) -> None:
         server.wait(timeout=30)
 
 
+def _wait_ready(client: Any, url: str, server: subprocess.Popen[bytes], timeout: float = 300) -> float:
+    """Seconds until /readyz answers 200."""
+    import httpx
+
+    started = time.monotonic()
+    while True:
+        if server.poll() is not None:
+            raise SystemExit("kubediffusers-bench: the runner process exited before it was ready")
+        try:
+            if client.get(url + "/readyz").status_code == 200:
+                return time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"kubediffusers-bench: the runner did not become ready in {timeout:g} s")
+        time.sleep(0.05)
+
+
+def _throughput(url: str, request: Request, clients: int, total: int) -> float:
+    """Images per second with ``clients`` concurrent callers sending ``total`` requests."""
+    import httpx
+    from concurrent.futures import ThreadPoolExecutor
+
+    def worker(first: int) -> None:
+        # One keep-alive connection per client, as a real client library would hold.
+        with httpx.Client(timeout=600) as client:
+            for seed in range(first, total, clients):
+                client.post(url + "/text-to-image", json=request.json(seed)).raise_for_status()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(worker, range(clients)))
+    return total * request.batch_size / (time.perf_counter() - started)
+
+
+def run_batching_bench(args: argparse.Namespace) -> None:
+    """Throughput with batching off and on, side by side, at several concurrencies."""
+    import httpx
+
+    request = Request(args.prompt, args.steps, args.height, args.width, 1, args.guidance_scale)
+    servers = {
+        "off": _start_server(args, args.port),
+        "on": _start_server(
+            args, args.port + 1, KUBEDIFFUSERS_MAX_BATCH_SIZE=str(args.max_batch_size),
+            KUBEDIFFUSERS_BATCH_WINDOW_MS=str(args.batch_window_ms),
+        ),
+    }
+    urls = {"off": f"http://127.0.0.1:{args.port}", "on": f"http://127.0.0.1:{args.port + 1}"}
+    try:
+        with httpx.Client(timeout=600) as client:
+            for name, server in servers.items():
+                _wait_ready(client, urls[name], server)
+        print(
+            f"request: {request.width}x{request.height}, {request.steps} steps, guidance {request.guidance_scale:g}; batching on = max "
+            f"{args.max_batch_size} images, window {args.batch_window_ms:g} ms"
+        )
+        for clients in args.clients:
+            total = max(args.runs, clients * 4)
+            off = _throughput(urls["off"], request, clients, total)
+            on = _throughput(urls["on"], request, clients, total)
+            print(f"{clients:>3} clients: off {off:7.2f} img/s, on {on:7.2f} img/s, gain {on / off:.2f}x ({total} requests each)")
+    finally:
+        for server in servers.values():
+            server.terminate()
+            server.wait(timeout=30)
+
+
 def _config(text: str) -> tuple[int, int]:
     size, _, steps = text.partition(":")
     return int(size), int(steps or 1)
@@ -188,12 +248,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--prompt", default="a photo of an astronaut riding a horse")
+    parser.add_argument("--guidance-scale", type=float, default=7.5, help="0 disables classifier-free guidance (turbo models)")
     parser.add_argument("--serving", action="store_true", help="compare HTTP end to end with a direct pipeline call")
     parser.add_argument(
         "--configs", type=_config, nargs="+", default=[(64, 1), (128, 4)],
         help="with --serving: SIZE:STEPS request shapes to measure (default 64:1 128:4)",
     )
-    parser.add_argument("--port", type=int, default=8765, help="with --serving: port of the runner process")
+    parser.add_argument("--port", type=int, default=8765, help="with --serving/--batching: port of the (first) runner process")
+    parser.add_argument("--batching", action="store_true", help="throughput with dynamic batching off vs on")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8, 16], help="with --batching: concurrencies")
+    parser.add_argument("--max-batch-size", type=int, default=16, help="with --batching: the 'on' runner's batch limit")
+    parser.add_argument("--batch-window-ms", type=float, default=5.0, help="with --batching: the 'on' runner's window")
     args = parser.parse_args(argv)
     if args.runs < 2:
         parser.error("--runs must be at least 2")
@@ -203,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     _prepare_model(args)
     if args.serving:
         run_serving_bench(args)
+    elif args.batching:
+        run_batching_bench(args)
     else:
         run_pipeline_bench(args)
     return 0

@@ -16,11 +16,10 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from kubediffusers.runner.settings import Task  # pydantic only: cheap to import
+from kubediffusers.runner.settings import ENV_PREFIX, Task, describe_validation_error  # pydantic only: cheap to import
 
 from .errors import ConfigError
 
-ENV_PREFIX = "KUBEDIFFUSERS_"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
 PatternList = Annotated[list[str] | None, NoDecode]
@@ -116,15 +115,6 @@ class FetchSettings(BaseSettings):
     @property
     def endpoint(self) -> str:
         return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"])
-        name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
-        parts.append(f"{name}: {err['msg']}")
-    return "; ".join(parts)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -98,6 +98,12 @@ async def read_image(upload: UploadFile, field: str, ctx: RunnerContext) -> Any:
     return decode_image(data, field=field, max_pixels=ctx.settings.max_upload_pixels)
 
 
+def check_strength_runs_a_step(strength: float, steps: int) -> None:
+    # img2img-style pipelines run only strength x steps of the schedule.
+    if int(steps * strength) < 1:
+        raise InvalidInput("strength x num_inference_steps must be at least 1 so that one step runs")
+
+
 def fit_image(
     image: Image.Image, height: int | None, width: int | None, ctx: RunnerContext, *, multiple: int = 8, field: str = "image"
 ) -> Image.Image:

@@ -7,12 +7,12 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from kubediffusers.runner.context import RunnerContext, get_context
-from kubediffusers.runner.errors import InvalidInput
 from kubediffusers.runner.routes.common import (
     IMAGE_RESPONSES,
     GenerationParams,
     RespondAsync,
-    check_size,
+    check_strength_runs_a_step,
+    fit_image,
     new_work,
     read_image,
     respond,
@@ -37,23 +37,6 @@ class ImageToImageParams(GenerationParams):
     ] = None
 
 
-def fit_image(image, params: ImageToImageParams, ctx: RunnerContext):  # type: ignore[no-untyped-def]
-    """Resize to the requested size, or keep the input's size if it is within limits."""
-    if params.height or params.width:
-        width = params.width or image.width * params.height // image.height // 8 * 8
-        height = params.height or image.height * params.width // image.width // 8 * 8
-        check_size(height, width, ctx)
-        return image.resize((width, height))
-    if image.width * image.height > ctx.settings.max_pixels:
-        raise InvalidInput(
-            f"the image is {image.width}x{image.height}, more than the {ctx.settings.max_pixels} pixels this runner "
-            "generates; pass width and height to resize it"
-        )
-    # The VAE needs sides that are multiples of 8.
-    width, height = max(8, image.width // 8 * 8), max(8, image.height // 8 * 8)
-    return image if (width, height) == image.size else image.resize((width, height))
-
-
 @router.post(
     "/image-to-image",
     summary="Image to image",
@@ -68,7 +51,6 @@ async def image_to_image(
     respond_async: RespondAsync,
 ) -> Response:
     params.check_limits(ctx)
-    if int(params.num_inference_steps * params.strength) < 1:
-        raise InvalidInput("strength x num_inference_steps must be at least 1 so that one step runs")
-    picture = fit_image(await read_image(params.image, "image", ctx), params, ctx)
+    check_strength_runs_a_step(params.strength, params.num_inference_steps)
+    picture = fit_image(await read_image(params.image, "image", ctx), params.height, params.width, ctx)
     return await respond(ctx, request, new_work(params, image=picture), respond_async)

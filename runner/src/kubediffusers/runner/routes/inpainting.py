@@ -15,6 +15,7 @@ from kubediffusers.runner.routes.common import (
     Height,
     RespondAsync,
     Width,
+    check_strength_runs_a_step,
     fit_image,
     new_work,
     read_image,
@@ -80,8 +81,7 @@ async def inpainting(
     respond_async: RespondAsync,
 ) -> Response:
     params.check_limits(ctx)
-    if int(params.num_inference_steps * params.strength) < 1:
-        raise InvalidInput("strength x num_inference_steps must be at least 1 so that one step runs")
+    check_strength_runs_a_step(params.strength, params.num_inference_steps)
     image = await read_image(params.image, "image", ctx)
     mask = await read_image(params.mask_image, "mask_image", ctx)
     mask = match_mask(mask, image)
