@@ -236,6 +236,12 @@ def _config(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a == "--arch" or a.startswith("--arch=") for a in argv):
+        # Real-size architectures, stock diffusers vs this runner: its own options (see bench_arch).
+        from kubediffusers.runner.bench_arch import main as arch_main
+
+        return arch_main(argv)
     parser = argparse.ArgumentParser(prog="kubediffusers-bench", description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="text-to-image", choices=[t.value for t in Task])
     parser.add_argument("--model-id", default=None, help="Hugging Face repo id in the cache (default with --tiny: the tiny model)")
