@@ -73,6 +73,7 @@ def test_local_env_is_the_operator_env_adapted_to_this_machine(tmp_path: Path) -
     assert plan.fetch == ["kubediffusers-fetch"] and plan.serve == ["kubediffusers-runner"]
     assert plan.fetch_env["HF_TOKEN"] == "hf_local" and plan.fetch_env["KUBEDIFFUSERS_MODEL_DIR"] == str(tmp_path)
     assert "HF_TOKEN" not in plan.serve_env
+    assert "HF_HOME" not in plan.fetch_env  # the laptop keeps its own Hub home and stored token
 
 
 def test_local_needs_secret_backed_variables(tmp_path: Path) -> None:

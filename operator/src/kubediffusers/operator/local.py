@@ -71,6 +71,9 @@ def plan(pipeline: Pipeline, *, model_dir: Path, host: str, port: int, device: s
         overrides["KUBEDIFFUSERS_DEVICE"] = device
     serve_env = to_process_env(build_runner_env(pipeline, settings), environ, overrides)
     fetch_env = to_process_env(build_fetch_env(pipeline, settings), environ, overrides)
+    # HF_HOME points at the pod's writable tmp; on a laptop the user's own Hub home
+    # (and the token `hf auth login` stored there) must stay in effect.
+    fetch_env.pop("HF_HOME", None)
     model_id = pipeline.spec.model.id
     if model_id.startswith(TINY_PREFIX):
         fetch = ["kubediffusers-tiny-model", "--task", pipeline.spec.task.value, "--model-dir", str(model_dir)]
