@@ -159,10 +159,7 @@ def bench_stock(args: argparse.Namespace, snapshot: Path) -> Figures:
 
     warm = _warm(call, args.warmup_runs)
     times = _timed(call, args.runs)
-    figures = Figures("stock", times, args.batch_size, _peak(), load, warm)
-    del pipe
-    _reset_peak()
-    return figures
+    return Figures("stock", times, args.batch_size, _peak(), load, warm)  # the pipeline is freed on return
 
 
 def bench_optimized(args: argparse.Namespace, snapshot: Path, profile: bool = False) -> Figures:
@@ -191,9 +188,7 @@ def bench_optimized(args: argparse.Namespace, snapshot: Path, profile: bool = Fa
     figures = Figures("optimized", times, args.batch_size, _peak(), load, warm)
     if profile:
         _profile(call, args)
-    del pipeline
-    _reset_peak()
-    return figures
+    return figures  # the pipeline is freed on return
 
 
 def _profile(call: Any, args: argparse.Namespace) -> None:
@@ -238,6 +233,19 @@ def _runner_env(args: argparse.Namespace, port: int, compile_cache: Path | None)
     return env
 
 
+def _ready(client: Any, url: str, server: subprocess.Popen[bytes], args: argparse.Namespace, log_name: str) -> float:
+    """Wait for /readyz 200; when the runner dies first, say how and show the end of its log."""
+    from kubediffusers.runner.bench import _wait_ready
+
+    try:
+        return _wait_ready(client, url, server, timeout=args.timeout)
+    except SystemExit:
+        server.poll()
+        tail = (args.work_dir / f"{log_name}.log").read_text(errors="replace").splitlines()[-15:]
+        print(f"runner exit status {server.returncode}; end of {args.work_dir / (log_name + '.log')}:", *tail, sep="\n", file=sys.stderr)
+        raise
+
+
 def _stop(server: subprocess.Popen[bytes]) -> None:
     server.terminate()
     try:
@@ -261,8 +269,6 @@ def bench_http(args: argparse.Namespace) -> tuple[Figures, float]:
     """HTTP end to end; also returns seconds from process start to /readyz 200."""
     import httpx
 
-    from kubediffusers.runner.bench import _wait_ready
-
     cache = args.work_dir / "compile-cache-http"
     shutil.rmtree(cache, ignore_errors=True)
     url = f"http://127.0.0.1:{args.port}"
@@ -270,7 +276,7 @@ def bench_http(args: argparse.Namespace) -> tuple[Figures, float]:
     server = start_runner(args, args.port, cache, "runner-http")
     try:
         with httpx.Client(timeout=args.timeout) as client:
-            _wait_ready(client, url, server, timeout=args.timeout)
+            _ready(client, url, server, args, "runner-http")
             ready = time.monotonic() - started
 
             def call(seed: int) -> None:
@@ -294,8 +300,6 @@ def cold_start(args: argparse.Namespace, device: str) -> None:
     """Process start to /readyz 200: no compile, compile with a cold cache, compile with a warm cache."""
     import httpx
 
-    from kubediffusers.runner.bench import _wait_ready
-
     compiling = _is_true(args.optimizations.get("compile_unet")) or _is_true(args.optimizations.get("compile_vae"))
     cache = args.work_dir / "compile-cache-cold-start"
     shutil.rmtree(cache, ignore_errors=True)
@@ -310,7 +314,7 @@ def cold_start(args: argparse.Namespace, device: str) -> None:
         server = start_runner(args, args.port, cache, f"runner-cold-start-{i}", **extra)
         try:
             with httpx.Client(timeout=args.timeout) as client:
-                ready = _wait_ready(client, url, server, timeout=args.timeout)
+                _ready(client, url, server, args, f"runner-cold-start-{i}")
                 ready = time.monotonic() - started
                 load = _metric(client, url, "kubediffusers_model_load_seconds")
                 warm = _metric(client, url, "kubediffusers_warmup_seconds")
@@ -385,7 +389,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup-runs", type=int, default=3, help="untimed calls before timing (CUDA graphs record on the first ones)")
     parser.add_argument("--prompt", default="a photo of an astronaut riding a horse on mars")
-    parser.add_argument("--modes", nargs="+", default=["stock", "optimized", "http"], choices=["stock", "optimized", "http"])
+    parser.add_argument("--modes", nargs="*", default=["stock", "optimized", "http"], choices=["stock", "optimized", "http"])
     parser.add_argument("--optimize", type=_optimization, action="append", default=[], metavar="KEY=VALUE",
                         help="runner optimization setting on top of the preset, e.g. compile_mode=reduce-overhead, tiny_vae_id=...")
     parser.add_argument("--preset", choices=["auto", "gpu", "cpu", "none"], default="auto",
@@ -409,7 +413,6 @@ def _defaults(args: argparse.Namespace) -> None:
     import json
 
     import torch
-
     from kubediffusers.runner.archs import arch_folder, random_model_id
 
     if args.device == "auto":

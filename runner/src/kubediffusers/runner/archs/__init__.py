@@ -136,7 +136,6 @@ def save_random_checkpoint(arch: str, model_dir: Path, dtype: Any = None, device
     tiny-sd, which runs on CPUs).
     """
     import torch
-
     from kubediffusers.runner.fetch.marker import repo_folder
     from kubediffusers.runner.tiny import _ensure_snapshot
 

@@ -1,0 +1,129 @@
+"""Shipped real-size architectures (random weights) and the --arch benchmark harness.
+
+Real sizes are only built on the ``meta`` device here (no memory, no init);
+the harness runs end to end on the toy-size ``tiny-sd``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import diffusers
+import pytest
+import transformers
+from kubediffusers.runner import archs
+
+REAL = ["sd-turbo", "sd15", "sdxl", "svd"]
+
+# Published parameter counts of the denoisers (and a text/image encoder each), in millions.
+EXPECTED_MILLIONS = {
+    ("sd-turbo", "unet"): 865.9,
+    ("sd-turbo", "text_encoder"): 340.4,  # OpenCLIP ViT-H text tower
+    ("sd15", "unet"): 859.5,
+    ("sd15", "text_encoder"): 123.1,  # CLIP ViT-L/14 text
+    ("sdxl", "unet"): 2567.5,
+    ("sdxl", "text_encoder_2"): 694.7,  # OpenCLIP bigG text, with projection
+    ("svd", "unet"): 1524.6,
+    ("svd", "image_encoder"): 632.1,  # CLIP ViT-H/14 vision, with projection
+}
+
+
+def test_every_real_architecture_is_shipped() -> None:
+    assert set(REAL) | {"tiny-sd"} <= set(archs.architectures())
+
+
+@pytest.mark.parametrize("arch", REAL + ["tiny-sd"])
+def test_model_index_names_only_library_classes(arch: str) -> None:
+    components = archs.components_of(arch)
+    assert components
+    for name, (library, class_name) in components.items():
+        if library is None:
+            assert class_name is None, name
+            continue
+        module = {"diffusers": diffusers, "transformers": transformers}[library]
+        assert hasattr(module, class_name), f"{arch}/{name}: {library}.{class_name}"
+        if class_name.endswith("Tokenizer"):
+            continue  # generated, not shipped
+        folder = archs.arch_folder(arch) / name
+        assert any(folder.glob("*.json")), f"{arch}/{name} has no config"
+    assert hasattr(diffusers, archs.model_index(arch)["_class_name"])
+
+
+@pytest.mark.parametrize("arch", REAL)
+def test_real_architecture_builds_on_meta_with_published_sizes(arch: str) -> None:
+    for name, (library, _) in archs.components_of(arch).items():
+        component = archs.build_component(arch, name, device="meta")
+        if library is None:
+            assert component is None
+        elif hasattr(component, "parameters"):
+            # (a few scalars, e.g. SVD's temporal mix factors, are made with torch.Tensor([...]) on the CPU)
+            allocated = sum(p.numel() for p in component.parameters() if not p.is_meta)
+            assert allocated < 1000, f"{arch}/{name} allocated {allocated} parameters"
+            expected = EXPECTED_MILLIONS.get((arch, name))
+            if expected is not None:
+                millions = archs.parameter_count(component) / 1e6
+                assert abs(millions - expected) / expected < 0.01, f"{arch}/{name}: {millions:.1f}M, expected ~{expected}M"
+
+
+def test_sizes_match_the_issue() -> None:
+    def config(arch: str, name: str) -> dict:
+        folder = archs.arch_folder(arch) / name
+        return json.loads(next(folder.glob("*.json")).read_text())
+
+    turbo = config("sd-turbo", "unet")
+    assert (turbo["attention_head_dim"], turbo["cross_attention_dim"], turbo["use_linear_projection"]) == ([5, 10, 20, 20], 1024, True)
+    assert config("sd15", "unet")["cross_attention_dim"] == 768
+    xl = config("sdxl", "unet")
+    assert (xl["transformer_layers_per_block"], xl["addition_time_embed_dim"], xl["projection_class_embeddings_input_dim"]) == (
+        [1, 2, 10], 256, 2816
+    )
+    assert config("sdxl", "vae")["scaling_factor"] == 0.13025
+    assert config("sdxl", "text_encoder_2")["projection_dim"] == 1280
+    assert config("svd", "image_encoder")["patch_size"] == 14
+
+
+def test_random_pipeline_assembles_on_meta() -> None:
+    pipe = archs.build_random_pipeline("sdxl", device="meta")
+    assert type(pipe).__name__ == "StableDiffusionXLPipeline"
+    assert pipe.tokenizer.model_max_length == 77
+
+
+def test_unknown_architecture_is_refused() -> None:
+    with pytest.raises(ValueError, match="choose one of"):
+        archs.random_model_id("sd9")
+
+
+def test_harness_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
+    """stock, optimized and HTTP once each (2 timed runs) on tiny-sd, through the real runner process."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    port = _free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "kubediffusers.runner.bench", "--arch", "tiny-sd", "--size", "32", "--steps", "1",
+         "--guidance-scale", "0", "--runs", "2", "--warmup-runs", "1", "--port", str(port),
+         "--model-dir", str(tmp_path / "models"), "--work-dir", str(tmp_path / "work")],
+        check=False, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for mode in ("stock", "optimized", "http"):
+        line = next((l for l in out.splitlines() if f"| {mode} " in l), None)
+        assert line is not None, out
+        assert line.startswith("[CPU"), line
+        assert re.search(r"median +[\d.]+ ms \| p90 +[\d.]+ ms \| +[\d.]+ img/s \| peak GPU mem", line), line
+        assert "load " in line and "warm-up/compile " in line, line
+    assert "process start to ready" in out
+    assert "optimized vs stock" in out and "HTTP overhead ratio" in out
+    assert (tmp_path / "models" / "models--kubediffusers--random-tiny-sd" / "refs" / "main").is_file()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
