@@ -101,18 +101,30 @@ def test_local_dry_run_masks_tokens(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_local_runs_fetch_then_execs_the_runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, list[str], dict[str, str]]] = []
+    monkeypatch.setattr(local.sys, "executable", str(tmp_path / "no-venv" / "python"))  # nothing beside it
     monkeypatch.setattr(local.shutil, "which", lambda name: f"/bin/{name}")
     monkeypatch.setattr(local.subprocess, "run", lambda cmd, env, check: calls.append(("run", cmd, env)) or subprocess.CompletedProcess(cmd, 0))
-    monkeypatch.setattr(local.os, "execvpe", lambda file, args, env: calls.append(("exec", args, env)))
+    monkeypatch.setattr(local.os, "execve", lambda file, args, env: calls.append(("exec", args, env)))
     pipeline = Pipeline.from_manifest(manifest())
     plan = local.plan(pipeline, model_dir=tmp_path, host="127.0.0.1", port=8000, device=None, environ={})
     local.run(plan, {"PATH": "/bin", "KUBEDIFFUSERS_STRAY": "x"})
     assert [c[0] for c in calls] == ["run", "exec"]
-    assert calls[0][1] == ["kubediffusers-fetch"] and calls[1][1] == ["kubediffusers-runner"]
+    assert calls[0][1] == ["/bin/kubediffusers-fetch"] and calls[1][1] == ["/bin/kubediffusers-runner"]
     assert calls[1][2]["PATH"] == "/bin" and "KUBEDIFFUSERS_STRAY" not in calls[1][2]  # the manifest is the whole configuration
     monkeypatch.setattr(local.subprocess, "run", lambda cmd, env, check: subprocess.CompletedProcess(cmd, 3))
     with pytest.raises(local.LocalError, match="exit code 3"):
         local.run(plan, {})
+
+
+def test_local_prefers_the_commands_of_its_own_virtual_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    venv_bin = tmp_path / "bin"
+    venv_bin.mkdir()
+    (venv_bin / "kubediffusers-runner").write_text("#!/bin/sh\n")
+    monkeypatch.setattr(local.sys, "executable", str(venv_bin / "python"))
+    monkeypatch.setattr(local.shutil, "which", lambda name: None)
+    assert local._resolve("kubediffusers-runner") == str(venv_bin / "kubediffusers-runner")
+    with pytest.raises(local.LocalError, match="kubediffusers-fetch not found"):
+        local._resolve("kubediffusers-fetch")
 
 
 def test_crd_command_prints_the_generated_crd(capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,14 +83,21 @@ def plan(pipeline: Pipeline, *, model_dir: Path, host: str, port: int, device: s
     return Plan(fetch=fetch, fetch_env=fetch_env, serve=[names.RUNNER_COMMAND], serve_env=serve_env)
 
 
+def _resolve(command: str) -> str:
+    """The runner's commands from this virtual environment first (a venv need not be on PATH), then PATH."""
+    beside = Path(sys.executable).parent / command
+    found = str(beside) if beside.is_file() else shutil.which(command)
+    if found is None:
+        raise LocalError(f"{command} not found on PATH: install the runner project (pip install -e runner)")
+    return found
+
+
 def run(p: Plan, environ: Mapping[str, str]) -> int:
     """Fetch, then become the runner (exec), so signals and the exit code are the runner's."""
-    for command in (p.fetch[0], p.serve[0]):
-        if shutil.which(command) is None:
-            raise LocalError(f"{command} not found on PATH: install the runner project (pip install -e runner)")
+    fetch, serve = [_resolve(p.fetch[0]), *p.fetch[1:]], [_resolve(p.serve[0]), *p.serve[1:]]
     base = {k: v for k, v in environ.items() if not k.startswith("KUBEDIFFUSERS_")}
-    fetched = subprocess.run(p.fetch, env={**base, **p.fetch_env}, check=False)
+    fetched = subprocess.run(fetch, env={**base, **p.fetch_env}, check=False)
     if fetched.returncode != 0:
         raise LocalError(f"{p.fetch[0]} failed with exit code {fetched.returncode}")
-    os.execvpe(p.serve[0], p.serve, {**base, **p.serve_env})
+    os.execve(serve[0], serve, {**base, **p.serve_env})
     return 0  # not reached
