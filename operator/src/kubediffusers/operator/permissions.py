@@ -45,7 +45,12 @@ class Rule:
 CHILD_VERBS = ("get", "list", "watch", "create", "patch")
 
 NAMESPACED: tuple[Rule, ...] = (
-    Rule(GROUP, (PLURAL,), ("list", "watch", "patch"), "kopf watches pipelines and patches their finalizer and progress annotations"),
+    Rule(
+        GROUP,
+        (PLURAL,),
+        ("get", "list", "watch", "patch"),
+        "kopf watches pipelines and patches their finalizer and progress annotations; each reconciliation reads its pipeline afresh",
+    ),
     Rule(GROUP, (f"{PLURAL}/status",), ("patch",), "reconcile writes status (phase, conditions, replicas, url)"),
     Rule(
         GROUP,

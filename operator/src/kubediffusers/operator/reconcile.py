@@ -57,14 +57,24 @@ async def gather_references(kube: Kube, pipeline: Pipeline) -> References:
 
 async def reconcile(
     body: Mapping[str, Any], kube: Kube, settings: OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any], previous: Mapping[str, Any] | None
-) -> Result:
+) -> Result | None:
     """Bring the children to the desired state and write the status.
+
+    Returns None, doing nothing, when the pipeline is gone, being deleted, or was
+    replaced by a new one of the same name (whose own loop serves it): ``body`` is
+    the operator's last view of it, which may be stale.
 
     Raises ApiError for transient API trouble (the caller retries); a spec or an
     object the API server rejects ends in the status instead.
     """
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
+    # Read it afresh: children created for a pipeline that is already gone would be
+    # collected by the garbage collector, re-created on the next event, and so on.
+    fresh = await kube.get(object_path(API_VERSION, PLURAL, namespace, name))
+    if fresh is None or fresh["metadata"].get("deletionTimestamp") or (meta.get("uid") and fresh["metadata"].get("uid") != meta.get("uid")):
+        return None
+    body, meta = fresh, fresh["metadata"]
     problems: list[Problem] = []
     pipeline: Pipeline | None = None
     try:

@@ -96,7 +96,8 @@ class Runtime:
                 else:
                     failures = 0
                     delay = self.settings.resync_seconds
-                    self._announce(body, result, logger)
+                    if result is not None:  # None: gone or being deleted; kopf stops this loop
+                        self._announce(body, result, logger)
                 await _wait_any(trigger, stopped, delay)
         finally:
             if self._triggers.get(key) is trigger:
