@@ -111,3 +111,26 @@ def test_runner_with_optimizations_serves_over_http(make_client) -> None:  # typ
     client = make_client(fuse_qkv=True, channels_last=True, deepcache_interval=2, vae_slicing=True)
     r = client.post("/text-to-image", json={"prompt": "a cat", "num_inference_steps": 4, "num_images_per_prompt": 2})
     assert r.status_code == 200 and len(r.json()["images"]) == 2
+
+
+def test_compiled_pipelines_warm_up_every_shape_requests_will_have(make_client, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """With compile on, warm-up covers guidance on and off and the largest batch,
+    so the first real requests do not pay for a recompilation."""
+    from kubediffusers.runner.pipelines.base import BatchedPipeline
+
+    seen: list[tuple[float, int]] = []
+    real = BatchedPipeline.run_batch
+
+    def recording(self, works, on_step=None):  # type: ignore[no-untyped-def]
+        seen.extend((w.params.guidance_scale, w.num_images) for w in works)
+        return real(self, works, on_step)
+
+    monkeypatch.setattr(torch, "compile", lambda fn, mode: fn)  # compiling for real takes a minute here
+    for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE", "TORCHINDUCTOR_AUTOGRAD_CACHE"):
+        monkeypatch.delenv(var, raising=False)  # restored after the test
+    monkeypatch.setattr(BatchedPipeline, "run_batch", recording)
+    make_client(compile_unet=True, max_batch_size=4)
+    assert seen == [(7.5, 1), (0.0, 1), (7.5, 4), (0.0, 4)]
+    seen.clear()
+    make_client()
+    assert len(seen) == 1  # not compiled: one warm-up request

@@ -108,7 +108,9 @@ class ModelHolder:
         if self.settings.warmup:
             self.reason = "warming up"
             warm_started = time.monotonic()
-            pipeline.run(pipeline.warmup_work())
+            compiled = self.settings.compile_unet or self.settings.compile_vae
+            for batch in pipeline.warmup_batches(compiled, self.settings.max_batch_size):
+                pipeline.run_batch(batch)
             self._metrics.warmup_seconds.set(time.monotonic() - warm_started)
         self.pipeline = pipeline
         self.state, self.reason = ModelState.OK, "ready"

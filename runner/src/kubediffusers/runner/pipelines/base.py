@@ -13,7 +13,7 @@ import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -126,6 +126,12 @@ class TaskPipeline(ABC):
     def warmup_work(self) -> Work:
         """A small request run once before the runner reports ready."""
 
+    def warmup_batches(self, compiled: bool, max_batch_size: int) -> list[list[Work]]:
+        """What to run before reporting ready: the warm-up request, plus, when
+        compiled, the other shapes requests will have, so that no client waits
+        for a recompilation."""
+        return [[self.warmup_work()]]
+
     def default_size(self) -> tuple[int, int]:
         """(height, width) the checkpoint was trained for."""
         unet = getattr(self.pipe, "unet", None)
@@ -158,6 +164,19 @@ class BatchedPipeline(TaskPipeline):
     def batch_key(self, work: Work) -> Hashable | None:
         sizes = tuple(sorted((name, image.size) for name, image in work.images.items()))
         return tuple(sorted(self.shared_arguments(work).items())) + sizes
+
+    def warmup_batches(self, compiled: bool, max_batch_size: int) -> list[list[Work]]:
+        first = self.warmup_work()
+        if not compiled:
+            return [[first]]
+        # Classifier-free guidance doubles the UNet batch: compile both (turbo
+        # models run with guidance 0), and the largest batch the worker forms.
+        cfg = replace(first, params=first.params.model_copy(update={"guidance_scale": 7.5}))
+        no_cfg = replace(first, params=first.params.model_copy(update={"guidance_scale": 0.0}))
+        batches = [[cfg], [no_cfg]]
+        if max_batch_size > 1:
+            batches += [[replace(w, num_images=max_batch_size)] for w in (cfg, no_cfg)]
+        return batches
 
     def run(self, work: Work, on_step: StepCallback | None = None) -> list[GeneratedImage]:
         return self._call([work], on_step)[0]
