@@ -245,7 +245,7 @@ async def run_operator_through_a_lifecycle(fake: Recorder, namespaces: list[str]
         ns = "ns1"
         pipelines = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}"
         await call(fake, "POST", f"/api/v1/namespaces/{ns}/secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf"}, "data": {"token": "eA=="}})
-        sd = {"task": "text-to-image", "model": {"id": "a/sd", "tokenSecretRef": {"name": "hf", "key": "token"}}}
+        sd = {"task": "text-to-image", "model": {"id": "a/sd", "tokenSecretRef": {"name": "hf", "key": "token"}}, "networkPolicy": {"enabled": True}}
         await call(fake, "POST", pipelines, {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferencePipeline", "metadata": {"name": "sd"}, "spec": sd})
         up = {"task": "upscale", "model": {"id": "a/up"}, "storage": {"existingClaim": "shared"}}
         await call(fake, "POST", pipelines, {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferencePipeline", "metadata": {"name": "up"}, "spec": up})
@@ -258,10 +258,10 @@ async def run_operator_through_a_lifecycle(fake: Recorder, namespaces: list[str]
         first += [(o["kind"].lower() + "s", "patch") for o in peering]  # kopf's keep-alive in the peering object
         await eventually(lambda: seen(*first), what=lambda: sorted({p for _, p in operator_requests(fake)}))
         # A spec change re-applies every child (server-side apply: patch).
-        change = {"spec": {"model": {"revision": "v2"}, "service": {"port": 8080}, "storage": {"size": "30Gi"}}}
+        change = {"spec": {"model": {"revision": "v2"}, "service": {"port": 8080}, "storage": {"size": "30Gi"}, "networkPolicy": {"allowedNamespaces": ["gateway"]}}}
         await call(fake, "PATCH", f"{pipelines}/sd", change)
         await eventually(
-            lambda: seen(("deployments", "patch"), ("services", "patch"), ("persistentvolumeclaims", "patch")),
+            lambda: seen(("deployments", "patch"), ("services", "patch"), ("persistentvolumeclaims", "patch"), ("networkpolicies", "patch")),
             what=lambda: sorted({p for _, p in operator_requests(fake)}),
         )
     finally:

@@ -44,6 +44,7 @@ def pipeline_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> No
 @kopf.on.event("apps", "v1", "deployments", labels=OURS)
 @kopf.on.event("v1", "services", labels=OURS)
 @kopf.on.event("v1", "persistentvolumeclaims", labels=OURS)
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=OURS)
 @kopf.on.event("v1", "pods", labels=OURS)
 def child_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     runtime_of(memo).poke(namespace, labels.get(PIPELINE_LABEL))

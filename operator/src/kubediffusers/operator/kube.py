@@ -18,7 +18,7 @@ import kopf
 
 from .names import MANAGER
 
-_PLURALS = {"PersistentVolumeClaim": "persistentvolumeclaims", "Deployment": "deployments", "Service": "services", "Secret": "secrets", "Pod": "pods"}
+_PLURALS = {"PersistentVolumeClaim": "persistentvolumeclaims", "Deployment": "deployments", "Service": "services", "Secret": "secrets", "Pod": "pods", "NetworkPolicy": "networkpolicies"}
 
 
 class ApiError(Exception):

@@ -60,6 +60,12 @@ NAMESPACED: tuple[Rule, ...] = (
     ),
     Rule("apps", ("deployments",), CHILD_VERBS, "the runner Deployment: watched for changes, read, created, server-side applied"),
     Rule("", ("services", "persistentvolumeclaims"), CHILD_VERBS, "the Service and model-cache claim; an existingClaim is read to check it"),
+    Rule(
+        "networking.k8s.io",
+        ("networkpolicies",),
+        CHILD_VERBS,
+        "the optional per-pipeline NetworkPolicy: watched, read, created, server-side applied (made inert, never deleted, when turned off)",
+    ),
     Rule("", ("pods",), ("list", "watch"), "runner pods: watched, and listed to report download and load progress and failures"),
     Rule("", ("secrets",), ("get",), "tokenSecretRef/authSecretRef are checked to exist and hold the key (values are never kept)"),
     Rule("", ("events",), ("create",), "kopf posts events on pipelines (phase transitions, handler errors)"),

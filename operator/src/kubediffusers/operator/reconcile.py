@@ -14,9 +14,9 @@ from typing import Any
 
 from . import names
 from .apply import apply
-from .builders import build_children
+from .builders import build_children, build_network_policy
 from .checks import Problem, References, check, effective_replicas, secret_refs
-from .kube import ApiError, Kube, object_path
+from .kube import ApiError, Kube, object_path, path_of
 from .pipeline import Pipeline
 from .settings import OperatorSettings
 from .spec import API_VERSION, PLURAL, SpecError
@@ -88,6 +88,11 @@ async def reconcile(
     if pipeline is not None and not any(p.blocking for p in problems):
         replicas = effective_replicas(pipeline, problems)
         children = build_children(pipeline, settings, replicas=replicas)
+        if not pipeline.spec.network_policy.enabled:
+            # One made before, when it was enabled, is neutralised rather than deleted (see builders/network_policy.py).
+            policy = build_network_policy(pipeline, inert=True)
+            if await kube.get(path_of(policy)) is not None:
+                children.append(policy)
         try:
             for child in children:
                 outcome = await apply(kube, child)

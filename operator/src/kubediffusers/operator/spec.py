@@ -9,10 +9,11 @@ operator.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "kubediffusers.io"
@@ -41,12 +42,31 @@ def _quantity_to_str(value: Any) -> Any:
     return value
 
 
+# Sizes and compute resources are never negative: the same pattern without the sign.
+NON_NEGATIVE_QUANTITY_PATTERN = QUANTITY_PATTERN.replace(r"^(\+|-)?", r"^\+?", 1)
+
+
+def _non_negative_quantity(value: str) -> str:
+    if not re.match(NON_NEGATIVE_QUANTITY_PATTERN, value):
+        raise ValueError(f"must be a non-negative quantity such as 20Gi, 500m or 2, got {value!r}")
+    return value
+
+
+def _positive(value: str) -> str:
+    if not re.search(r"[1-9]", value.split("e")[0].split("E")[0].rstrip("numkMGTPEi")):
+        raise ValueError(f"must be greater than zero, got {value!r}")
+    return value
+
+
 Quantity = Annotated[
     str,
     BeforeValidator(_quantity_to_str),
-    Field(pattern=QUANTITY_PATTERN),
-    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string", "pattern": QUANTITY_PATTERN}], "x-kubernetes-int-or-string": True}),
+    AfterValidator(_non_negative_quantity),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": NON_NEGATIVE_QUANTITY_PATTERN}], "x-kubernetes-int-or-string": True}
+    ),
 ]
+PositiveQuantity = Annotated[Quantity, AfterValidator(_positive)]
 
 
 class _Model(BaseModel):
@@ -97,7 +117,7 @@ class ModelSpec(_Model):
 class StorageSpec(_Model):
     """The model cache: a PersistentVolumeClaim mounted at /models."""
 
-    size: Quantity = Field(default="20Gi", description="Size of the claim the operator creates (<name>-models). Ignored with existingClaim.")
+    size: PositiveQuantity = Field(default="20Gi", description="Size of the claim the operator creates (<name>-models). Ignored with existingClaim.")
     storage_class_name: str | None = Field(
         default=None, max_length=253, description="StorageClass of the claim the operator creates. Unset: the cluster's default class."
     )
@@ -216,6 +236,23 @@ class RunnerSpec(_Model):
     )
 
 
+class NetworkPolicySpec(_Model):
+    """A NetworkPolicy on the runner pods that admits only chosen namespaces (and pods) to the HTTP port."""
+
+    enabled: bool = Field(default=False, description="Create the NetworkPolicy. Turned off again, it is kept but selects no pod.")
+    allowed_namespaces: list[Annotated[str, Field(max_length=63, pattern=DNS_LABEL_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "Namespaces whose pods may connect to the runner's port 8000 (matched by their kubernetes.io/metadata.name label). "
+            "Empty: only the pipeline's own namespace. Given: exactly these (add the pipeline's own namespace if it needs access)."
+        ),
+    )
+    allowed_pod_labels: dict[str, str] | None = Field(
+        default=None, description="When set, only pods carrying all these labels, in the allowed namespaces, may connect."
+    )
+
+
 class ServiceSpec(_Model):
     """The Service in front of the runner pods."""
 
@@ -244,6 +281,9 @@ class InferencePipelineSpec(_Model):
     priority_class_name: str | None = Field(default=None, max_length=253, description="PriorityClass of the pods.")
     runner: RunnerSpec = Field(default_factory=RunnerSpec, description="The runner container.")
     service: ServiceSpec = Field(default_factory=ServiceSpec, description="The Service in front of the pods.")
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec, description="Who may reach the runner pods (needs a network plugin that enforces NetworkPolicy)."
+    )
 
 
 # ---- status (written by the operator; modelled here so the CRD schema is generated too)
@@ -305,6 +345,9 @@ def describe_validation_error(exc: ValidationError, prefix: str = "spec") -> str
 
 
 def parse_spec(raw: Any) -> InferencePipelineSpec:
+    if raw is not None and not isinstance(raw, Mapping):
+        # An old CRD (or none) let anything through; dict("...") would raise a bare ValueError.
+        raise SpecError(f"spec: must be an object, got {type(raw).__name__}")
     try:
         return InferencePipelineSpec.model_validate(dict(raw or {}))
     except ValidationError as exc:

@@ -13,6 +13,7 @@ from .claim import build_claim
 from .deployment import build_deployment
 from .env import build_fetch_env, build_runner_env
 from .meta import object_meta, spec_hash
+from .network_policy import build_network_policy
 from .service import build_service
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "build_claim",
     "build_deployment",
     "build_fetch_env",
+    "build_network_policy",
     "build_runner_env",
     "build_service",
     "object_meta",
@@ -35,4 +37,6 @@ def build_children(pipeline: Pipeline, settings: OperatorSettings, replicas: int
         children.append(claim)
     children.append(build_deployment(pipeline, settings, replicas=replicas))
     children.append(build_service(pipeline))
+    if pipeline.spec.network_policy.enabled:
+        children.append(build_network_policy(pipeline))
     return children
