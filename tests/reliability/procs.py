@@ -94,8 +94,8 @@ class RunnerProcess:
             KUBEDIFFUSERS_LOG_LEVEL="warning",
             # One intra-op thread each for torch: the test machines have 2 cores.
             OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
-            **self.env,
         )
+        env.update(self.env)
         self.proc = subprocess.Popen([str(RUNNER)], env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def __exit__(self, *exc: object) -> None:
