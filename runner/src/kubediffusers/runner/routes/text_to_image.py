@@ -37,5 +37,11 @@ async def text_to_image(
     respond_async: RespondAsync,
 ) -> Response:
     params.check_limits(ctx)
-    check_size(params.height, params.width, ctx)
+    height, width = params.height, params.width
+    if (height is None) != (width is None):
+        # One side given: the other is the model's native one, and the pixel limit is
+        # on the pair (height=8192 alone was a 8192x512 image past any limit: minutes of CPU, or an OOM).
+        native_height, native_width = ctx.model.require_ready().default_size()
+        height, width = height or native_height, width or native_width
+    check_size(height, width, ctx)
     return await respond(ctx, request, new_work(params), respond_async)
