@@ -27,7 +27,7 @@ def reliability_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("reliability-models")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped when the package is done, not idling through later packages
 def runners(reliability_models: Path) -> Iterator[dict[str, RunnerProcess]]:
     procs = {
         "text-to-image": RunnerProcess(reliability_models, "text-to-image", env={"KUBEDIFFUSERS_MAX_QUEUE_SIZE": str(QUEUE)}),
@@ -46,11 +46,11 @@ def runners(reliability_models: Path) -> Iterator[dict[str, RunnerProcess]]:
             proc.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def t2i_proc(runners: dict[str, RunnerProcess]) -> RunnerProcess:
     return runners["text-to-image"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def i2i_proc(runners: dict[str, RunnerProcess]) -> RunnerProcess:
     return runners["image-to-image"]
