@@ -111,3 +111,15 @@ def test_image_to_image_batches_same_sized_inputs(make_client) -> None:
         assert held.result(60).status_code == 200 and all(f.result(60).status_code == 200 for f in futures)
     assert metric(client.get("/metrics").text, "kubediffusers_batch_requests_sum") == 3
     assert metric(client.get("/metrics").text, "kubediffusers_batch_requests_count") == 2
+
+
+def test_a_lone_client_does_not_wait_for_the_batch_window(make_client) -> None:
+    """The window is for batch mates; with nothing queued and no recent company
+    a request starts at once (a 5 s window would otherwise show in every call)."""
+    import time
+
+    client = make_client(max_batch_size=8, batch_window_ms=5000)
+    started = time.monotonic()
+    for seed in range(2):
+        assert client.post("/text-to-image", json={**COMMON, "prompt": "alone", "seed": seed}).status_code == 200
+    assert time.monotonic() - started < 4.5

@@ -71,6 +71,7 @@ class InferenceWorker:
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.running: list[Job[Any]] = []
+        self._last_batch_requests = 1
         # Moving average of a pipeline call's time, used to tell clients when to retry.
         self._avg_seconds = 1.0
 
@@ -186,7 +187,10 @@ class InferenceWorker:
         if head.batch_key is None or self.max_batch_size <= 1:
             return batch
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.batch_window_seconds
+        # A lone client (nothing queued, and the last call served one request)
+        # would only pay the window: wait for batch mates when traffic has shown some.
+        window = self.batch_window_seconds if self._pending or self._last_batch_requests > 1 else 0.0
+        deadline = loop.time() + window
         while images < self.max_batch_size:
             for job in list(self._pending):
                 if job.batch_key != head.batch_key or images + job.weight > self.max_batch_size:
@@ -204,6 +208,7 @@ class InferenceWorker:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except TimeoutError:
                 break
+        self._last_batch_requests = len(batch)
         return batch
 
     async def _next_wanted(self) -> Job[Any]:
