@@ -279,3 +279,12 @@ def test_offload_with_compile_is_an_invalid_spec() -> None:
             {"task": "text-to-image", "model": {"id": "a/b"},
              "runner": {"optimizations": {"cpuOffload": "model", "compile": {"unet": True}}}}
         )
+
+
+def test_tasks_agree_with_the_runner() -> None:
+    """The operator cannot import the runner (no torch in its image), so the task
+    list is written twice; this keeps the two in step."""
+    runner_settings = pytest.importorskip("kubediffusers.runner.settings")
+    from kubediffusers.operator.spec import Task
+
+    assert [t.value for t in Task] == [t.value for t in runner_settings.Task]
