@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import copy
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +49,17 @@ def to_jsonschema(node: Any) -> Any:
     if node.get("nullable"):
         out = {"anyOf": [out, {"type": "null"}]}
     return out
+
+
+async def eventually(
+    check: Callable[[], Any], timeout: float, what: Callable[[], str] | str = "", poll: float = 0.05
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds saying what was awaited."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not reached in {timeout}s: {what() if callable(what) else what or check}")
+        await asyncio.sleep(poll)

@@ -20,6 +20,7 @@ import kopf
 import pytest
 import yaml
 from fakecluster import CRD_RESOURCE, FakeCluster, register_resources
+from ophelpers import eventually as shared_eventually
 from ophelpers import manifest
 
 import kubediffusers.operator.handlers  # noqa: F401  (registers the handlers with kopf)
@@ -98,14 +99,7 @@ def pipeline_status(cluster: FakeCluster, name: str = "sd") -> dict[str, Any]:
 
 
 async def eventually(check: Callable[[], Any], timeout: float = TIMEOUT, what: str = "") -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not reached in {timeout}s: {what or check}")
-        await asyncio.sleep(0.05)
+    return await shared_eventually(check, timeout, what)
 
 
 def deployment(cluster: FakeCluster, name: str = "sd") -> dict[str, Any] | None:

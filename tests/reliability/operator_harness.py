@@ -18,6 +18,7 @@ import kopf
 import pytest
 import yaml
 from fakecluster import CRD_RESOURCE, register_resources
+from ophelpers import eventually as shared_eventually
 
 import kubediffusers.operator.handlers  # noqa: F401  (registers the handlers with kopf)
 import kubediffusers.operator.runtime as runtime_module
@@ -109,11 +110,5 @@ def pipelines(cluster: FaultyCluster) -> dict[str, dict[str, Any]]:
 
 
 async def eventually(check: Callable[[], Any], timeout: float, what: Callable[[], str] | str = "") -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not reached in {timeout}s: {what() if callable(what) else what}")
-        await asyncio.sleep(0.2)
+    # Storms are slower to converge: poll less often than the operator tests do.
+    return await shared_eventually(check, timeout, what, poll=0.2)
