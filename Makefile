@@ -14,16 +14,16 @@ PORT ?= 8000
 MODEL_DIR := $(CACHE)/models
 PYTEST_ARGS ?=
 
-.PHONY: run test venv openapi bench clean
+.PHONY: run test lint venv openapi bench clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements/constraints.txt runner/pyproject.toml operator/pyproject.toml
+$(STAMP): requirements/constraints.txt requirements/dev.txt runner/pyproject.toml operator/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c requirements/constraints.txt \
 		--config-settings editable_mode=lenient \
-		-e "runner[test]" -e "operator[test]"
+		-e "runner[test]" -e "operator[test]" -r requirements/dev.txt
 	touch $(STAMP)
 
 # Exported so the shell prints it verbatim, quotes and all.
@@ -44,8 +44,15 @@ run: $(STAMP)
 	KUBEDIFFUSERS_PORT=$(PORT) \
 	$(BIN)/kubediffusers-runner
 
+# Lint, format and types for both distributions (settings in ruff.toml and each pyproject).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	cd runner && ../$(BIN)/mypy src
+	cd operator && ../$(BIN)/mypy src
+
 # pytest exits 5 when it collected no test; that is a failure here, not a pass.
-test: $(STAMP)
+test: lint
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)"; fi; \
 	exit $$rc

@@ -30,26 +30,88 @@ BENCH = [sys.executable, "-m", "kubediffusers.runner.bench_arch"]
 # name -> arguments of kubediffusers-bench --arch
 FULL = {
     # Target: HTTP median <= 25 ms and >= 3x stock (H100). Profile printed for the "where the time goes" part.
-    "sd-turbo": ["--arch", "sd-turbo", "--size", "512", "--steps", "1", "--guidance-scale", "0", "--runs", "50",
-                 "--warmup-runs", "5", "--profile", "--cold-start"],
+    "sd-turbo": [
+        "--arch",
+        "sd-turbo",
+        "--size",
+        "512",
+        "--steps",
+        "1",
+        "--guidance-scale",
+        "0",
+        "--runs",
+        "50",
+        "--warmup-runs",
+        "5",
+        "--profile",
+        "--cold-start",
+    ],
     # Target: >= 100 img/s with batching and >= 2.5x one at a time.
-    "sd-turbo-batching": ["--arch", "sd-turbo", "--size", "512", "--steps", "1", "--guidance-scale", "0", "--runs", "64",
-                          "--modes", "--batching", "--clients", "1", "4", "8", "16", "--max-batch-size", "16",
-                          # Without compile: the runner warms up one batch shape, and every new batch size
-                          # would recompile (and record CUDA graphs) inside the measured window.
-                          "--optimize", "compile_unet=false", "--optimize", "compile_vae=false"],
+    "sd-turbo-batching": [
+        "--arch",
+        "sd-turbo",
+        "--size",
+        "512",
+        "--steps",
+        "1",
+        "--guidance-scale",
+        "0",
+        "--runs",
+        "64",
+        "--modes",
+        "--batching",
+        "--clients",
+        "1",
+        "4",
+        "8",
+        "16",
+        "--max-batch-size",
+        "16",
+        # Without compile: the runner warms up one batch shape, and every new batch size
+        # would recompile (and record CUDA graphs) inside the measured window.
+        "--optimize",
+        "compile_unet=false",
+        "--optimize",
+        "compile_vae=false",
+    ],
     # Target: <= 1.1 s for 1024x1024, 30 steps, CFG.
-    "sdxl": ["--arch", "sdxl", "--size", "1024", "--steps", "30", "--guidance-scale", "7.5", "--runs", "10",
-             "--warmup-runs", "3", "--profile"],
+    "sdxl": ["--arch", "sdxl", "--size", "1024", "--steps", "30", "--guidance-scale", "7.5", "--runs", "10", "--warmup-runs", "3", "--profile"],
     "sd15": ["--arch", "sd15", "--size", "512", "--steps", "30", "--guidance-scale", "7.5", "--runs", "10"],
 }
 TINY = {
     "tiny-sd": ["--arch", "tiny-sd", "--size", "64", "--steps", "2", "--runs", "10", "--warmup-runs", "2", "--cold-start"],
     # torch.compile on a CPU: cold start with a cold and then a warm compile cache (about a minute each when cold).
-    "tiny-sd-compile-cold-start": ["--arch", "tiny-sd", "--size", "64", "--steps", "2", "--modes", "--cold-start",
-                                   "--optimize", "compile_unet=true", "--optimize", "compile_vae=true"],
-    "tiny-sd-batching": ["--arch", "tiny-sd", "--size", "64", "--steps", "2", "--runs", "16", "--modes", "--batching",
-                         "--clients", "1", "8", "--max-batch-size", "8"],
+    "tiny-sd-compile-cold-start": [
+        "--arch",
+        "tiny-sd",
+        "--size",
+        "64",
+        "--steps",
+        "2",
+        "--modes",
+        "--cold-start",
+        "--optimize",
+        "compile_unet=true",
+        "--optimize",
+        "compile_vae=true",
+    ],
+    "tiny-sd-batching": [
+        "--arch",
+        "tiny-sd",
+        "--size",
+        "64",
+        "--steps",
+        "2",
+        "--runs",
+        "16",
+        "--modes",
+        "--batching",
+        "--clients",
+        "1",
+        "8",
+        "--max-batch-size",
+        "8",
+    ],
 }
 
 

@@ -80,7 +80,9 @@ def soak(args: argparse.Namespace) -> bool:
         print("samples (requests: RSS MiB / threads / fds): " + ", ".join(f"{n}: {s.rss / 2**20:.1f}/{s.threads}/{s.fds}" for n, s in report.samples))
         for problem in report.problems[:10]:
             print("   FAIL", problem)
-        return not report.problems and report.rss_growth < 0.05 and report.final.threads <= report.baseline.threads and report.final.fds <= report.baseline.fds + 2
+        return (
+            not report.problems and report.rss_growth < 0.05 and report.final.threads <= report.baseline.threads and report.final.fds <= report.baseline.fds + 2
+        )
 
 
 def storm(args: argparse.Namespace) -> bool:

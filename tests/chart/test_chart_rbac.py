@@ -221,9 +221,12 @@ def allowed(objects: list[dict[str, Any]], namespace: str | None, permission: Pe
     for binding in objects:
         if binding["kind"] == "ClusterRoleBinding" and permission in cluster.get(binding["roleRef"]["name"], set()):
             return True
-        if binding["kind"] == "RoleBinding" and binding["metadata"]["namespace"] == namespace:
-            if permission in roles.get((namespace, binding["roleRef"]["name"]), set()):
-                return True
+        if (
+            binding["kind"] == "RoleBinding"
+            and binding["metadata"]["namespace"] == namespace
+            and permission in roles.get((namespace, binding["roleRef"]["name"]), set())
+        ):
+            return True
     return False
 
 
@@ -237,14 +240,14 @@ async def run_operator_through_a_lifecycle(fake: Recorder, namespaces: list[str]
         standalone=not peering, peering_name="kubediffusers", resync_seconds=0.5, retry_seconds=0.1, liveness_endpoint=None, namespaces=namespaces
     )
     ready = asyncio.Event()
-    task = asyncio.create_task(
-        kopf.operator(clusterwide=not namespaces, namespaces=namespaces, memo=kopf.Memo(runtime=Runtime(settings)), ready_flag=ready)
-    )
+    task = asyncio.create_task(kopf.operator(clusterwide=not namespaces, namespaces=namespaces, memo=kopf.Memo(runtime=Runtime(settings)), ready_flag=ready))
     try:
         await asyncio.wait_for(ready.wait(), 15)
         ns = "ns1"
         pipelines = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}"
-        await call(fake, "POST", f"/api/v1/namespaces/{ns}/secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf"}, "data": {"token": "eA=="}})
+        await call(
+            fake, "POST", f"/api/v1/namespaces/{ns}/secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf"}, "data": {"token": "eA=="}}
+        )
         sd = {"task": "text-to-image", "model": {"id": "a/sd", "tokenSecretRef": {"name": "hf", "key": "token"}}, "networkPolicy": {"enabled": True}}
         await call(fake, "POST", pipelines, {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferencePipeline", "metadata": {"name": "sd"}, "spec": sd})
         up = {"task": "upscale", "model": {"id": "a/up"}, "storage": {"existingClaim": "shared"}}
@@ -258,7 +261,9 @@ async def run_operator_through_a_lifecycle(fake: Recorder, namespaces: list[str]
         first += [(o["kind"].lower() + "s", "patch") for o in peering]  # kopf's keep-alive in the peering object
         await eventually(lambda: seen(*first), what=lambda: sorted({p for _, p in operator_requests(fake)}))
         # A spec change re-applies every child (server-side apply: patch).
-        change = {"spec": {"model": {"revision": "v2"}, "service": {"port": 8080}, "storage": {"size": "30Gi"}, "networkPolicy": {"allowedNamespaces": ["gateway"]}}}
+        change = {
+            "spec": {"model": {"revision": "v2"}, "service": {"port": 8080}, "storage": {"size": "30Gi"}, "networkPolicy": {"allowedNamespaces": ["gateway"]}}
+        }
         await call(fake, "PATCH", f"{pipelines}/sd", change)
         await eventually(
             lambda: seen(("deployments", "patch"), ("services", "patch"), ("persistentvolumeclaims", "patch"), ("networkpolicies", "patch")),

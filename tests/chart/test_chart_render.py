@@ -172,7 +172,7 @@ def test_an_existing_service_account_is_used_and_must_be_named() -> None:
     assert not [o for o in objects if o["kind"] == "ServiceAccount"]
     assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
     assert one(objects, "ClusterRoleBinding")["subjects"][0]["name"] == "mine"
-    with pytest.raises(helm.HelmError, match="serviceAccount.name is required"):
+    with pytest.raises(helm.HelmError, match=r"serviceAccount\.name is required"):
         render({"serviceAccount": {"create": False}})
 
 

@@ -38,17 +38,17 @@ def test_it_walks_the_users_path_and_cleans_up() -> None:
     steps = [
         "trap cleanup EXIT",
         "kind create cluster",
-        "docker build -f \"${ROOT}/Dockerfile.operator\"",
-        "docker build -f \"${ROOT}/Dockerfile.runner\"",
+        'docker build -f "${ROOT}/Dockerfile.operator"',
+        'docker build -f "${ROOT}/Dockerfile.runner"',
         "kind load docker-image",
-        "helm upgrade --install kubediffusers \"${ROOT}/charts/kubediffusers\"",
-        "kubectl apply -f \"${WORK}/pipeline.yaml\"",
+        'helm upgrade --install kubediffusers "${ROOT}/charts/kubediffusers"',
+        'kubectl apply -f "${WORK}/pipeline.yaml"',
         "--for=jsonpath='{.status.phase}'=Ready",
         "kubectl port-forward",
         "/text-to-image",
     ]
     positions = [TEXT.find(step) for step in steps]
-    assert all(p >= 0 for p in positions), [s for s, p in zip(steps, positions) if p < 0]
+    assert all(p >= 0 for p in positions), [s for s, p in zip(steps, positions, strict=True) if p < 0]
     assert positions == sorted(positions), "steps out of order"
     assert "kind delete cluster" in TEXT and "pod-security.kubernetes.io/enforce=restricted" in TEXT
 

@@ -54,7 +54,12 @@ def test_the_examples_cover_what_the_issue_lists() -> None:
     tasks = {p["spec"]["task"] for p in PIPELINES}
     assert {"text-to-image", "image-to-image", "inpainting", "image-to-video", "upscale"} <= tasks
     models = {p["spec"]["model"]["id"] for p in PIPELINES}
-    assert {"stabilityai/sd-turbo", "stabilityai/sdxl-turbo", "stabilityai/stable-video-diffusion-img2vid-xt", "stabilityai/stable-diffusion-x4-upscaler"} <= models
+    assert {
+        "stabilityai/sd-turbo",
+        "stabilityai/sdxl-turbo",
+        "stabilityai/stable-video-diffusion-img2vid-xt",
+        "stabilityai/stable-diffusion-x4-upscaler",
+    } <= models
     assert any((p["spec"]["model"].get("tokenSecretRef") or {}).get("name") for p in PIPELINES), "no gated model with a token Secret"
     shared = Counter((p["spec"].get("storage") or {}).get("existingClaim") for p in PIPELINES)
     shared.pop(None, None)

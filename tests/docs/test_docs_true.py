@@ -19,8 +19,7 @@ LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_resolve(doc: Path) -> None:
     broken = [
-        target for target in LINK.findall(doc.read_text())
-        if not target.startswith(("http://", "https://", "mailto:")) and not (doc.parent / target).exists()
+        target for target in LINK.findall(doc.read_text()) if not target.startswith(("http://", "https://", "mailto:")) and not (doc.parent / target).exists()
     ]
     assert not broken, f"{doc.name} links to missing files: {broken}"
 

@@ -17,6 +17,7 @@ Fault injection: ``cut_after[path] = n`` (first GET sends n bytes then drops the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -103,7 +104,7 @@ class HubStandIn:
         return repo
 
     # -- lifecycle
-    def start(self) -> "HubStandIn":
+    def start(self) -> HubStandIn:
         hub = self
 
         class Handler(_Handler):
@@ -314,10 +315,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body[:cut])
             self.wfile.flush()
             self.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             return
         for i in range(0, len(body), hub.chunk_size):
             if hub.delay_per_chunk:

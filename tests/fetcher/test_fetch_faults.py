@@ -40,8 +40,20 @@ def in_process(hub, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
     term = tmp_path / "termination-log"
-    argv = ["--model-id", MODEL, "--model-dir", str(tmp_path / "models"), "--termination-log", str(term),
-            "--retries", "0", "--max-workers", "1", "--progress-interval", "0"]
+    argv = [
+        "--model-id",
+        MODEL,
+        "--model-dir",
+        str(tmp_path / "models"),
+        "--termination-log",
+        str(term),
+        "--retries",
+        "0",
+        "--max-workers",
+        "1",
+        "--progress-interval",
+        "0",
+    ]
     # main() quiets huggingface_hub's logging and bars for the process: put them back afterwards
     from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
     from huggingface_hub.utils import logging as hf_logging

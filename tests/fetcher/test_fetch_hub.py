@@ -100,8 +100,11 @@ def test_default_weights_without_variant_and_pattern_overrides(hub, fetch_env, r
     custom = run(env, *ARGS, "--model-dir", str(other), "--allow-pattern", "unet/*", "--allow-pattern", "model_index.json")
     assert custom.returncode == 0, custom.output
     assert set(snapshot_files(other, MODEL, sha)) == {
-        "model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-        "unet/diffusion_pytorch_model.fp16.safetensors"}  # .bin/.msgpack stay ignored
+        "model_index.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.fp16.safetensors",
+    }  # .bin/.msgpack stay ignored
     again = run(env, *ARGS, "--model-dir", str(other))
     assert again.returncode == 0 and "already complete" not in again.stdout
     assert set(snapshot_files(other, MODEL, sha)) == DEFAULT_FILES | {"unet/diffusion_pytorch_model.fp16.safetensors"}
@@ -282,8 +285,7 @@ def test_fetcher_never_imports_torch_or_diffusers(hub, fetch_env, tmp_path):
         "sys.exit(rc)\n"
     )
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", code], env={**fetch_env, "HF_ENDPOINT": hub.url},
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], env={**fetch_env, "HF_ENDPOINT": hub.url}, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "HEAVY []" in proc.stdout
     assert time.monotonic() - started < 30
@@ -315,17 +317,21 @@ def test_a_commit_sha_or_a_tag_as_revision(hub, fetch_env, run, tmp_path):
 
 def test_a_tiny_vae_is_fetched_alongside_the_model(hub, fetch_env, run, tmp_path):
     """runner.optimizations.tinyVae: a single-model repository fetched at main with the pipeline."""
-    taesd = hub.add(Repo("tiny-org/taesd", {
-        "config.json": b'{"_class_name": "AutoencoderTiny"}',
-        "diffusion_pytorch_model.safetensors": rand(3000, 1),
-        "diffusion_pytorch_model.bin": rand(3000, 2),
-    }))
+    taesd = hub.add(
+        Repo(
+            "tiny-org/taesd",
+            {
+                "config.json": b'{"_class_name": "AutoencoderTiny"}',
+                "diffusion_pytorch_model.safetensors": rand(3000, 1),
+                "diffusion_pytorch_model.bin": rand(3000, 2),
+            },
+        )
+    )
     env = {**fetch_env, "HF_ENDPOINT": hub.url, "KUBEDIFFUSERS_TINY_VAE_ID": taesd.model_id}
     result = run(env, *ARGS, "--variant", "fp16")
     assert result.returncode == 0, result.output
     assert result.termination == f"resolved {hub.repos[MODEL].sha}"  # the pipeline's commit, for the status
-    assert set(snapshot_files(tmp_path / "models", taesd.model_id, taesd.sha)) == {
-        "config.json", "diffusion_pytorch_model.safetensors"}
+    assert set(snapshot_files(tmp_path / "models", taesd.model_id, taesd.sha)) == {"config.json", "diffusion_pytorch_model.safetensors"}
     assert read_marker(tmp_path / "models", taesd.model_id, "main", None) is not None
     hub.stop()
     again = run(env, *ARGS, "--variant", "fp16")

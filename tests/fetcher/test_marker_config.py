@@ -101,9 +101,7 @@ def test_settings_from_env_with_cli_on_top(monkeypatch, tmp_path):
         (["--model-id", "a/b"], {"KUBEDIFFUSERS_FETCH_PROGRESS_INTERVAL_SECONDS": "-1"}, "PROGRESS_INTERVAL"),
     ],
 )
-def test_invalid_configuration_is_one_line_exit_2_and_termination_message(
-    argv, env, needle, monkeypatch, tmp_path, capsys
-):
+def test_invalid_configuration_is_one_line_exit_2_and_termination_message(argv, env, needle, monkeypatch, tmp_path, capsys):
     for key in [k for k in os.environ if k.startswith("KUBEDIFFUSERS_")]:
         monkeypatch.delenv(key)
     for key, value in env.items():

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from .fetch_standin import DEFAULT_FILES, FP16_FILES, pipeline_files
 
 from kubediffusers.runner.fetch.errors import EXIT_NO_WEIGHTS, FetchError
 from kubediffusers.runner.fetch.patterns import exact_patterns, pipeline_folders, select_files
+
+from .fetch_standin import DEFAULT_FILES, FP16_FILES, pipeline_files
 
 FILES = pipeline_files()
 INDEX = json.loads(FILES["model_index.json"])
@@ -87,12 +88,16 @@ def test_component_with_only_pickled_weights_is_an_error():
 
 
 def test_repository_without_model_index_is_one_component_at_the_root():
-    listing = ["config.json", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
-               "diffusion_pytorch_model.bin", "README.md", "sub/other.safetensors"]
-    assert set(select_files(listing, model_index=None, variant="fp16").files) == {
-        "config.json", "diffusion_pytorch_model.fp16.safetensors"}
-    assert set(select_files(listing, model_index=None, variant=None).files) == {
-        "config.json", "diffusion_pytorch_model.safetensors"}
+    listing = [
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "diffusion_pytorch_model.fp16.safetensors",
+        "diffusion_pytorch_model.bin",
+        "README.md",
+        "sub/other.safetensors",
+    ]
+    assert set(select_files(listing, model_index=None, variant="fp16").files) == {"config.json", "diffusion_pytorch_model.fp16.safetensors"}
+    assert set(select_files(listing, model_index=None, variant=None).files) == {"config.json", "diffusion_pytorch_model.safetensors"}
     with pytest.raises(FetchError):
         select_files(["config.json", "pytorch_model.bin"], model_index=None, variant=None)
 
@@ -100,8 +105,11 @@ def test_repository_without_model_index_is_one_component_at_the_root():
 def test_allow_patterns_replace_the_selection_but_ignored_formats_stay_out():
     sel = select_files(FILES, model_index=INDEX, variant=None, allow_patterns=["unet/*", "model_index.json"])
     assert set(sel.files) == {
-        "model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-        "unet/diffusion_pytorch_model.fp16.safetensors"}
+        "model_index.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.fp16.safetensors",
+    }
     with pytest.raises(FetchError) as err:
         select_files(FILES, model_index=INDEX, variant=None, allow_patterns=["nothing/*"])
     assert err.value.reason == "NoMatchingFiles"
@@ -116,8 +124,7 @@ def test_ignore_patterns_replace_the_forbidden_formats():
 
 
 def test_pipeline_folders_follow_diffusers_rule():
-    assert pipeline_folders(INDEX) == {"unet", "vae", "text_encoder", "tokenizer", "scheduler", "safety_checker",
-                                       "feature_extractor"}
+    assert pipeline_folders(INDEX) == {"unet", "vae", "text_encoder", "tokenizer", "scheduler", "safety_checker", "feature_extractor"}
 
 
 def test_exact_patterns_escape_fnmatch_characters():

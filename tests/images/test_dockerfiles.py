@@ -183,6 +183,13 @@ def test_dockerignore_sends_what_the_dockerfiles_copy_and_nothing_heavy_or_secre
                 continue
             source = copy.split()[0]
             assert not dockerignore_excludes(source, patterns), f"{name}: COPY {source} is excluded by .dockerignore"
-    for path in (".venv/bin/python", ".cache/models/x.safetensors", ".git/config", "tests/conftest.py", "runner/src/kubediffusers/runner/__pycache__/a.pyc",
-                 "operator/src/kubediffusers_operator.egg-info/PKG-INFO", "examples/sd-turbo.yaml"):
+    for path in (
+        ".venv/bin/python",
+        ".cache/models/x.safetensors",
+        ".git/config",
+        "tests/conftest.py",
+        "runner/src/kubediffusers/runner/__pycache__/a.pyc",
+        "operator/src/kubediffusers_operator.egg-info/PKG-INFO",
+        "examples/sd-turbo.yaml",
+    ):
         assert dockerignore_excludes(path, patterns), f"{path} would be sent to the build"

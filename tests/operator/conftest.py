@@ -12,7 +12,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for "import ophelpers"
 
-from ophelpers import CRD_PATH, to_jsonschema  # noqa: E402
+from ophelpers import CRD_PATH, to_jsonschema
 
 
 @pytest.fixture(scope="session")

@@ -55,9 +55,7 @@ class FakeCluster(kmock.KubernetesEmulator):
                 orphans = [
                     (key, obj)
                     for key, obj in self._objects.items()
-                    if not obj.deleted
-                    and (refs := (obj.raw.get("metadata") or {}).get("ownerReferences"))
-                    and not any(ref.get("uid") in live for ref in refs)
+                    if not obj.deleted and (refs := (obj.raw.get("metadata") or {}).get("ownerReferences")) and not any(ref.get("uid") in live for ref in refs)
                 ]
                 for (resource, _, _), obj in orphans:
                     raw = obj.raw

@@ -51,9 +51,7 @@ def to_jsonschema(node: Any) -> Any:
     return out
 
 
-async def eventually(
-    check: Callable[[], Any], timeout: float, what: Callable[[], str] | str = "", poll: float = 0.05
-) -> Any:
+async def eventually(check: Callable[[], Any], timeout: float, what: Callable[[], str] | str = "", poll: float = 0.05) -> Any:
     """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds saying what was awaited."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

@@ -24,7 +24,13 @@ SPECS: dict[str, dict[str, Any]] = {
         "resources": {"limits": {"nvidia.com/gpu": 1, "memory": "16Gi"}, "requests": {"cpu": "500m"}},
         "nodeSelector": {"gpu": "a100"},
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}, {"operator": "Exists"}],
-        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "a", "operator": "In", "values": ["b"]}]}]}}},
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [{"key": "a", "operator": "In", "values": ["b"]}]}]
+                }
+            }
+        },
         "runtimeClassName": "nvidia",
         "priorityClassName": "high",
         "runner": {
@@ -98,7 +104,14 @@ def test_children_labels_owners_and_restricted_pods(case: str, doc: dict[str, An
             assert "ownerReferences" not in meta
         else:
             assert meta["ownerReferences"] == [
-                {"apiVersion": "kubediffusers.io/v1alpha1", "kind": "InferencePipeline", "name": pipeline.name, "uid": pipeline.uid, "controller": True, "blockOwnerDeletion": True}
+                {
+                    "apiVersion": "kubediffusers.io/v1alpha1",
+                    "kind": "InferencePipeline",
+                    "name": pipeline.name,
+                    "uid": pipeline.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
             ]
     deployment = next(c for c in children if c["kind"] == "Deployment")
     assert_restricted(deployment["spec"]["template"]["spec"])
@@ -199,7 +212,17 @@ def test_tokens_reach_only_their_container_and_only_as_secret_references() -> No
     assert fetch["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "token"}}
     assert fetch["HF_ENDPOINT"] == "https://hub.mirror.example"
     assert "HF_TOKEN" not in runner and "KUBEDIFFUSERS_AUTH_TOKEN" not in fetch
-    assert set(fetch) == {"KUBEDIFFUSERS_TASK", "KUBEDIFFUSERS_MODEL_ID", "KUBEDIFFUSERS_MODEL_REVISION", "KUBEDIFFUSERS_MODEL_VARIANT", "KUBEDIFFUSERS_MODEL_DIR", "KUBEDIFFUSERS_LOG_LEVEL", "HF_TOKEN", "HF_ENDPOINT", "HF_HOME"}
+    assert set(fetch) == {
+        "KUBEDIFFUSERS_TASK",
+        "KUBEDIFFUSERS_MODEL_ID",
+        "KUBEDIFFUSERS_MODEL_REVISION",
+        "KUBEDIFFUSERS_MODEL_VARIANT",
+        "KUBEDIFFUSERS_MODEL_DIR",
+        "KUBEDIFFUSERS_LOG_LEVEL",
+        "HF_TOKEN",
+        "HF_ENDPOINT",
+        "HF_HOME",
+    }
     assert "HF_ENDPOINT" not in env_map(build_fetch_env(p, OperatorSettings()))
 
 
@@ -248,13 +271,35 @@ OPTIMIZED = {
 def test_batching_and_optimizations_reach_the_runner_and_the_tiny_vae_the_fetcher(monkeypatch: pytest.MonkeyPatch) -> None:
     p = pipeline_of(manifest(**OPTIMIZED))
     env = env_map(build_runner_env(p, SETTINGS))
-    assert {k: env[k] for k in env if k.startswith("KUBEDIFFUSERS_") and k[14:] in {
-        "MAX_BATCH_SIZE", "BATCH_WINDOW_MS", "ATTENTION", "CHANNELS_LAST", "FUSE_QKV", "COMPILE_UNET", "COMPILE_VAE",
-        "COMPILE_MODE", "DEEPCACHE_INTERVAL", "TINY_VAE_ID", "VAE_SLICING"}} == {
-        "KUBEDIFFUSERS_MAX_BATCH_SIZE": "8", "KUBEDIFFUSERS_BATCH_WINDOW_MS": "20.0", "KUBEDIFFUSERS_ATTENTION": "default",
-        "KUBEDIFFUSERS_CHANNELS_LAST": "true", "KUBEDIFFUSERS_FUSE_QKV": "true", "KUBEDIFFUSERS_COMPILE_UNET": "true",
-        "KUBEDIFFUSERS_COMPILE_VAE": "true", "KUBEDIFFUSERS_COMPILE_MODE": "max-autotune",
-        "KUBEDIFFUSERS_DEEPCACHE_INTERVAL": "3", "KUBEDIFFUSERS_TINY_VAE_ID": "madebyollin/taesd",
+    assert {
+        k: env[k]
+        for k in env
+        if k.startswith("KUBEDIFFUSERS_")
+        and k[14:]
+        in {
+            "MAX_BATCH_SIZE",
+            "BATCH_WINDOW_MS",
+            "ATTENTION",
+            "CHANNELS_LAST",
+            "FUSE_QKV",
+            "COMPILE_UNET",
+            "COMPILE_VAE",
+            "COMPILE_MODE",
+            "DEEPCACHE_INTERVAL",
+            "TINY_VAE_ID",
+            "VAE_SLICING",
+        }
+    } == {
+        "KUBEDIFFUSERS_MAX_BATCH_SIZE": "8",
+        "KUBEDIFFUSERS_BATCH_WINDOW_MS": "20.0",
+        "KUBEDIFFUSERS_ATTENTION": "default",
+        "KUBEDIFFUSERS_CHANNELS_LAST": "true",
+        "KUBEDIFFUSERS_FUSE_QKV": "true",
+        "KUBEDIFFUSERS_COMPILE_UNET": "true",
+        "KUBEDIFFUSERS_COMPILE_VAE": "true",
+        "KUBEDIFFUSERS_COMPILE_MODE": "max-autotune",
+        "KUBEDIFFUSERS_DEEPCACHE_INTERVAL": "3",
+        "KUBEDIFFUSERS_TINY_VAE_ID": "madebyollin/taesd",
         "KUBEDIFFUSERS_VAE_SLICING": "true",
     }
     assert env_map(build_fetch_env(p, SETTINGS))["KUBEDIFFUSERS_TINY_VAE_ID"] == "madebyollin/taesd"
@@ -276,8 +321,7 @@ def test_offload_with_compile_is_an_invalid_spec() -> None:
 
     with pytest.raises(ValidationError, match="cpuOffload cannot be combined"):
         InferencePipelineSpec.model_validate(
-            {"task": "text-to-image", "model": {"id": "a/b"},
-             "runner": {"optimizations": {"cpuOffload": "model", "compile": {"unet": True}}}}
+            {"task": "text-to-image", "model": {"id": "a/b"}, "runner": {"optimizations": {"cpuOffload": "model", "compile": {"unet": True}}}}
         )
 
 

@@ -64,11 +64,22 @@ def test_other_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str], co
 
 
 def test_local_env_is_the_operator_env_adapted_to_this_machine(tmp_path: Path) -> None:
-    pipeline = Pipeline.from_manifest(manifest(model={"id": "stabilityai/sd-turbo", "variant": "fp16", "tokenSecretRef": {"name": "hf", "key": "t"}}, runner={"authSecretRef": {"name": "a", "key": "k"}, "maxQueueSize": 3}))
+    pipeline = Pipeline.from_manifest(
+        manifest(
+            model={"id": "stabilityai/sd-turbo", "variant": "fp16", "tokenSecretRef": {"name": "hf", "key": "t"}},
+            runner={"authSecretRef": {"name": "a", "key": "k"}, "maxQueueSize": 3},
+        )
+    )
     environ = {"HF_TOKEN": "hf_local", "KUBEDIFFUSERS_AUTH_TOKEN": "sekret"}
     plan = local.plan(pipeline, model_dir=tmp_path, host="127.0.0.1", port=9000, device="cpu", environ=environ)
     cluster_env = {e["name"]: e.get("value") for e in build_runner_env(pipeline, OperatorSettings())}
-    adapted = {"KUBEDIFFUSERS_MODEL_DIR": str(tmp_path), "KUBEDIFFUSERS_HOST": "127.0.0.1", "KUBEDIFFUSERS_PORT": "9000", "KUBEDIFFUSERS_DEVICE": "cpu", "KUBEDIFFUSERS_AUTH_TOKEN": "sekret"}
+    adapted = {
+        "KUBEDIFFUSERS_MODEL_DIR": str(tmp_path),
+        "KUBEDIFFUSERS_HOST": "127.0.0.1",
+        "KUBEDIFFUSERS_PORT": "9000",
+        "KUBEDIFFUSERS_DEVICE": "cpu",
+        "KUBEDIFFUSERS_AUTH_TOKEN": "sekret",
+    }
     assert plan.serve_env == {**cluster_env, **adapted}
     assert plan.fetch == ["kubediffusers-fetch"] and plan.serve == ["kubediffusers-runner"]
     assert plan.fetch_env["HF_TOKEN"] == "hf_local" and plan.fetch_env["KUBEDIFFUSERS_MODEL_DIR"] == str(tmp_path)

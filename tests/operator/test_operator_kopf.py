@@ -116,7 +116,13 @@ def runner_image(dep: dict[str, Any] | None) -> str | None:
 
 def pod_for(dep: dict[str, Any], name: str, status: dict[str, Any]) -> dict[str, Any]:
     template = dep["spec"]["template"]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS, **copy.deepcopy(template["metadata"])}, "spec": template["spec"], "status": status}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, **copy.deepcopy(template["metadata"])},
+        "spec": template["spec"],
+        "status": status,
+    }
 
 
 async def create_pipeline(cluster: FakeCluster, doc: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +135,9 @@ async def create_pipeline(cluster: FakeCluster, doc: dict[str, Any]) -> dict[str
 async def test_create_builds_children_with_owners_and_labels(cluster: FakeCluster, operator: Runtime) -> None:
     created = await create_pipeline(cluster, manifest())
     uid = created["metadata"]["uid"]
-    await eventually(lambda: deployment(cluster) and obj(cluster, "v1/services", "sd") and obj(cluster, "v1/persistentvolumeclaims", "sd-models"), what="children")
+    await eventually(
+        lambda: deployment(cluster) and obj(cluster, "v1/services", "sd") and obj(cluster, "v1/persistentvolumeclaims", "sd-models"), what="children"
+    )
     for resource, name in (("apps/v1/deployments", "sd"), ("v1/services", "sd"), ("v1/persistentvolumeclaims", "sd-models")):
         child = obj(cluster, resource, name)
         assert child is not None
@@ -144,7 +152,9 @@ async def test_create_builds_children_with_owners_and_labels(cluster: FakeCluste
     assert status["observedGeneration"] == 1
     assert {c["type"]: c["status"] for c in status["conditions"]}["Valid"] == "True"
     # Each child created exactly once: no duplicates from the many events it raised.
-    posts = [r for r in list(cluster) if r.method == "POST" and r.resource is not None and r.resource.plural in ("deployments", "services", "persistentvolumeclaims")]
+    posts = [
+        r for r in list(cluster) if r.method == "POST" and r.resource is not None and r.resource.plural in ("deployments", "services", "persistentvolumeclaims")
+    ]
     assert len(posts) == 3
     await eventually(lambda: any(e.get("reason") == "Pending" for e in events(cluster)), what="a Pending event")
 
@@ -167,7 +177,10 @@ async def test_status_follows_pods_through_download_failure_and_ready(cluster: F
     }
     await call(cluster, "PATCH", f"{PODS}/sd-1/status", {"status": ready})
     await call(cluster, "PATCH", f"{DEPLOYMENTS}/sd/status", {"status": {"replicas": 1, "readyReplicas": 1}})
-    status = await eventually(lambda: pipeline_status(cluster).get("phase") == "Ready" and pipeline_status(cluster).get("readyReplicas") == 1 and pipeline_status(cluster), what="Ready")
+    status = await eventually(
+        lambda: pipeline_status(cluster).get("phase") == "Ready" and pipeline_status(cluster).get("readyReplicas") == 1 and pipeline_status(cluster),
+        what="Ready",
+    )
     assert status["model"]["resolvedRevision"] == SHA and status["readyReplicas"] == 1
     # Events are posted asynchronously by kopf's poster: wait for them too.
     await eventually(lambda: {"Downloading", "Failed", "Ready"} <= {e.get("reason") for e in events(cluster)}, what="phase Events")
@@ -230,12 +243,27 @@ async def test_invalid_specs_end_in_a_condition_without_children(cluster: FakeCl
     assert deployment(cluster) is None and obj(cluster, "v1/persistentvolumeclaims", "sd-models") is None
 
     # The Secret appears (with a value the operator must never echo): the pipeline proceeds.
-    await call(cluster, "POST", SECRETS, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf-token", "namespace": NS}, "data": {"token": "c2VjcmV0LXZhbHVl"}})
+    await call(
+        cluster,
+        "POST",
+        SECRETS,
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf-token", "namespace": NS}, "data": {"token": "c2VjcmV0LXZhbHVl"}},
+    )
     await eventually(lambda: deployment(cluster), what="children after the Secret appeared")
     assert "c2VjcmV0LXZhbHVl" not in str(pipeline_status(cluster)) and "secret-value" not in str(events(cluster))
 
     # A spec the schema would have refused (KMock does not validate): reported, no crash loop.
-    await call(cluster, "POST", PIPELINES, {"apiVersion": "kubediffusers.io/v1alpha1", "kind": "InferencePipeline", "metadata": {"name": "bad", "namespace": NS}, "spec": {"task": "painting", "model": {"id": "a/b"}}})
+    await call(
+        cluster,
+        "POST",
+        PIPELINES,
+        {
+            "apiVersion": "kubediffusers.io/v1alpha1",
+            "kind": "InferencePipeline",
+            "metadata": {"name": "bad", "namespace": NS},
+            "spec": {"task": "painting", "model": {"id": "a/b"}},
+        },
+    )
     bad = await eventually(lambda: pipeline_status(cluster, "bad").get("phase") == "Failed" and pipeline_status(cluster, "bad"), what="bad Failed")
     assert bad["conditions"][0]["reason"] == "InvalidSpec" and "spec.task" in bad["message"]
     assert deployment(cluster, "bad") is None
@@ -249,7 +277,10 @@ async def test_delete_takes_the_children_unless_the_claim_is_retained(cluster: F
     await call(cluster, "DELETE", f"{PIPELINES}/sd")
     await call(cluster, "DELETE", f"{PIPELINES}/keep")
     await eventually(lambda: obj(cluster, CRD_RESOURCE, "sd") is None and obj(cluster, CRD_RESOURCE, "keep") is None, what="pipelines gone")
-    await eventually(lambda: deployment(cluster) is None and obj(cluster, "v1/services", "sd") is None and obj(cluster, "v1/persistentvolumeclaims", "sd-models") is None, what="children collected")
+    await eventually(
+        lambda: deployment(cluster) is None and obj(cluster, "v1/services", "sd") is None and obj(cluster, "v1/persistentvolumeclaims", "sd-models") is None,
+        what="children collected",
+    )
     assert obj(cluster, "v1/persistentvolumeclaims", "keep-models") is not None  # Retain
     assert deployment(cluster, "keep") is None
     await asyncio.sleep(0.3)  # and nothing recreates them

@@ -16,7 +16,14 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 HASH = "podhash"
 
 
-def pod(fetch: dict[str, Any] | None = None, runner: dict[str, Any] | None = None, *, pod_hash: str = HASH, conditions: list[dict[str, Any]] | None = None, deleting: bool = False) -> dict[str, Any]:
+def pod(
+    fetch: dict[str, Any] | None = None,
+    runner: dict[str, Any] | None = None,
+    *,
+    pod_hash: str = HASH,
+    conditions: list[dict[str, Any]] | None = None,
+    deleting: bool = False,
+) -> dict[str, Any]:
     status: dict[str, Any] = {}
     if fetch is not None:
         status["initContainerStatuses"] = [{"name": "fetch", **fetch}]
@@ -32,23 +39,53 @@ def pod(fetch: dict[str, Any] | None = None, runner: dict[str, Any] | None = Non
 
 FETCHING = pod({"state": {"running": {}}})
 FETCH_FAILED = pod({"state": {"terminated": {"exitCode": 3, "message": "gated repository: a token is needed\n"}}})
-FETCH_BACKOFF = pod({"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1, "message": "repository not found: x/y"}}, "restartCount": 3})
+FETCH_BACKOFF = pod(
+    {
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 1, "message": "repository not found: x/y"}},
+        "restartCount": 3,
+    }
+)
 FETCHED = {"state": {"terminated": {"exitCode": 0, "message": f"resolved {SHA}"}}}
 LOADING = pod(FETCHED, {"state": {"running": {}}, "ready": False})
 READY = pod(FETCHED, {"state": {"running": {}}, "ready": True})
-CRASHING = pod(FETCHED, {"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}, "ready": False, "restartCount": 4})
+CRASHING = pod(
+    FETCHED,
+    {
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+        "ready": False,
+        "restartCount": 4,
+    },
+)
 IMAGE = pod({"state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image x"}}})
-UNSCHEDULABLE = pod(conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}])
+UNSCHEDULABLE = pod(
+    conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]
+)
 
 
 def deployment(replicas: int = 1, ready: int = 0) -> dict[str, Any]:
     return {"spec": {"replicas": replicas}, "status": {"replicas": replicas, "readyReplicas": ready}}
 
 
-def derive(pods: list[dict[str, Any]], dep: dict[str, Any] | None = None, problems: list[Problem] | None = None, previous: dict[str, Any] | None = None, replicas: int = 1) -> dict[str, Any]:
+def derive(
+    pods: list[dict[str, Any]],
+    dep: dict[str, Any] | None = None,
+    problems: list[Problem] | None = None,
+    previous: dict[str, Any] | None = None,
+    replicas: int = 1,
+) -> dict[str, Any]:
     return derive_status(
-        name="sd", namespace="ns1", generation=7, problems=problems or [], observed=Observed(dep if dep is not None else deployment(replicas), pods),
-        previous=previous, now="2030-01-01T00:00:00Z", port=80, replicas=replicas, pod_hash=HASH,
+        name="sd",
+        namespace="ns1",
+        generation=7,
+        problems=problems or [],
+        observed=Observed(dep if dep is not None else deployment(replicas), pods),
+        previous=previous,
+        now="2030-01-01T00:00:00Z",
+        port=80,
+        replicas=replicas,
+        pod_hash=HASH,
     )
 
 
@@ -155,7 +192,7 @@ def test_missing_secrets_and_keys() -> None:
     p = pipeline(model={"id": "a/b", "tokenSecretRef": {"name": "hf", "key": "token"}}, runner={"authSecretRef": {"name": "auth", "key": "t"}})
     problems = check(p, References(secrets={"hf": None, "auth": frozenset({"other"})}))
     assert [(x.reason, x.blocking) for x in problems] == [("SecretNotFound", True), ("SecretKeyNotFound", True)]
-    assert "spec.model.tokenSecretRef: Secret 'hf' not found in namespace 'ns1'" == problems[0].message
+    assert problems[0].message == "spec.model.tokenSecretRef: Secret 'hf' not found in namespace 'ns1'"
     assert check(p, References(secrets={"hf": frozenset({"token"}), "auth": frozenset({"t"})})) == []
 
 

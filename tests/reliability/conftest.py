@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))  # fakecluster, ophelpers
 
-from tests.reliability.procs import RunnerProcess  # noqa: E402
+from tests.reliability.procs import RunnerProcess
 
 QUEUE = 4  # the text-to-image runner's KUBEDIFFUSERS_MAX_QUEUE_SIZE
 

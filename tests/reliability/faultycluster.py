@@ -131,7 +131,10 @@ class FaultyCluster(FakeCluster):
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(raw)
         await asyncio.sleep(self.rng.uniform(0.0, 0.3))
-        gone = {"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410, "message": "too old resource version"}}
+        gone = {
+            "type": "ERROR",
+            "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410, "message": "too old resource version"},
+        }
         await response.write(json.dumps(gone).encode() + b"\n")
         await response.write_eof()
         return response

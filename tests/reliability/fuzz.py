@@ -24,8 +24,8 @@ from typing import Any
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
 from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from tests.reliability.procs import png_bytes

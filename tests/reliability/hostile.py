@@ -60,7 +60,7 @@ def bmp_header_bomb() -> bytes:
 def jpeg_header_bomb() -> bytes:
     data = bytearray(_save(Image.new("RGB", (8, 8)), "JPEG"))
     sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = struct.pack(">HH", BIG, BIG)  # SOF0 height, width
+    data[sof + 5 : sof + 9] = struct.pack(">HH", BIG, BIG)  # SOF0 height, width
     return bytes(data)
 
 
@@ -68,8 +68,8 @@ def webp_header_bomb() -> bytes:
     data = bytearray(_save(Image.new("RGB", (16, 16), (200, 10, 10)), "WEBP", lossless=False, quality=50))
     vp8 = data.index(b"VP8 ")
     # The key frame header: 3-byte frame tag, start code 9d 01 2a, then 14-bit width and height.
-    assert data[vp8 + 11:vp8 + 14] == b"\x9d\x01\x2a"
-    data[vp8 + 14:vp8 + 18] = struct.pack("<HH", 0x3FFF, 0x3FFF)  # 16383x16383
+    assert data[vp8 + 11 : vp8 + 14] == b"\x9d\x01\x2a"
+    data[vp8 + 14 : vp8 + 18] = struct.pack("<HH", 0x3FFF, 0x3FFF)  # 16383x16383
     return bytes(data)
 
 

@@ -67,8 +67,8 @@ class OverloadReport:
         return [
             f"clients: {self.clients}, statuses: {dict(sorted(self.statuses.items()))}, wall {self.seconds:.1f}s",
             f"one request alone: {self.single * 1000:.0f} ms",
-            f"accepted latency: p50 {pct(acc, .5):.2f}s p99 {pct(acc, .99):.2f}s max {max(acc, default=0):.2f}s",
-            f"503 latency: p50 {pct(rej, .5) * 1000:.0f} ms max {max(rej, default=0) * 1000:.0f} ms, Retry-After {sorted(self.retry_after)}",
+            f"accepted latency: p50 {pct(acc, 0.5):.2f}s p99 {pct(acc, 0.99):.2f}s max {max(acc, default=0):.2f}s",
+            f"503 latency: p50 {pct(rej, 0.5) * 1000:.0f} ms max {max(rej, default=0) * 1000:.0f} ms, Retry-After {sorted(self.retry_after)}",
             f"RSS before {self.before.rss / 2**20:.1f} MiB, peak {self.peak_rss / 2**20:.1f} MiB, after {self.after.rss / 2**20:.1f} MiB",
             f"threads {self.before.threads} -> {self.after.threads}, fds {self.before.fds} -> {self.after.fds}",
         ]

@@ -71,7 +71,7 @@ class OperatorThread:
         )
         try:
             asyncio.run(coro)
-        except BaseException as exc:  # noqa: BLE001  (recorded: the operator must never exit on its own)
+        except BaseException as exc:
             self.crashed = exc
 
     async def start(self, timeout: float = 30.0) -> None:

@@ -71,7 +71,7 @@ class RunnerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(prefix=f"runner-{task}-", suffix=".log", delete=False)  # noqa: SIM115
 
-    def __enter__(self) -> "RunnerProcess":
+    def __enter__(self) -> RunnerProcess:
         self.start()
         try:
             self.wait_ready()

@@ -8,8 +8,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from fakecluster import CRD_RESOURCE
-
 from tests.reliability.faultycluster import FaultyCluster
 from tests.reliability.operator_harness import CHILD_RESOURCES, NS, PIPELINES, OperatorThread, call, eventually, live, pipelines
 
@@ -77,7 +75,9 @@ def convergence_problems(cluster: FaultyCluster, surviving: set[str], images: di
                 problems.append(f"Deployment {name}: image {image}, want {images[name]}")
         status = body.get("status") or {}
         if not status.get("phase") or status.get("observedGeneration") != body["metadata"].get("generation"):
-            problems.append(f"pipeline {name}: status {status.get('phase')} observedGeneration {status.get('observedGeneration')} of {body['metadata'].get('generation')}")
+            problems.append(
+                f"pipeline {name}: status {status.get('phase')} observedGeneration {status.get('observedGeneration')} of {body['metadata'].get('generation')}"
+            )
     return problems
 
 
@@ -93,7 +93,7 @@ async def run_storm(
     parallel: int = 25,
 ) -> StormReport:
     names = [f"p{i:03d}" for i in range(count)]
-    updated, deleted = names[:updates], names[count - deletes:]
+    updated, deleted = names[:updates], names[count - deletes :]
     images = {n: ("runner:v2" if n in updated else "runner:v1") for n in names}
     report = StormReport(pipelines=count, updated=updates, deleted=deletes, restarts=int(restart))
     gate = asyncio.Semaphore(parallel)
@@ -131,5 +131,3 @@ async def run_storm(
         child_keys = {(path, name) for (path, name) in cluster.log.created if not path.endswith("/events") and "inferencepipelines" not in path}
         report.duplicates = [f"{path} {name}: {cluster.log.created[path, name]}" for path, name in sorted(child_keys) if cluster.log.created[path, name] > 1]
     return report
-
-

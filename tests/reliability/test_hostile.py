@@ -183,9 +183,9 @@ MULTIPART_ROUTE_BODIES = [
     ("application/json", json.dumps({"prompt": "x", "image": "aGVsbG8="}).encode()),
     ("application/x-www-form-urlencoded", b"prompt=x&image=abc"),
     ("multipart/form-data", b"--b\r\n\r\n--b--\r\n"),  # no boundary parameter
-    ("multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nx"),  # never closed
+    ("multipart/form-data; boundary=b", b'--b\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nx'),  # never closed
     ("multipart/form-data; boundary=b", b"garbage without any boundary"),
-    ("multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n\x89PNG\r\n--b--\r\n"),
+    ("multipart/form-data; boundary=b", b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n\x89PNG\r\n--b--\r\n'),
     ("text/plain", b"prompt=x"),
 ]
 
@@ -202,7 +202,10 @@ def test_many_form_parts_and_fields(i2i_proc: RunnerProcess) -> None:
     assert_refused(r, (400, 422))
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/text-to-image"), ("PUT", "/text-to-image"), ("POST", "/health"), ("GET", "/image-to-image"), ("GET", "/nope/../../etc/passwd")])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/text-to-image"), ("PUT", "/text-to-image"), ("POST", "/health"), ("GET", "/image-to-image"), ("GET", "/nope/../../etc/passwd")],
+)
 def test_wrong_methods_and_paths(t2i_proc: RunnerProcess, method: str, path: str) -> None:
     r = httpx.request(method, t2i_proc.url + path, timeout=60)
     assert_refused(r, (404, 405))

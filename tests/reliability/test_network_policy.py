@@ -26,7 +26,12 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
         return False
     for expr in selector.get("matchExpressions") or []:
         key, op, values = expr["key"], expr["operator"], expr.get("values") or []
-        ok = {"In": key in labels and labels[key] in values, "NotIn": labels.get(key) not in values, "Exists": key in labels, "DoesNotExist": key not in labels}[op]
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
         if not ok:
             return False
     return True
@@ -136,7 +141,12 @@ async def test_the_operator_applies_changes_and_neutralises_the_policy(tmp_path:
         operator = OperatorThread(settings)
         await operator.start()
         try:
-            created = await call(cluster, "POST", PIPELINES, {"apiVersion": "kubediffusers.io/v1alpha1", "kind": "InferencePipeline", "metadata": {"name": "sd", "namespace": NS}, "spec": spec})
+            created = await call(
+                cluster,
+                "POST",
+                PIPELINES,
+                {"apiVersion": "kubediffusers.io/v1alpha1", "kind": "InferencePipeline", "metadata": {"name": "sd", "namespace": NS}, "spec": spec},
+            )
             await eventually(lambda: allowed() == ["gateway"], 15, "the policy")
             assert policy()["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]  # type: ignore[index]
             await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"networkPolicy": {"allowedNamespaces": ["gateway", "monitoring"]}}})

@@ -58,7 +58,9 @@ def failed_invalid(cluster: Any, name: str) -> bool:
     return status.get("phase") == "Failed" and valid.get("status") == "False" and valid.get("reason") == "InvalidSpec"
 
 
-async def test_malformed_pipelines_end_in_a_condition_not_a_crash_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+async def test_malformed_pipelines_end_in_a_condition_not_a_crash_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING)
     async with faulty_cluster(tmp_path, monkeypatch) as cluster:
         operator = OperatorThread(SETTINGS)
@@ -67,7 +69,11 @@ async def test_malformed_pipelines_end_in_a_condition_not_a_crash_loop(tmp_path:
             for name, (spec, _) in MALFORMED.items():
                 await call(cluster, "POST", PIPELINES, body(name, spec))
             await call(cluster, "POST", PIPELINES, body("good", GOOD))
-            await eventually(lambda: all(failed_invalid(cluster, n) for n in MALFORMED), 30, lambda: {n: status_of(cluster, n).get("message") for n in MALFORMED if not failed_invalid(cluster, n)})
+            await eventually(
+                lambda: all(failed_invalid(cluster, n) for n in MALFORMED),
+                30,
+                lambda: {n: status_of(cluster, n).get("message") for n in MALFORMED if not failed_invalid(cluster, n)},
+            )
             for name, (_, fragment) in MALFORMED.items():
                 assert fragment in status_of(cluster, name)["message"], (name, status_of(cluster, name)["message"])
             await eventually(lambda: "good" in live(cluster, "apps/v1/deployments"), 15, "the good pipeline's Deployment")

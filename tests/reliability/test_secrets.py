@@ -16,7 +16,6 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -91,7 +90,10 @@ def test_the_runner_never_echoes_the_auth_token(tmp_path: Path) -> None:
             for h in headers:
                 r = runner.good_request(client, **h)
                 statuses.append(r.status_code)
-                seen.append(json.dumps(dict(r.headers)) + (r.text if r.headers.get("content-type", "").startswith("application/json") and "images" not in r.text else ""))
+                seen.append(
+                    json.dumps(dict(r.headers))
+                    + (r.text if r.headers.get("content-type", "").startswith("application/json") and "images" not in r.text else "")
+                )
                 r = client.post(runner.url + "/text-to-image", json={"prompt": AUTH_TOKEN[:2] + "x", "height": 65}, headers=h)
                 seen.append(r.text + json.dumps(dict(r.headers)))
             async_job = client.post(runner.url + "/text-to-image?async=true", json={"prompt": "x", "num_inference_steps": 1}, headers=headers[0])
@@ -102,7 +104,7 @@ def test_the_runner_never_echoes_the_auth_token(tmp_path: Path) -> None:
     assert statuses == [200, 401, 401, 401, 401, 200, 401], statuses
     assert_no_token("\n".join(seen), AUTH_TOKEN, HF_TOKEN, where="the runner's answers")
     log = runner.output()
-    assert "POST /text-to-image HTTP/1.1\" 401" in log, log[-2000:]  # the access log saw the refused requests
+    assert 'POST /text-to-image HTTP/1.1" 401' in log, log[-2000:]  # the access log saw the refused requests
     assert_no_token(log, AUTH_TOKEN, HF_TOKEN, where="the runner's debug log")
 
 
@@ -127,11 +129,28 @@ async def test_the_operator_keeps_secret_values_out_of_logs_events_status_and_ch
         operator = OperatorThread(settings)
         await operator.start()
         try:
-            await call(cluster, "POST", PIPELINES, {"apiVersion": "kubediffusers.io/v1alpha1", "kind": "InferencePipeline", "metadata": {"name": "sd", "namespace": NS}, "spec": spec})
+            await call(
+                cluster,
+                "POST",
+                PIPELINES,
+                {"apiVersion": "kubediffusers.io/v1alpha1", "kind": "InferencePipeline", "metadata": {"name": "sd", "namespace": NS}, "spec": spec},
+            )
             # A reference to a key the Secret lacks: the error message names the key, never a value.
             wrong = {**spec, "runner": {"authSecretRef": {"name": "api", "key": "missing"}}}
-            await call(cluster, "POST", PIPELINES, {"apiVersion": "kubediffusers.io/v1alpha1", "kind": "InferencePipeline", "metadata": {"name": "wrong", "namespace": NS}, "spec": wrong})
-            await eventually(lambda: "sd" in live(cluster, "apps/v1/deployments") and (live(cluster, "kubediffusers.io/v1alpha1/inferencepipelines")["wrong"].get("status") or {}).get("phase") == "Failed", 15, "reconciled")
+            await call(
+                cluster,
+                "POST",
+                PIPELINES,
+                {"apiVersion": "kubediffusers.io/v1alpha1", "kind": "InferencePipeline", "metadata": {"name": "wrong", "namespace": NS}, "spec": wrong},
+            )
+            await eventually(
+                lambda: (
+                    "sd" in live(cluster, "apps/v1/deployments")
+                    and (live(cluster, "kubediffusers.io/v1alpha1/inferencepipelines")["wrong"].get("status") or {}).get("phase") == "Failed"
+                ),
+                15,
+                "reconciled",
+            )
             await eventually(lambda: live(cluster, "v1/events"), 15, "events")
         finally:
             await operator.stop()
@@ -174,9 +193,13 @@ def test_rendered_manifests_hold_no_secret_values(tmp_path: Path) -> None:
         )
     )
     cli = Path(sys.executable).parent / "kubediffusers"
-    out = subprocess.run([str(cli), "render", str(manifest)], capture_output=True, text=True, env={"HF_TOKEN": HF_TOKEN, "KUBEDIFFUSERS_AUTH_TOKEN": AUTH_TOKEN, "PATH": "/usr/bin:/bin"}, timeout=60)
+    out = subprocess.run(
+        [str(cli), "render", str(manifest)],
+        capture_output=True,
+        text=True,
+        env={"HF_TOKEN": HF_TOKEN, "KUBEDIFFUSERS_AUTH_TOKEN": AUTH_TOKEN, "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "secretKeyRef" in out.stdout
     assert_no_token(rendered + out.stdout + out.stderr, HF_TOKEN, AUTH_TOKEN, where="rendered manifests")
-
-

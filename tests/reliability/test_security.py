@@ -47,9 +47,16 @@ EVERYTHING: dict[str, Any] = {
 
 
 def example_pipelines() -> list[tuple[str, dict[str, Any]]]:
-    docs = [(f"{p.relative_to(ROOT)}#{i}", d) for p in sorted((ROOT / "examples").rglob("*.yaml")) for i, d in enumerate(yaml.safe_load_all(p.read_text())) if d]
+    docs = [
+        (f"{p.relative_to(ROOT)}#{i}", d) for p in sorted((ROOT / "examples").rglob("*.yaml")) for i, d in enumerate(yaml.safe_load_all(p.read_text())) if d
+    ]
     found = [(name, d) for name, d in docs if d.get("kind") == "InferencePipeline"]
-    everything = {"apiVersion": "kubediffusers.io/v1alpha1", "kind": "InferencePipeline", "metadata": {"name": "all", "namespace": "ns", "uid": "u"}, "spec": EVERYTHING}
+    everything = {
+        "apiVersion": "kubediffusers.io/v1alpha1",
+        "kind": "InferencePipeline",
+        "metadata": {"name": "all", "namespace": "ns", "uid": "u"},
+        "spec": EVERYTHING,
+    }
     return [*found, ("every option", everything)]
 
 
@@ -86,14 +93,21 @@ def test_every_pod_the_chart_renders_is_restricted_and_nothing_is_broad(values: 
 
 def test_no_manifest_or_script_in_the_repository_binds_a_broad_role() -> None:
     offenders = []
-    for path in [*ROOT.glob("examples/**/*.yaml"), *ROOT.glob("charts/**/*.yaml"), *ROOT.glob("crds/*.yaml"), *ROOT.glob("hack/*"), *ROOT.glob("docs/*.md"), ROOT / "README.md"]:
+    for path in [
+        *ROOT.glob("examples/**/*.yaml"),
+        *ROOT.glob("charts/**/*.yaml"),
+        *ROOT.glob("crds/*.yaml"),
+        *ROOT.glob("hack/*"),
+        *ROOT.glob("docs/*.md"),
+        ROOT / "README.md",
+    ]:
         if not path.is_file():
             continue
         text = path.read_text(errors="replace")
         # kubectl create clusterrolebinding ... --clusterrole=cluster-admin, or a roleRef to one.
         for match in re.finditer(r"(--clusterrole[= ]|name:\s*)(cluster-admin|admin|edit)\b", text):
             line = text[: match.start()].count("\n") + 1
-            context = text[max(0, match.start() - 200): match.end()]
+            context = text[max(0, match.start() - 200) : match.end()]
             if "roleRef" in context or "clusterrole" in match.group(1):
                 offenders.append(f"{path.relative_to(ROOT)}:{line}")
     assert not offenders, offenders

@@ -94,7 +94,7 @@ class ThreadedServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "ThreadedServer":
+    def __enter__(self) -> ThreadedServer:
         self.thread.start()
         wait_until(lambda: self.server.started, what="uvicorn start")
         wait_until(lambda: httpx.get(self.url + "/health").json()["status"] != "LOADING", what="model load")

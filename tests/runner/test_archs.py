@@ -16,6 +16,7 @@ from pathlib import Path
 import diffusers
 import pytest
 import transformers
+
 from kubediffusers.runner import archs
 
 REAL = ["sd-turbo", "sd15", "sdxl", "svd"]
@@ -37,7 +38,7 @@ def test_every_real_architecture_is_shipped() -> None:
     assert set(REAL) | {"tiny-sd"} <= set(archs.architectures())
 
 
-@pytest.mark.parametrize("arch", REAL + ["tiny-sd"])
+@pytest.mark.parametrize("arch", [*REAL, "tiny-sd"])
 def test_model_index_names_only_library_classes(arch: str) -> None:
     components = archs.components_of(arch)
     assert components
@@ -79,9 +80,7 @@ def test_sizes_match_the_issue() -> None:
     assert (turbo["attention_head_dim"], turbo["cross_attention_dim"], turbo["use_linear_projection"]) == ([5, 10, 20, 20], 1024, True)
     assert config("sd15", "unet")["cross_attention_dim"] == 768
     xl = config("sdxl", "unet")
-    assert (xl["transformer_layers_per_block"], xl["addition_time_embed_dim"], xl["projection_class_embeddings_input_dim"]) == (
-        [1, 2, 10], 256, 2816
-    )
+    assert (xl["transformer_layers_per_block"], xl["addition_time_embed_dim"], xl["projection_class_embeddings_input_dim"]) == ([1, 2, 10], 256, 2816)
     assert config("sdxl", "vae")["scaling_factor"] == 0.13025
     assert config("sdxl", "text_encoder_2")["projection_dim"] == 1280
     assert config("svd", "image_encoder")["patch_size"] == 14
@@ -103,15 +102,39 @@ def test_harness_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     port = _free_port()
     result = subprocess.run(
-        [sys.executable, "-m", "kubediffusers.runner.bench", "--arch", "tiny-sd", "--size", "32", "--steps", "1",
-         "--guidance-scale", "0", "--runs", "2", "--warmup-runs", "1", "--port", str(port),
-         "--model-dir", str(tmp_path / "models"), "--work-dir", str(tmp_path / "work")],
-        check=False, env=env, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "kubediffusers.runner.bench",
+            "--arch",
+            "tiny-sd",
+            "--size",
+            "32",
+            "--steps",
+            "1",
+            "--guidance-scale",
+            "0",
+            "--runs",
+            "2",
+            "--warmup-runs",
+            "1",
+            "--port",
+            str(port),
+            "--model-dir",
+            str(tmp_path / "models"),
+            "--work-dir",
+            str(tmp_path / "work"),
+        ],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     for mode in ("stock", "optimized", "http"):
-        line = next((l for l in out.splitlines() if f"| {mode} " in l), None)
+        line = next((row for row in out.splitlines() if f"| {mode} " in row), None)
         assert line is not None, out
         assert line.startswith("[CPU"), line
         assert re.search(r"median +[\d.]+ ms \| p90 +[\d.]+ ms \| +[\d.]+ img/s \| peak GPU mem", line), line

@@ -38,9 +38,7 @@ def test_schema_violations_are_422(t2i: TestClient, body: dict, fragment: str) -
 
 
 def test_non_finite_numbers_are_422(t2i: TestClient) -> None:
-    r = t2i.post(
-        "/text-to-image", content=b'{"prompt": "x", "guidance_scale": NaN}', headers={"content-type": "application/json"}
-    )
+    r = t2i.post("/text-to-image", content=b'{"prompt": "x", "guidance_scale": NaN}', headers={"content-type": "application/json"})
     assert r.status_code == 422
 
 
@@ -71,6 +69,7 @@ def test_limits_are_configurable(make_client) -> None:
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares a huge size: a decompression bomb's header."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -80,8 +79,8 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def i2i(model_dir) -> TestClient:  # type: ignore[no-untyped-def]
-    from tests.runner.conftest import ready_client, settings_for
     from kubediffusers.runner.app import create_app
+    from tests.runner.conftest import ready_client, settings_for
 
     yield from ready_client(create_app(settings_for(model_dir, "image-to-image", max_upload_bytes=200_000)))
 

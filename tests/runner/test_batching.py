@@ -12,8 +12,8 @@ import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.runner.metrics_helpers import metric
 from tests.runner.conftest import wait_until
+from tests.runner.metrics_helpers import metric
 from tests.runner.test_queue import gated
 
 
@@ -52,11 +52,11 @@ def test_compatible_requests_share_one_call_and_match_their_solo_images(make_cli
     assert metric(text, "kubediffusers_batch_requests_count") == 2
     assert metric(text, "kubediffusers_batch_requests_sum") == 4
     assert metric(text, "kubediffusers_batch_images_sum") == 7
-    for body, response in zip(REQUESTS, responses):
+    for body, response in zip(REQUESTS, responses, strict=True):
         images = response.json()["images"]
         assert [i["seed"] for i in images] == [body["seed"] + k for k in range(body.get("num_images_per_prompt", 1))]
         alone = solo.post("/text-to-image", json={**COMMON, **body}).json()["images"]
-        for in_batch, by_itself in zip(images, alone):
+        for in_batch, by_itself in zip(images, alone, strict=True):
             # Batch-size dependent float rounding may flip a rare pixel by one level.
             difference = np.abs(pixels(in_batch) - pixels(by_itself))
             assert difference.max() <= 1 and (difference > 0).mean() < 0.01
@@ -96,6 +96,7 @@ def test_image_to_image_batches_same_sized_inputs(make_client) -> None:
     png = io.BytesIO()
     Image.new("RGB", (64, 64), (90, 10, 200)).save(png, format="PNG")
     with gated(client) as gate, ThreadPoolExecutor(3) as pool:
+
         def post(seed: int) -> Any:
             return client.post(
                 "/image-to-image",

@@ -14,7 +14,7 @@ from tests.runner.conftest import STEPS
 def decode(url: str) -> Image.Image:
     prefix = "data:image/png;base64,"
     assert url.startswith(prefix)
-    return Image.open(io.BytesIO(base64.b64decode(url[len(prefix):])))
+    return Image.open(io.BytesIO(base64.b64decode(url[len(prefix) :])))
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -70,9 +70,7 @@ def test_random_seed_is_reported_and_reproduces(t2i: TestClient) -> None:
 
 
 def test_accept_png_returns_raw_png(t2i: TestClient) -> None:
-    r = t2i.post(
-        "/text-to-image", json={"prompt": "a cat", "num_inference_steps": 1, "seed": 3}, headers={"Accept": "image/png"}
-    )
+    r = t2i.post("/text-to-image", json={"prompt": "a cat", "num_inference_steps": 1, "seed": 3}, headers={"Accept": "image/png"})
     assert r.status_code == 200
     assert r.headers["content-type"] == "image/png"
     assert r.headers["x-seed"] == "3"

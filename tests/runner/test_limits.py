@@ -39,10 +39,7 @@ def exchange(port: int, head: bytes, chunks: list[bytes], pause: float = 0.0) ->
 
 
 def test_declared_oversize_body_is_413_without_reading_it(server: ThreadedServer) -> None:
-    head = (
-        b"POST /text-to-image HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 5000000000\r\n\r\n"
-    )
+    head = b"POST /text-to-image HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000000000\r\n\r\n"
     started = time.monotonic()
     status, body = exchange(server.port, head, [])
     assert status == 413 and "larger than" in body["detail"]["msg"]
@@ -50,23 +47,17 @@ def test_declared_oversize_body_is_413_without_reading_it(server: ThreadedServer
 
 
 def test_chunked_oversize_body_is_413(server: ThreadedServer) -> None:
-    head = (
-        b"POST /text-to-image HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n"
-    )
+    head = b"POST /text-to-image HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     chunk = b"1000\r\n" + b" " * 4096 + b"\r\n"
-    status, body = exchange(server.port, head, [chunk] * 5)
+    status, _body = exchange(server.port, head, [chunk] * 5)
     assert status == 413
 
 
 def test_slow_body_is_408(server: ThreadedServer) -> None:
     payload = json.dumps({"prompt": "a cat", "num_inference_steps": 1}).encode()
-    head = (
-        b"POST /text-to-image HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(payload)}\r\n\r\n".encode()
-    )
+    head = b"POST /text-to-image HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + f"Content-Length: {len(payload)}\r\n\r\n".encode()
     # A slowloris client: a byte every 0.2 s, so the whole body would take seconds.
-    status, body = exchange(server.port, head, [payload[i:i + 1] for i in range(len(payload))], pause=0.2)
+    status, body = exchange(server.port, head, [payload[i : i + 1] for i in range(len(payload))], pause=0.2)
     assert status == 408 and "did not arrive" in body["detail"]["msg"]
 
 

@@ -58,9 +58,7 @@ def test_deepcache_reuses_features_and_still_generates(model_dir: Path, referenc
     assert image.shape == reference.shape and np.isfinite(image).all()
 
 
-def test_compile_wraps_the_denoiser_and_vae_and_caches_on_the_claim(
-    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_compile_wraps_the_denoiser_and_vae_and_caches_on_the_claim(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Compiling for real takes a minute on this CPU: torch.compile is recorded
     here, and measured for real by `kubediffusers-bench --compile`."""
     calls: list[str] = []
@@ -72,9 +70,7 @@ def test_compile_wraps_the_denoiser_and_vae_and_caches_on_the_claim(
     monkeypatch.setattr(torch, "compile", fake_compile)
     for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
         monkeypatch.delenv(var, raising=False)
-    _, applied = load(
-        model_dir, compile_unet=True, compile_vae=True, compile_mode="reduce-overhead", compile_cache_dir=tmp_path
-    )
+    _, applied = load(model_dir, compile_unet=True, compile_vae=True, compile_mode="reduce-overhead", compile_cache_dir=tmp_path)
     assert applied == ["sdpa", "compiled-unet:reduce-overhead", "compiled-vae:reduce-overhead"]
     assert calls == ["reduce-overhead", "reduce-overhead"]
     import os

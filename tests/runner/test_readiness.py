@@ -115,7 +115,6 @@ def test_readiness_goes_from_loading_to_ok_only_after_warm_up(model_dir: Path, m
         assert "kubediffusers_model_load_seconds" in client.get("/metrics").text
 
 
-
 def test_fetch_marker_decides_the_snapshot(tmp_path: Path) -> None:
     """With a completion marker, the runner loads the commit the fetcher resolved,
     even when refs/main has moved on since (a newer, unfetched commit)."""
@@ -124,13 +123,13 @@ def test_fetch_marker_decides_the_snapshot(tmp_path: Path) -> None:
 
     snapshot = ensure_tiny_model("text-to-image", tmp_path)
     commit = snapshot.name
-    files = tuple(
-        MarkerFile(path=p.relative_to(snapshot).as_posix(), size=p.stat().st_size)
-        for p in snapshot.rglob("*") if p.is_file()
-    )
+    files = tuple(MarkerFile(path=p.relative_to(snapshot).as_posix(), size=p.stat().st_size) for p in snapshot.rglob("*") if p.is_file())
     model_id = tiny_model_id("text-to-image")
-    write_marker(Marker(model_id=model_id, revision="main", variant=None, resolved_commit=commit,
-                        files=files, completed_at="2026-01-01T00:00:00+00:00", model_dir=tmp_path))
+    write_marker(
+        Marker(
+            model_id=model_id, revision="main", variant=None, resolved_commit=commit, files=files, completed_at="2026-01-01T00:00:00+00:00", model_dir=tmp_path
+        )
+    )
     (snapshot.parents[1] / "refs" / "main").write_text("f" * 40)
     path, revision = find_snapshot(settings_for(tmp_path))
     assert (path, revision) == (snapshot, commit)

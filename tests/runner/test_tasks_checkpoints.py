@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kubediffusers.runner.errors import ModelUnavailable
+from kubediffusers.runner.fetch.marker import repo_folder
 from kubediffusers.runner.pipelines.support import check_task_support, tasks_of
 from kubediffusers.runner.settings import Task
-from kubediffusers.runner.fetch.marker import repo_folder
 from kubediffusers.runner.tiny import ensure_tiny_model, tiny_model_id
 from tests.runner.conftest import STEPS
 from tests.runner.media import half_mask, png
@@ -68,7 +68,10 @@ def test_sdxl_serves_inpainting(make_client) -> None:  # type: ignore[no-untyped
     ],
 )
 def test_a_checkpoint_that_cannot_serve_the_task_is_not_ready_with_the_reason(
-    make_client, task: str, model_task: str, fragment: str  # type: ignore[no-untyped-def]
+    make_client,
+    task: str,
+    model_task: str,
+    fragment: str,  # type: ignore[no-untyped-def]
 ) -> None:
     client: TestClient = make_client(task, model_id=tiny_model_id(model_task))
     health = client.get("/health").json()
@@ -97,7 +100,9 @@ def test_tiny_builds_are_idempotent(model_dir: Path) -> None:
 def test_tiny_cli_refuses_an_architecture_that_cannot_serve_the_task(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "kubediffusers.runner.tiny", "--task", "image-to-video", "--arch", "sdxl", "--model-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "the tiny sdxl architecture cannot serve image-to-video" in result.stderr
@@ -106,8 +111,7 @@ def test_tiny_cli_refuses_an_architecture_that_cannot_serve_the_task(tmp_path: P
 def test_the_sdxl_refiner_refines_but_cannot_start_from_noise(tmp_path: Path) -> None:
     # The refiner's model_index.json: no first text encoder, and an img2img class.
     (tmp_path / "model_index.json").write_text(
-        '{"_class_name": "StableDiffusionXLImg2ImgPipeline", "text_encoder": [null, null],'
-        ' "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"]}'
+        '{"_class_name": "StableDiffusionXLImg2ImgPipeline", "text_encoder": [null, null], "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"]}'
     )
     assert tasks_of(tmp_path) == {Task.IMAGE_TO_IMAGE, Task.INPAINTING}
     with pytest.raises(ModelUnavailable, match="cannot serve text-to-image; it serves image-to-image, inpainting"):

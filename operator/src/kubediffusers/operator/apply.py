@@ -23,10 +23,10 @@ def is_subset(desired: Any, current: Any) -> bool:
     if isinstance(desired, Mapping):
         return isinstance(current, Mapping) and all(k in current and is_subset(v, current[k]) for k, v in desired.items())
     if isinstance(desired, list):
-        return isinstance(current, list) and len(desired) == len(current) and all(is_subset(d, c) for d, c in zip(desired, current))
+        return isinstance(current, list) and len(desired) == len(current) and all(is_subset(d, c) for d, c in zip(desired, current, strict=False))
     if isinstance(desired, bool) or isinstance(current, bool):
         return desired is current
-    if isinstance(desired, int | float) and isinstance(current, str) or isinstance(desired, str) and isinstance(current, int | float):
+    if (isinstance(desired, int | float) and isinstance(current, str)) or (isinstance(desired, str) and isinstance(current, int | float)):
         return str(desired) == str(current)  # quantities: 1 == "1"
     return bool(desired == current)
 

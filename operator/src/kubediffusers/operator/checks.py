@@ -61,7 +61,12 @@ def check(pipeline: Pipeline, refs: References) -> list[Problem]:
     problems: list[Problem] = []
     spec = pipeline.spec
     if not is_dns_label(pipeline.name):
-        problems.append(Problem("InvalidName", f"metadata.name {pipeline.name!r} must be a DNS label (a-z, 0-9, '-', starting with a letter, at most 63 characters): it names a Service"))
+        problems.append(
+            Problem(
+                "InvalidName",
+                f"metadata.name {pipeline.name!r} must be a DNS label (a-z, 0-9, '-', starting with a letter, at most 63 characters): it names a Service",
+            )
+        )
     for path, ref in secret_refs(pipeline).items():
         keys = refs.secrets.get(ref.name)
         if keys is None:
@@ -74,7 +79,12 @@ def check(pipeline: Pipeline, refs: References) -> list[Problem]:
         problems.append(Problem("TaskNotSupportedByModel", f"spec.task {spec.task.value!r}: model {spec.model.id!r} does {tasks}"))
     if spec.storage.existing_claim:
         if refs.claim is None:
-            problems.append(Problem("ClaimNotFound", f"spec.storage.existingClaim: PersistentVolumeClaim {spec.storage.existing_claim!r} not found in namespace {pipeline.namespace!r}"))
+            problems.append(
+                Problem(
+                    "ClaimNotFound",
+                    f"spec.storage.existingClaim: PersistentVolumeClaim {spec.storage.existing_claim!r} not found in namespace {pipeline.namespace!r}",
+                )
+            )
         else:
             modes = set((refs.claim.get("spec") or {}).get("accessModes") or [])
             problems += _replica_problems(pipeline, modes, f"claim {spec.storage.existing_claim!r}")

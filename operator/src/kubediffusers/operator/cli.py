@@ -1,9 +1,9 @@
 """The ``kubediffusers`` command.
 
-    kubediffusers operator                 run the operator (configured by KUBEDIFFUSERS_OPERATOR_* variables)
-    kubediffusers render FILE [-n NS]      print the objects each InferencePipeline in FILE becomes
-    kubediffusers local FILE [--port N]    run the pipeline in FILE on this machine
-    kubediffusers crd                      print the CustomResourceDefinition
+kubediffusers operator                 run the operator (configured by KUBEDIFFUSERS_OPERATOR_* variables)
+kubediffusers render FILE [-n NS]      print the objects each InferencePipeline in FILE becomes
+kubediffusers local FILE [--port N]    run the pipeline in FILE on this machine
+kubediffusers crd                      print the CustomResourceDefinition
 """
 
 from __future__ import annotations

@@ -107,7 +107,12 @@ def build_crd() -> dict[str, Any]:
                         {"name": "Task", "type": "string", "jsonPath": ".spec.task", "description": "The task served."},
                         {"name": "Model", "type": "string", "jsonPath": ".spec.model.id", "description": "Hugging Face repository id."},
                         {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas", "description": "Runner pods that are ready."},
-                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Pending, Downloading, Loading, Ready, Degraded or Failed."},
+                        {
+                            "name": "Phase",
+                            "type": "string",
+                            "jsonPath": ".status.phase",
+                            "description": "Pending, Downloading, Loading, Ready, Degraded or Failed.",
+                        },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                         {"name": "URL", "type": "string", "jsonPath": ".status.url", "priority": 1, "description": "Cluster URL of the Service."},
                     ],

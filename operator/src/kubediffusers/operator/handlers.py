@@ -37,7 +37,7 @@ async def pipeline(body: kopf.Body, stopped: kopf.DaemonStopped, logger: kopf.Lo
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def pipeline_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+def pipeline_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     runtime_of(memo).poke(namespace, name)
 
 
@@ -46,5 +46,5 @@ def pipeline_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> No
 @kopf.on.event("v1", "persistentvolumeclaims", labels=OURS)
 @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=OURS)
 @kopf.on.event("v1", "pods", labels=OURS)
-def child_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+def child_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     runtime_of(memo).poke(namespace, labels.get(PIPELINE_LABEL))

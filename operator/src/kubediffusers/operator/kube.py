@@ -18,7 +18,14 @@ import kopf
 
 from .names import MANAGER
 
-_PLURALS = {"PersistentVolumeClaim": "persistentvolumeclaims", "Deployment": "deployments", "Service": "services", "Secret": "secrets", "Pod": "pods", "NetworkPolicy": "networkpolicies"}
+_PLURALS = {
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+    "Deployment": "deployments",
+    "Service": "services",
+    "Secret": "secrets",
+    "Pod": "pods",
+    "NetworkPolicy": "networkpolicies",
+}
 
 
 class ApiError(Exception):
@@ -50,9 +57,9 @@ def path_of(obj: Mapping[str, Any], collection: bool = False) -> str:
     return object_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), None if collection else meta["name"])
 
 
-def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool | None:
+def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
     if not info.server.startswith("https"):
-        return None
+        return True  # plain http: aiohttp ignores it
     if info.insecure:
         return False
     context = ssl.create_default_context(cafile=str(info.ca_path) if info.ca_path else None)
@@ -95,7 +102,9 @@ class Kube:
     async def close(self) -> None:
         await self._session.close()
 
-    async def request(self, method: str, path: str, *, body: Any = None, params: Mapping[str, str] | None = None, content_type: str = "application/json") -> Any:
+    async def request(
+        self, method: str, path: str, *, body: Any = None, params: Mapping[str, str] | None = None, content_type: str = "application/json"
+    ) -> Any:
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if data is not None else {}
         try:

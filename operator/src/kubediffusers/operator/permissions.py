@@ -81,7 +81,9 @@ NAMESPACED_WATCH_ONLY: tuple[Rule, ...] = (
 
 
 PEERING_VERBS = ("list", "watch", "patch")
-CLUSTER_PEERING = Rule("kopf.dev", ("clusterkopfpeerings",), PEERING_VERBS, "kopf peering (cluster-wide watch): sees other operators, keeps its own record alive")
+CLUSTER_PEERING = Rule(
+    "kopf.dev", ("clusterkopfpeerings",), PEERING_VERBS, "kopf peering (cluster-wide watch): sees other operators, keeps its own record alive"
+)
 NAMESPACED_PEERING = Rule("kopf.dev", ("kopfpeerings",), PEERING_VERBS, "kopf peering (namespaced watch): one KopfPeering per watched namespace")
 
 

@@ -18,7 +18,7 @@ class Pipeline:
     generation: int | None = None
 
     @classmethod
-    def from_manifest(cls, obj: Mapping[str, Any], default_namespace: str = "default") -> "Pipeline":
+    def from_manifest(cls, obj: Mapping[str, Any], default_namespace: str = "default") -> Pipeline:
         """Parse a whole manifest (apiVersion/kind/metadata/spec), raising SpecError with one line."""
         if obj.get("apiVersion") != API_VERSION or obj.get("kind") != KIND:
             raise SpecError(f"expected apiVersion {API_VERSION} and kind {KIND}, got {obj.get('apiVersion')!r} {obj.get('kind')!r}")

@@ -112,7 +112,12 @@ class Runtime:
             level = logging.WARNING if result.phase in WARNING_PHASES else logging.INFO
             logger.log(level, f"phase {result.previous_phase or '-'} -> {result.phase}: {result.message}")
             kind = "Warning" if result.phase in WARNING_PHASES else "Normal"
-            kopf.event(dict(body), type=kind, reason=result.phase, message=result.message or result.phase)
+            kopf.event(
+                dict(body),  # type: ignore[arg-type]  # kopf reads only the metadata; a plain dict does
+                type=kind,
+                reason=result.phase,
+                message=result.message or result.phase,
+            )
 
 
 async def _wait_any(trigger: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> None:

@@ -26,9 +26,7 @@ class OperatorSettings(BaseSettings):
     hf_endpoint: str | None = Field(default=None, description="HF_ENDPOINT for the fetch init containers (a Hub mirror). Unset: huggingface.co.")
     log_format: Literal["plain", "full", "json"] = Field(default="full", description="Operator log format.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Operator log level.")
-    liveness_endpoint: str | None = Field(
-        default="http://0.0.0.0:8080/healthz", description="URL the operator's liveness probe answers on; empty to disable."
-    )
+    liveness_endpoint: str | None = Field(default="http://0.0.0.0:8080/healthz", description="URL the operator's liveness probe answers on; empty to disable.")
     peering_name: str = Field(default="kubediffusers", description="kopf peering object: of several operator replicas only one acts at a time.")
     standalone: bool = Field(default=False, description="Run without peering (one replica only, or for development).")
     resync_seconds: float = Field(default=60.0, gt=0, description="Each pipeline is re-checked this often even when nothing changes.")

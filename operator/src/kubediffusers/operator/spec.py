@@ -162,10 +162,14 @@ class Toleration(_Model):
 class RunnerLimits(_Model):
     """Per-request limits enforced by the runner. Unset: the runner's defaults."""
 
-    max_pixels: int | None = Field(default=None, ge=64 * 64, le=4096 * 4096, description="Largest width*height a request may ask for (runner default 1536*1536).")
+    max_pixels: int | None = Field(
+        default=None, ge=64 * 64, le=4096 * 4096, description="Largest width*height a request may ask for (runner default 1536*1536)."
+    )
     max_steps: int | None = Field(default=None, ge=1, le=1000, description="Largest num_inference_steps a request may ask for (runner default 150).")
     max_images_per_request: int | None = Field(default=None, ge=1, le=64, description="Largest num_images_per_prompt (runner default 4).")
-    max_upload_bytes: int | None = Field(default=None, ge=1024, le=1024**3, description="Largest request body in bytes; larger gets 413 (runner default 20 MiB).")
+    max_upload_bytes: int | None = Field(
+        default=None, ge=1024, le=1024**3, description="Largest request body in bytes; larger gets 413 (runner default 20 MiB)."
+    )
 
 
 class EnvVar(_Model):
@@ -192,9 +196,13 @@ class OptimizationsSpec(_Model):
     channels_last: bool = Field(default=False, description="Run the UNet and VAE in channels_last memory format.")
     fuse_qkv: bool = Field(default=False, description="Fuse attention QKV projections into one matmul.")
     compile: CompileSpec = Field(default_factory=CompileSpec, description="torch.compile options; compiled kernels are cached on the model claim.")
-    deep_cache_interval: int = Field(default=0, ge=0, le=10, description="DeepCache: reuse high-level UNet features for this many steps (0 off; 2-3 for multi-step models).")
+    deep_cache_interval: int = Field(
+        default=0, ge=0, le=10, description="DeepCache: reuse high-level UNet features for this many steps (0 off; 2-3 for multi-step models)."
+    )
     tiny_vae: str | None = Field(
-        default=None, max_length=200, pattern=MODEL_ID_PATTERN,
+        default=None,
+        max_length=200,
+        pattern=MODEL_ID_PATTERN,
         description="Repository of a tiny autoencoder decoding in place of the VAE (e.g. madebyollin/taesd, madebyollin/taesdxl); fetched with the model.",
     )
     vae_slicing: bool = Field(default=False, description="Decode a batch one image at a time (less GPU memory).")
@@ -204,7 +212,7 @@ class OptimizationsSpec(_Model):
     )
 
     @model_validator(mode="after")
-    def _offload_excludes_compile(self) -> "OptimizationsSpec":
+    def _offload_excludes_compile(self) -> OptimizationsSpec:
         if self.cpu_offload != "none" and (self.compile.unet or self.compile.vae):
             raise ValueError("optimizations.cpuOffload cannot be combined with optimizations.compile")
         return self
@@ -213,12 +221,18 @@ class OptimizationsSpec(_Model):
 class RunnerSpec(_Model):
     """The runner container: image, queue, batching, optimizations and limits."""
 
-    image: str | None = Field(default=None, max_length=512, description="Runner image (also runs the fetch init container). Unset: the operator's configured default.")
+    image: str | None = Field(
+        default=None, max_length=512, description="Runner image (also runs the fetch init container). Unset: the operator's configured default."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level of the runner and the fetcher.")
-    max_queue_size: int | None = Field(default=None, ge=1, le=10_000, description="Requests that may wait beyond the running one; more get 503 (runner default 16).")
+    max_queue_size: int | None = Field(
+        default=None, ge=1, le=10_000, description="Requests that may wait beyond the running one; more get 503 (runner default 16)."
+    )
     request_timeout_seconds: float | None = Field(default=None, gt=0, le=86_400, description="A request not done by then gets 504 (runner default 300).")
     max_batch_size: int | None = Field(
-        default=None, ge=1, le=256,
+        default=None,
+        ge=1,
+        le=256,
         description="Most images one pipeline call generates by merging compatible queued requests (runner default 1: no batching).",
     )
     batch_window_ms: float | None = Field(

@@ -82,7 +82,7 @@ def inspect_pod(pod: Mapping[str, Any]) -> PodState:
             return PodState("ready", "Ready", "", resolved)
         if waiting is not None and waiting.get("reason") in STUCK_WAITING:
             return PodState("stuck", waiting["reason"], _short(f"container runner: {waiting.get('message') or waiting['reason']}"), resolved)
-        if waiting is not None and waiting.get("reason") == "CrashLoopBackOff" or state.get("terminated") is not None:
+        if (waiting is not None and waiting.get("reason") == "CrashLoopBackOff") or state.get("terminated") is not None:
             term = last or state.get("terminated") or {}
             return PodState("crashing", "RunnerCrashLoopBackOff", _short(f"runner keeps exiting: {_terminated_message(term)}"), resolved)
         message = "the runner is loading the model"
@@ -166,7 +166,7 @@ def derive_status(
     return status
 
 
-def _phase(blocking, warnings, deployment, states, desired, ready_current, ready_total) -> tuple[Phase, str, str]:  # type: ignore[no-untyped-def]
+def _phase(blocking, warnings, deployment, states, desired, ready_current, ready_total) -> tuple[Phase, str, str]:
     if blocking:
         return Phase.FAILED, blocking[0].reason, "; ".join(p.message for p in blocking)
     if deployment is None:

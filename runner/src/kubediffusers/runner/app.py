@@ -52,9 +52,7 @@ def create_app(settings: RunnerSettings, *, tasks: list[Task] | None = None, loa
     # Async jobs of the served task; the same token guards them.
     app.include_router(jobs.router, dependencies=[Depends(require_token)])
     app.add_middleware(RequestMetrics, metrics=context.metrics)
-    app.add_middleware(
-        BodyLimits, max_bytes=settings.max_upload_bytes, timeout_seconds=settings.body_timeout_seconds
-    )
+    app.add_middleware(BodyLimits, max_bytes=settings.max_upload_bytes, timeout_seconds=settings.body_timeout_seconds)
     return app
 
 

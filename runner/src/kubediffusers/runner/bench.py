@@ -43,9 +43,7 @@ class Request:
 
 
 def _settings(args: argparse.Namespace) -> RunnerSettings:
-    return RunnerSettings(
-        task=args.task, model_id=args.model_id, model_dir=args.model_dir, device=args.device, warmup=False
-    )
+    return RunnerSettings(task=args.task, model_id=args.model_id, model_dir=args.model_dir, device=args.device, warmup=False)
 
 
 def _prepare_model(args: argparse.Namespace) -> None:
@@ -183,8 +181,9 @@ def _wait_ready(client: Any, url: str, server: subprocess.Popen[bytes], timeout:
 
 def _throughput(url: str, request: Request, clients: int, total: int) -> float:
     """Images per second with ``clients`` concurrent callers sending ``total`` requests."""
-    import httpx
     from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
 
     def worker(first: int) -> None:
         # One keep-alive connection per client, as a real client library would hold.
@@ -206,7 +205,9 @@ def run_batching_bench(args: argparse.Namespace) -> None:
     servers = {
         "off": _start_server(args, args.port),
         "on": _start_server(
-            args, args.port + 1, KUBEDIFFUSERS_MAX_BATCH_SIZE=str(args.max_batch_size),
+            args,
+            args.port + 1,
+            KUBEDIFFUSERS_MAX_BATCH_SIZE=str(args.max_batch_size),
             KUBEDIFFUSERS_BATCH_WINDOW_MS=str(args.batch_window_ms),
         ),
     }
@@ -257,7 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance-scale", type=float, default=7.5, help="0 disables classifier-free guidance (turbo models)")
     parser.add_argument("--serving", action="store_true", help="compare HTTP end to end with a direct pipeline call")
     parser.add_argument(
-        "--configs", type=_config, nargs="+", default=[(64, 1), (128, 4)],
+        "--configs",
+        type=_config,
+        nargs="+",
+        default=[(64, 1), (128, 4)],
         help="with --serving: SIZE:STEPS request shapes to measure (default 64:1 128:4)",
     )
     parser.add_argument("--port", type=int, default=8765, help="with --serving/--batching: port of the (first) runner process")

@@ -37,8 +37,12 @@ TARGETS = {
     ("sdxl", 1024, 30, True): "optimized/HTTP median <= 1.1 s",
 }
 GPU_PRESET = {
-    "attention": "sdpa", "channels_last": "true", "fuse_qkv": "true",
-    "compile_unet": "true", "compile_vae": "true", "compile_mode": "max-autotune",
+    "attention": "sdpa",
+    "channels_last": "true",
+    "fuse_qkv": "true",
+    "compile_unet": "true",
+    "compile_vae": "true",
+    "compile_mode": "max-autotune",
 }
 CPU_PRESET = {"attention": "sdpa", "channels_last": "true", "fuse_qkv": "true"}
 INDUCTOR_ENV = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE", "TORCHINDUCTOR_AUTOGRAD_CACHE")
@@ -170,8 +174,13 @@ def bench_optimized(args: argparse.Namespace, snapshot: Path, profile: bool = Fa
 
     _reset_peak()
     settings = RunnerSettings(
-        task=Task.TEXT_TO_IMAGE, model_id=args.model_id, model_dir=args.model_dir, device=args.device,
-        dtype=args.dtype, warmup=False, compile_cache_dir=args.work_dir / "compile-cache-in-process",
+        task=Task.TEXT_TO_IMAGE,
+        model_id=args.model_id,
+        model_dir=args.model_dir,
+        device=args.device,
+        dtype=args.dtype,
+        warmup=False,
+        compile_cache_dir=args.work_dir / "compile-cache-in-process",
         **args.optimizations,
     )
     started = time.perf_counter()
@@ -290,8 +299,13 @@ def bench_http(args: argparse.Namespace) -> tuple[Figures, float]:
     finally:
         _stop(server)
     figures = Figures(
-        "http", times, args.batch_size, f"{peak / 2**30:.2f} GiB" if peak else "n/a (CPU)", load,
-        runner_warmup + warm, extra=f" | process start to ready {ready:.2f} s",
+        "http",
+        times,
+        args.batch_size,
+        f"{peak / 2**30:.2f} GiB" if peak else "n/a (CPU)",
+        load,
+        runner_warmup + warm,
+        extra=f" | process start to ready {ready:.2f} s",
     )
     return figures, ready
 
@@ -334,14 +348,33 @@ def batching(args: argparse.Namespace, device: str) -> None:
     for name in INDUCTOR_ENV:
         os.environ.pop(name, None)
     env = _runner_env(args, args.port, args.work_dir / "compile-cache-batching")
-    for name in ("KUBEDIFFUSERS_HOST", "KUBEDIFFUSERS_PORT", "KUBEDIFFUSERS_TASK", "KUBEDIFFUSERS_MODEL_ID",
-                 "KUBEDIFFUSERS_MODEL_DIR", "KUBEDIFFUSERS_DEVICE", "KUBEDIFFUSERS_LOG_LEVEL", "KUBEDIFFUSERS_MAX_QUEUE_SIZE"):
+    for name in (
+        "KUBEDIFFUSERS_HOST",
+        "KUBEDIFFUSERS_PORT",
+        "KUBEDIFFUSERS_TASK",
+        "KUBEDIFFUSERS_MODEL_ID",
+        "KUBEDIFFUSERS_MODEL_DIR",
+        "KUBEDIFFUSERS_DEVICE",
+        "KUBEDIFFUSERS_LOG_LEVEL",
+        "KUBEDIFFUSERS_MAX_QUEUE_SIZE",
+    ):
         env.pop(name)
     os.environ.update(env)
     batch_args = argparse.Namespace(
-        task="text-to-image", model_id=args.model_id, model_dir=args.model_dir, device=args.device, port=args.port,
-        prompt=args.prompt, steps=args.steps, height=args.size, width=args.size, guidance_scale=args.guidance_scale,
-        runs=args.runs, clients=args.clients, max_batch_size=args.max_batch_size, batch_window_ms=args.batch_window_ms,
+        task="text-to-image",
+        model_id=args.model_id,
+        model_dir=args.model_dir,
+        device=args.device,
+        port=args.port,
+        prompt=args.prompt,
+        steps=args.steps,
+        height=args.size,
+        width=args.size,
+        guidance_scale=args.guidance_scale,
+        runs=args.runs,
+        clients=args.clients,
+        max_batch_size=args.max_batch_size,
+        batch_window_ms=args.batch_window_ms,
     )
     print(f"[{device}] batching, {args.arch} (throughput over HTTP, batching off vs on):")
     try:
@@ -376,8 +409,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from kubediffusers.runner.archs import architectures
 
     parser = argparse.ArgumentParser(prog="kubediffusers-bench --arch", description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", required=True, choices=[a for a in architectures() if a != "svd"],
-                        help="shipped architecture, built with random weights (svd: configs only, not in this harness yet)")
+    parser.add_argument(
+        "--arch",
+        required=True,
+        choices=[a for a in architectures() if a != "svd"],
+        help="shipped architecture, built with random weights (svd: configs only, not in this harness yet)",
+    )
     parser.add_argument("--model-dir", type=Path, default=Path(".cache/models"), help="Hugging Face cache for the random checkpoint")
     parser.add_argument("--work-dir", type=Path, default=Path(".cache/bench"), help="compile caches and runner logs")
     parser.add_argument("--device", default="auto")
@@ -390,11 +427,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup-runs", type=int, default=3, help="untimed calls before timing (CUDA graphs record on the first ones)")
     parser.add_argument("--prompt", default="a photo of an astronaut riding a horse on mars")
     parser.add_argument("--modes", nargs="*", default=["stock", "optimized", "http"], choices=["stock", "optimized", "http"])
-    parser.add_argument("--optimize", type=_optimization, action="append", default=[], metavar="KEY=VALUE",
-                        help="runner optimization setting on top of the preset, e.g. compile_mode=reduce-overhead, tiny_vae_id=...")
-    parser.add_argument("--preset", choices=["auto", "gpu", "cpu", "none"], default="auto",
-                        help="optimizations to start from: gpu = SDPA, channels_last, fused QKV, compile UNet+VAE max-autotune; "
-                             "cpu = the same without compile; auto picks by device")
+    parser.add_argument(
+        "--optimize",
+        type=_optimization,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="runner optimization setting on top of the preset, e.g. compile_mode=reduce-overhead, tiny_vae_id=...",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=["auto", "gpu", "cpu", "none"],
+        default="auto",
+        help="optimizations to start from: gpu = SDPA, channels_last, fused QKV, compile UNet+VAE max-autotune; "
+        "cpu = the same without compile; auto picks by device",
+    )
     parser.add_argument("--cold-start", action="store_true", help="also measure process start to ready (no compile, cold and warm compile cache)")
     parser.add_argument("--batching", action="store_true", help="also run the batching throughput bench on this architecture")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8, 16])
@@ -413,6 +460,7 @@ def _defaults(args: argparse.Namespace) -> None:
     import json
 
     import torch
+
     from kubediffusers.runner.archs import arch_folder, random_model_id
 
     if args.device == "auto":
@@ -454,8 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.arch} {args.size}x{args.size} {args.steps} step{'s' if args.steps != 1 else ''} "
         f"{'CFG ' + format(args.guidance_scale, 'g') if guided else 'no CFG'} batch {args.batch_size}"
     )
-    print(f"[{device}] {args.arch}: {SOURCES.get(args.arch, '')}, random weights, checkpoint ready in "
-          f"{time.perf_counter() - started:.1f} s at {snapshot}")
+    print(f"[{device}] {args.arch}: {SOURCES.get(args.arch, '')}, random weights, checkpoint ready in {time.perf_counter() - started:.1f} s at {snapshot}")
     opts = ", ".join(f"{k}={v}" for k, v in args.optimizations.items()) or "none"
     print(f"[{device}] dtype {args.dtype}; optimized/http settings: {opts}")
 
@@ -474,8 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             if name in results:
                 print(f"[{device}] {what} | {name} vs stock: {results['stock'].median / results[name].median:.2f}x faster (median)")
     if "optimized" in results and "http" in results:
-        print(f"[{device}] {what} | HTTP overhead ratio (http/optimized median): "
-              f"{results['http'].median / results['optimized'].median:.3f}")
+        print(f"[{device}] {what} | HTTP overhead ratio (http/optimized median): {results['http'].median / results['optimized'].median:.3f}")
     target = TARGETS.get((args.arch, args.size, args.steps, guided))
     if target:
         print(f"[{device}] target for {what} (issue, H100): {target}")

@@ -21,9 +21,7 @@ def serve() -> int:
     from kubediffusers.runner.logs import configure_logging
 
     configure_logging(settings.log_level)
-    logging.getLogger(__name__).info(
-        "serving %s with %s@%s from %s", settings.task.value, settings.model_id, settings.model_revision, settings.model_dir
-    )
+    logging.getLogger(__name__).info("serving %s with %s@%s from %s", settings.task.value, settings.model_id, settings.model_revision, settings.model_dir)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

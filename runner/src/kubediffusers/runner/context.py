@@ -22,7 +22,7 @@ class RunnerContext:
     executor: ThreadPoolExecutor
 
     @classmethod
-    def create(cls, settings: RunnerSettings) -> "RunnerContext":
+    def create(cls, settings: RunnerSettings) -> RunnerContext:
         # One thread: the pipeline is not thread-safe and one GPU runs one call at a time.
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         metrics = Metrics(settings.task.value)

@@ -26,9 +26,7 @@ def decode_image(data: bytes, *, field: str, max_pixels: int) -> Image.Image:
                 raise InvalidInput(f"{field}: unsupported image format {image.format}")
             width, height = image.size
             if width * height > max_pixels:
-                raise InvalidInput(
-                    f"{field}: image is {width}x{height}, more than the {max_pixels} pixels allowed for uploads"
-                )
+                raise InvalidInput(f"{field}: image is {width}x{height}, more than the {max_pixels} pixels allowed for uploads")
             image.load()
     except InvalidInput:
         raise

@@ -82,10 +82,10 @@ def apply(pipe: Any, settings: RunnerSettings, dtype: torch.dtype) -> list[str]:
         applied.append("channels-last")
 
     vae = getattr(pipe, "vae", None)
-    if settings.vae_slicing and hasattr(vae, "enable_slicing"):
+    if settings.vae_slicing and vae is not None and hasattr(vae, "enable_slicing"):
         vae.enable_slicing()
         applied.append("vae-slicing")
-    if settings.vae_tiling and hasattr(vae, "enable_tiling"):
+    if settings.vae_tiling and vae is not None and hasattr(vae, "enable_tiling"):
         vae.enable_tiling()
         applied.append("vae-tiling")
 

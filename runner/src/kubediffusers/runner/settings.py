@@ -80,12 +80,8 @@ class RunnerSettings(BaseSettings):
     max_steps: int = Field(default=150, ge=1, le=1000, description="Largest num_inference_steps a request may ask for.")
     max_images_per_request: int = Field(default=4, ge=1, le=64, description="Largest num_images_per_prompt.")
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="Largest request body; more gets 413.")
-    body_timeout_seconds: float = Field(
-        default=30.0, gt=0, description="A request body not fully received by then gets 408 (slow clients)."
-    )
-    max_upload_pixels: int = Field(
-        default=4096 * 4096, ge=64 * 64, description="Largest declared width*height of an uploaded image before decoding."
-    )
+    body_timeout_seconds: float = Field(default=30.0, gt=0, description="A request body not fully received by then gets 408 (slow clients).")
+    max_upload_pixels: int = Field(default=4096 * 4096, ge=64 * 64, description="Largest declared width*height of an uploaded image before decoding.")
     warmup: bool = Field(default=True, description="Run one small generation before reporting ready.")
     max_video_frames: int = Field(default=25, ge=1, le=1000, description="Largest num_frames an image-to-video request may ask for.")
     job_ttl_seconds: float = Field(default=3600.0, gt=0, description="How long a finished async job's result is kept.")
@@ -93,11 +89,15 @@ class RunnerSettings(BaseSettings):
 
     # -- batching ----------------------------------------------------------
     max_batch_size: int = Field(
-        default=1, ge=1, le=256,
+        default=1,
+        ge=1,
+        le=256,
         description="Most images one pipeline call generates for compatible queued requests; 1 turns batching off.",
     )
     batch_window_ms: float = Field(
-        default=0.0, ge=0, le=10_000,
+        default=0.0,
+        ge=0,
+        le=10_000,
         description="How long the worker waits for compatible requests to fill a batch once one is ready.",
     )
 
@@ -113,7 +113,9 @@ class RunnerSettings(BaseSettings):
         description="Where compiled kernels are cached; default <model_dir>/.compile-cache so a restarted pod reuses them.",
     )
     deepcache_interval: int = Field(
-        default=0, ge=0, le=10,
+        default=0,
+        ge=0,
+        le=10,
         description="DeepCache: reuse high-level UNet features for this many steps (0 off; 2-3 for multi-step models).",
     )
     tiny_vae_id: str | None = Field(
@@ -136,7 +138,7 @@ class RunnerSettings(BaseSettings):
         return None if value == "" else value
 
     @model_validator(mode="after")
-    def _sizes_consistent(self) -> "RunnerSettings":
+    def _sizes_consistent(self) -> RunnerSettings:
         if self.max_upload_pixels < self.max_pixels:
             raise ValueError("max_upload_pixels must be at least max_pixels")
         if self.cpu_offload is not CpuOffload.NONE and (self.compile_unet or self.compile_vae):

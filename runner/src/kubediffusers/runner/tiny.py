@@ -129,7 +129,9 @@ def _stable_diffusion_components() -> dict[str, Any]:
         "text_encoder": CLIPTextModel(_clip_text_config()),
         "tokenizer": _tiny_tokenizer(),
         "scheduler": EulerDiscreteScheduler(
-            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
             timestep_spacing="trailing",
             steps_offset=1,
         ),
@@ -161,9 +163,7 @@ def build_stable_diffusion_inpainting(folder: Path) -> None:
     torch.manual_seed(0)
     components = _stable_diffusion_components()
     components["unet"] = _tiny_unet(in_channels=9)
-    pipe = StableDiffusionInpaintPipeline(
-        **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-    )
+    pipe = StableDiffusionInpaintPipeline(**components, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(folder, safe_serialization=True)
 
 
@@ -193,9 +193,7 @@ def build_stable_diffusion_xl(folder: Path) -> None:
         tokenizer=_tiny_tokenizer(),
         text_encoder_2=CLIPTextModelWithProjection(text_config),
         tokenizer_2=_tiny_tokenizer(),
-        scheduler=EulerDiscreteScheduler(
-            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing", steps_offset=1
-        ),
+        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing", steps_offset=1),
     )
     pipe.save_pretrained(folder, safe_serialization=True)
 
@@ -239,17 +237,33 @@ def build_stable_video_diffusion(folder: Path) -> None:
     # must take that size; 32-pixel patches keep it at 49 tokens.
     image_encoder = CLIPVisionModelWithProjection(
         CLIPVisionConfig(
-            hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=4,
-            image_size=224, patch_size=32, intermediate_size=37,
+            hidden_size=32,
+            projection_dim=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=224,
+            patch_size=32,
+            intermediate_size=37,
         )
     )
     scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", interpolation_type="linear",
-        prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002, steps_offset=1,
-        timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        interpolation_type="linear",
+        prediction_type="v_prediction",
+        sigma_max=700.0,
+        sigma_min=0.002,
+        steps_offset=1,
+        timestep_spacing="leading",
+        timestep_type="continuous",
+        use_karras_sigmas=True,
     )
     pipe = StableVideoDiffusionPipeline(
-        vae=vae, image_encoder=image_encoder, unet=unet, scheduler=scheduler,
+        vae=vae,
+        image_encoder=image_encoder,
+        unet=unet,
+        scheduler=scheduler,
         feature_extractor=CLIPImageProcessor(crop_size=224, size=224),
     )
     pipe.save_pretrained(folder, safe_serialization=True)
@@ -300,8 +314,13 @@ def build_stable_diffusion_image_variation(folder: Path) -> None:
     components = _stable_diffusion_components()
     image_encoder = CLIPVisionModelWithProjection(
         CLIPVisionConfig(
-            hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=4,
-            image_size=32, patch_size=4, intermediate_size=37,
+            hidden_size=32,
+            projection_dim=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=4,
+            intermediate_size=37,
         )
     )
     pipe = StableDiffusionImageVariationPipeline(
@@ -382,8 +401,12 @@ def build_tiny_autoencoder(folder: Path) -> None:
 
     torch.manual_seed(0)
     AutoencoderTiny(
-        encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1),
-        num_decoder_blocks=(1, 1), latent_channels=4, upsampling_scaling_factor=2,
+        encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
+        upsampling_scaling_factor=2,
     ).save_pretrained(folder, safe_serialization=True)
 
 

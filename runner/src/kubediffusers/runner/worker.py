@@ -11,6 +11,7 @@ for more to arrive: one pipeline call then serves them all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -89,10 +90,8 @@ class InferenceWorker:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         while self._pending:
             job = self._pending.popleft()
             if not job.future.done():
@@ -142,9 +141,7 @@ class InferenceWorker:
             self._metrics.batch_images.observe(sum(j.weight for j in batch))
             self._metrics.batch_requests.observe(len(batch))
             try:
-                results = await loop.run_in_executor(
-                    self._executor, batch[0].execute, [j.work for j in batch], self._step_callback(batch)
-                )
+                results = await loop.run_in_executor(self._executor, batch[0].execute, [j.work for j in batch], self._step_callback(batch))
             except Cancelled:
                 for job in batch:
                     self._fail(job, ClientGone(f"{job.cancelled or 'cancelled'} while running"))

@@ -19,9 +19,7 @@ AUTH_TOKEN_VAR = f"{PREFIX}AUTH_TOKEN"
 HF_TOKEN_VAR = "HF_TOKEN"
 HF_ENDPOINT_VAR = "HF_ENDPOINT"
 # What the fetcher reads (a subset of the runner's environment, plus the Hub token).
-FETCH_VARS = frozenset(
-    f"{PREFIX}{n}" for n in ("TASK", "MODEL_ID", "MODEL_REVISION", "MODEL_VARIANT", "MODEL_DIR", "LOG_LEVEL", "TINY_VAE_ID")
-)
+FETCH_VARS = frozenset(f"{PREFIX}{n}" for n in ("TASK", "MODEL_ID", "MODEL_REVISION", "MODEL_VARIANT", "MODEL_DIR", "LOG_LEVEL", "TINY_VAE_ID"))
 # huggingface_hub and hf_xet keep state under HF_HOME; the root filesystem is read-only.
 HF_HOME = "/tmp/hf-home"
 

@@ -55,11 +55,7 @@ def random_model_id(arch: str) -> str:
 
 def components_of(arch: str) -> dict[str, tuple[str | None, str | None]]:
     """component name -> (library, class name), as model_index.json lists them."""
-    return {
-        name: (value[0], value[1])
-        for name, value in model_index(arch).items()
-        if not name.startswith("_") and isinstance(value, list) and len(value) == 2
-    }
+    return {name: (value[0], value[1]) for name, value in model_index(arch).items() if not name.startswith("_") and isinstance(value, list) and len(value) == 2}
 
 
 def build_component(arch: str, name: str, device: Any = "cpu", dtype: Any = None) -> Any:
@@ -136,6 +132,7 @@ def save_random_checkpoint(arch: str, model_dir: Path, dtype: Any = None, device
     tiny-sd, which runs on CPUs).
     """
     import torch
+
     from kubediffusers.runner.fetch.marker import repo_folder
     from kubediffusers.runner.tiny import _ensure_snapshot
 

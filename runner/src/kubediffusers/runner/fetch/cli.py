@@ -40,7 +40,8 @@ def _token() -> str | None:
 
 def _configure_hub_output(bars: str) -> None:
     """huggingface_hub's own bars only on a terminal; its logging quiet (the fetcher prints its own lines)."""
-    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars, logging as hf_logging
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+    from huggingface_hub.utils import logging as hf_logging
 
     show = bars == "always" or (bars == "auto" and sys.stderr.isatty())
     if show:
@@ -58,9 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from .config import load
 
-    termination_log: Path | None = Path(
-        os.environ.get("KUBEDIFFUSERS_FETCH_TERMINATION_LOG") or DEFAULT_TERMINATION_LOG
-    )
+    termination_log: Path | None = Path(os.environ.get("KUBEDIFFUSERS_FETCH_TERMINATION_LOG") or DEFAULT_TERMINATION_LOG)
     token: str | None = None
     try:
         settings, args = load(argv)
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc.line(), exc.exit_code, termination_log, token)
     except KeyboardInterrupt:
         return _fail("Interrupted: the fetch was interrupted", 130, termination_log, token)
-    except Exception as exc:  # noqa: BLE001 - a bug: still one line, never a traceback with secrets
+    except Exception as exc:
         return _fail(one_line(f"FetchFailed: {type(exc).__name__}: {exc}"), EXIT_FAILED, termination_log, token)
 
     if result is None:  # dry run
@@ -86,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     m = result.marker
     console.say(
         f"done: {m.model_id}@{m.revision} is commit {m.resolved_commit},"
-        f" {len(m.files)} files in {m.snapshot_path}"
-        + ("" if result.downloaded else " (nothing to download)")
+        f" {len(m.files)} files in {m.snapshot_path}" + ("" if result.downloaded else " (nothing to download)")
     )
     write_termination_message(termination_log, f"resolved {m.resolved_commit}")
     return EXIT_OK

@@ -30,20 +30,14 @@ class FetchSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    task: Task | None = Field(
-        default=None, description="The task the runner will serve; recorded in the marker (the files are the same)."
-    )
+    task: Task | None = Field(default=None, description="The task the runner will serve; recorded in the marker (the files are the same).")
     model_id: str = Field(
         min_length=1,
         pattern=r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$",
         description="Hugging Face repository id, e.g. stabilityai/sd-turbo.",
     )
-    model_revision: str = Field(
-        default="main", min_length=1, max_length=255, pattern=r"^[^\s]+$", description="Branch, tag or commit."
-    )
-    model_variant: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9_\-]+$", description="Weight variant, e.g. fp16; unset for the default."
-    )
+    model_revision: str = Field(default="main", min_length=1, max_length=255, pattern=r"^[^\s]+$", description="Branch, tag or commit.")
+    model_variant: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]+$", description="Weight variant, e.g. fp16; unset for the default.")
     model_dir: Path = Field(default=Path("/models"), description="Hugging Face cache directory (cache_dir).")
 
     tiny_vae_id: str | None = Field(
@@ -52,38 +46,22 @@ class FetchSettings(BaseSettings):
         description="Also fetch this tiny autoencoder repository (e.g. madebyollin/taesd) at main.",
     )
 
-    fetch_allow_patterns: PatternList = Field(
-        default=None, description="Replace the file selection: fnmatch patterns, comma-separated or a JSON list."
-    )
-    fetch_ignore_patterns: PatternList = Field(
-        default=None, description="Replace the list of never-fetched formats (*.bin, *.ckpt, *.onnx, ...)."
-    )
-    fetch_termination_log: Path = Field(
-        default=Path("/dev/termination-log"), description="Where the one-line result goes (Kubernetes reads it)."
-    )
-    fetch_progress_interval_seconds: float = Field(
-        default=5.0, ge=0, le=3600, description="Seconds between progress lines; 0 disables them."
-    )
+    fetch_allow_patterns: PatternList = Field(default=None, description="Replace the file selection: fnmatch patterns, comma-separated or a JSON list.")
+    fetch_ignore_patterns: PatternList = Field(default=None, description="Replace the list of never-fetched formats (*.bin, *.ckpt, *.onnx, ...).")
+    fetch_termination_log: Path = Field(default=Path("/dev/termination-log"), description="Where the one-line result goes (Kubernetes reads it).")
+    fetch_progress_interval_seconds: float = Field(default=5.0, ge=0, le=3600, description="Seconds between progress lines; 0 disables them.")
     fetch_progress_bars: Literal["auto", "always", "never"] = Field(
         default="auto", description="huggingface_hub's tqdm bars: auto shows them only when stderr is a terminal."
     )
     fetch_retries: int = Field(default=5, ge=0, le=100, description="Retries of a step after network errors or 5xx.")
-    fetch_retry_backoff_seconds: float = Field(
-        default=2.0, ge=0, le=600, description="First wait before a retry; doubles each time."
-    )
+    fetch_retry_backoff_seconds: float = Field(default=2.0, ge=0, le=600, description="First wait before a retry; doubles each time.")
     fetch_retry_max_backoff_seconds: float = Field(default=60.0, ge=0, le=3600, description="Longest wait.")
-    fetch_lock_timeout_seconds: float | None = Field(
-        default=None, gt=0, description="Longest wait for another fetcher of the same model; unset waits forever."
-    )
+    fetch_lock_timeout_seconds: float | None = Field(default=None, gt=0, description="Longest wait for another fetcher of the same model; unset waits forever.")
     fetch_max_workers: int = Field(default=8, ge=1, le=64, description="Files downloaded in parallel.")
-    fetch_check_free_space: bool = Field(
-        default=True, description="Fail early when the volume has less free space than the download needs."
-    )
-    fetch_refresh: bool = Field(
-        default=False, description="Ignore an existing marker and resolve the revision again (e.g. a moved branch)."
-    )
+    fetch_check_free_space: bool = Field(default=True, description="Fail early when the volume has less free space than the download needs.")
+    fetch_refresh: bool = Field(default=False, description="Ignore an existing marker and resolve the revision again (e.g. a moved branch).")
 
-    def for_tiny_vae(self) -> "FetchSettings":
+    def for_tiny_vae(self) -> FetchSettings:
         """The same fetch for the tiny VAE repository: its main branch, default weights."""
         return self.model_copy(
             update={

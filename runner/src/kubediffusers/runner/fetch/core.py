@@ -96,7 +96,7 @@ def fetch(settings: FetchSettings, console: Console, *, token: str | None, dry_r
         return _fetch(ctx, console, dry_run=dry_run)
     except FetchError:
         raise
-    except Exception as exc:  # noqa: BLE001 - every failure becomes one line
+    except Exception as exc:
         raise explain(exc, ctx) from exc
 
 
@@ -104,9 +104,7 @@ def _matching_marker(s: FetchSettings) -> Marker | None:
     marker = read_marker(s.model_dir, s.model_id, s.model_revision, s.model_variant)
     if marker is None:
         return None
-    if marker.allow_patterns != _tuple(s.fetch_allow_patterns) or marker.ignore_patterns != _tuple(
-        s.fetch_ignore_patterns
-    ):
+    if marker.allow_patterns != _tuple(s.fetch_allow_patterns) or marker.ignore_patterns != _tuple(s.fetch_ignore_patterns):
         return None  # fetched with other pattern overrides: select again
     return marker
 
@@ -126,10 +124,7 @@ def _fetch(ctx: _Context, console: Console, *, dry_run: bool) -> Result | None:
             say(f"{what} is already complete in {s.model_dir}: commit {marker.resolved_commit} (marker found)")
             return Result(marker=marker, downloaded=False)
 
-    say(
-        f"fetching {what} into {s.model_dir} from {s.endpoint}"
-        f" ({'with' if ctx.token else 'without'} a Hugging Face token)"
-    )
+    say(f"fetching {what} into {s.model_dir} from {s.endpoint} ({'with' if ctx.token else 'without'} a Hugging Face token)")
     s.model_dir.mkdir(parents=True, exist_ok=True)
     with repo_lock(s.model_dir, s.model_id, timeout=s.fetch_lock_timeout_seconds, say=say):
         if not s.fetch_refresh and not dry_run:
@@ -169,9 +164,7 @@ def _download(ctx: _Context, console: Console, *, dry_run: bool) -> Result | Non
     if MODEL_INDEX in siblings and s.fetch_allow_patterns is None:
         index_path = _retry(
             "reading model_index.json",
-            lambda: hf_hub_download(
-                s.model_id, MODEL_INDEX, revision=sha, cache_dir=s.model_dir, token=token, endpoint=endpoint
-            ),
+            lambda: hf_hub_download(s.model_id, MODEL_INDEX, revision=sha, cache_dir=s.model_dir, token=token, endpoint=endpoint),
             s,
             say,
         )
@@ -194,10 +187,7 @@ def _download(ctx: _Context, console: Console, *, dry_run: bool) -> Result | Non
     total = sum(t.size for t in tracked)
     say(f"selected {len(selection.files)} of {len(siblings)} files, {human_bytes(total)}")
     if selection.fallback_components:
-        say(
-            f"no {s.model_variant} weights in {', '.join(selection.fallback_components)}:"
-            " using their default safetensors there"
-        )
+        say(f"no {s.model_variant} weights in {', '.join(selection.fallback_components)}: using their default safetensors there")
     if dry_run:
         for t in tracked:
             say(f"would fetch {t.path} ({human_bytes(t.size)})")
@@ -236,8 +226,7 @@ def _download(ctx: _Context, console: Console, *, dry_run: bool) -> Result | Non
         if size < 0 or (t.size and size != t.size):  # size 0: the Hub listed none (or an empty file)
             raise FetchError(
                 "IncompleteDownload",
-                f"{t.path} of {s.model_id}@{sha} has {max(size, 0)} bytes on disk, the Hub lists {t.size};"
-                " run the fetch again",
+                f"{t.path} of {s.model_id}@{sha} has {max(size, 0)} bytes on disk, the Hub lists {t.size}; run the fetch again",
             )
         files.append(MarkerFile(path=t.path, size=size))
     marker = Marker(
@@ -278,8 +267,7 @@ def _check_free_space(model_dir: Path, needed: int) -> None:
     if needed > free:
         raise FetchError(
             "DiskFull",
-            f"not enough space in {model_dir}: the download needs {human_bytes(needed)} more,"
-            f" only {human_bytes(free)} free; enlarge spec.storage.size",
+            f"not enough space in {model_dir}: the download needs {human_bytes(needed)} more, only {human_bytes(free)} free; enlarge spec.storage.size",
             EXIT_DISK,
         )
 
@@ -310,8 +298,7 @@ def _retry(step: str, fn: Callable[[], T], s: FetchSettings, say: Callable[[str]
             if attempt == attempts:
                 raise FetchError(
                     "HubUnreachable",
-                    f"cannot reach the Hugging Face Hub at {s.endpoint} while {step}, after {attempts}"
-                    f" attempt{'s' if attempts > 1 else ''}: {reason}",
+                    f"cannot reach the Hugging Face Hub at {s.endpoint} while {step}, after {attempts} attempt{'s' if attempts > 1 else ''}: {reason}",
                     EXIT_UNREACHABLE,
                 ) from exc
             say(f"{step}: attempt {attempt} of {attempts} failed ({reason}); retrying in {delay:.1f}s")
@@ -372,8 +359,7 @@ def explain(exc: BaseException, ctx: _Context) -> FetchError:
     if any(isinstance(e, OfflineModeIsEnabled) for e in chain):
         return FetchError(
             "Offline",
-            f"HF_HUB_OFFLINE is set, and {repo}@{s.model_revision} is not complete in {s.model_dir};"
-            " unset HF_HUB_OFFLINE to download it",
+            f"HF_HUB_OFFLINE is set, and {repo}@{s.model_revision} is not complete in {s.model_dir}; unset HF_HUB_OFFLINE to download it",
             EXIT_UNREACHABLE,
         )
     status = http_status(exc)
@@ -400,17 +386,12 @@ def explain(exc: BaseException, ctx: _Context) -> FetchError:
         if ctx.token:
             msg = f"the Hugging Face token was rejected for {repo} (401): it is invalid, expired or has no access"
         else:
-            msg = (
-                f"{repo} needs a Hugging Face token (401): it is private or gated, or does not exist; {token_hint}"
-            )
+            msg = f"{repo} needs a Hugging Face token (401): it is private or gated, or does not exist; {token_hint}"
         return FetchError("Unauthorized", msg, EXIT_UNAUTHORIZED)
-    if any(isinstance(e, RepositoryNotFoundError) for e in chain) or (status == 404 and not any(
-        isinstance(e, RemoteEntryNotFoundError) for e in chain
-    )):
+    if any(isinstance(e, RepositoryNotFoundError) for e in chain) or (status == 404 and not any(isinstance(e, RemoteEntryNotFoundError) for e in chain)):
         return FetchError(
             "RepositoryNotFound",
-            f"repository {repo} not found at {s.endpoint} (404); check spec.model.id"
-            + ("" if ctx.token else " (a private repository also needs a token)"),
+            f"repository {repo} not found at {s.endpoint} (404); check spec.model.id" + ("" if ctx.token else " (a private repository also needs a token)"),
             EXIT_NOT_FOUND,
         )
     if any(isinstance(e, RemoteEntryNotFoundError) for e in chain):

@@ -21,7 +21,7 @@ import os
 import re
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 MARKER_FORMAT = 1
@@ -83,7 +83,7 @@ class Marker:
         return data
 
     @classmethod
-    def from_json(cls, data: dict, model_dir: Path) -> "Marker":
+    def from_json(cls, data: dict, model_dir: Path) -> Marker:
         def _tuple(value: object) -> tuple[str, ...] | None:
             return tuple(str(v) for v in value) if isinstance(value, list) else None
 
@@ -167,4 +167,4 @@ def write_marker(marker: Marker) -> Path:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

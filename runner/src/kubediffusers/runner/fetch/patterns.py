@@ -76,11 +76,7 @@ class Selection:
 
 def pipeline_folders(model_index: Mapping[str, object]) -> set[str]:
     """Component folder names a diffusers ``model_index.json`` declares (same rule as diffusers)."""
-    return {
-        key
-        for key, value in model_index.items()
-        if not key.startswith("_") and isinstance(value, (list, tuple)) and len(value) == 2
-    }
+    return {key for key, value in model_index.items() if not key.startswith("_") and isinstance(value, (list, tuple)) and len(value) == 2}
 
 
 def _weight_kind(name: str, variant: str | None) -> str | None:
@@ -129,8 +125,7 @@ def select_files(
         if not chosen:
             raise FetchError(
                 "NoMatchingFiles",
-                f"no file of the repository matches the allow patterns {list(allow_patterns)}"
-                + (f" (after ignoring {ignore})" if ignore else ""),
+                f"no file of the repository matches the allow patterns {list(allow_patterns)}" + (f" (after ignoring {ignore})" if ignore else ""),
                 EXIT_NO_WEIGHTS,
             )
         return Selection(files=tuple(chosen), excluded=tuple(f for f in files if f not in set(chosen)))
@@ -180,23 +175,19 @@ def select_files(
     if variant is not None and not any_variant:
         raise FetchError(
             "VariantNotFound",
-            f"no component of the repository has {variant!r} safetensors weights; unset spec.model.variant"
-            " or choose a variant the repository provides",
+            f"no component of the repository has {variant!r} safetensors weights; unset spec.model.variant or choose a variant the repository provides",
             EXIT_NO_WEIGHTS,
         )
     # A component whose folder holds weights in forbidden formats only cannot be loaded safely.
     for component in sorted(components):
         if component == "":
             continue
-        has_any_weights = any(
-            re.search(r"\.(bin|ckpt|pt|pth|onnx|msgpack|h5)$", p) for p in files if p.startswith(component + "/")
-        )
+        has_any_weights = any(re.search(r"\.(bin|ckpt|pt|pth|onnx|msgpack|h5)$", p) for p in files if p.startswith(component + "/"))
         has_safetensors = any(p.startswith(component + "/") and p.endswith(".safetensors") for p in chosen_set)
         if has_any_weights and not has_safetensors:
             raise FetchError(
                 "NoSafetensors",
-                f"component {component!r} has no safetensors weights (only pickled or foreign formats);"
-                " the runner loads safetensors only",
+                f"component {component!r} has no safetensors weights (only pickled or foreign formats); the runner loads safetensors only",
                 EXIT_NO_WEIGHTS,
             )
     if not any_weights:
@@ -206,9 +197,8 @@ def select_files(
             + (" (no model_index.json and no weights at its root)" if model_index is None else ""),
             EXIT_NO_WEIGHTS,
         )
-    chosen = tuple(sorted(chosen_set))
     return Selection(
-        files=chosen,
+        files=tuple(sorted(chosen_set)),
         fallback_components=tuple(fallback),
         excluded=tuple(f for f in files if f not in chosen_set),
     )

@@ -106,7 +106,7 @@ class ProgressReporter:
             text += f", about {human_seconds((self.total_bytes - snap.done_bytes) / rate)} left"
         return text
 
-    def start(self) -> "ProgressReporter":
+    def start(self) -> ProgressReporter:
         self.start_bytes = self.measure().done_bytes
         self.started = self.clock()
         if self.interval > 0:
@@ -126,7 +126,7 @@ class ProgressReporter:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "ProgressReporter":
+    def __enter__(self) -> ProgressReporter:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -25,7 +25,7 @@ def supported_tasks() -> list[Task]:
     return list(_CLASSES)
 
 
-def pipeline_class(task: Task) -> type["TaskPipeline"]:
+def pipeline_class(task: Task) -> type[TaskPipeline]:
     try:
         module, name = _CLASSES[task].split(":")
     except KeyError:

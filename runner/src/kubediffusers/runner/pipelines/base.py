@@ -76,7 +76,7 @@ class TaskPipeline(ABC):
         """The diffusers class whose from_pretrained picks the concrete pipeline."""
 
     @classmethod
-    def load(cls, snapshot: Path, settings: RunnerSettings) -> "TaskPipeline":
+    def load(cls, snapshot: Path, settings: RunnerSettings) -> TaskPipeline:
         check_checkpoint(snapshot)
         check_task_support(snapshot, cls.task, settings.model_id)
         quiet_libraries()
@@ -90,7 +90,7 @@ class TaskPipeline(ABC):
                 use_safetensors=True,
                 local_files_only=True,
             )
-        except (OSError, ValueError, EnvironmentError) as exc:
+        except (OSError, ValueError) as exc:
             raise ModelUnavailable(f"cannot load {settings.model_id} for {cls.task.value}: {one_line(exc)}") from None
         pipe = optimizations.place(pipe, settings, device)
         pipe.set_progress_bar_config(disable=True)
@@ -184,7 +184,7 @@ class BatchedPipeline(TaskPipeline):
     def run_batch(self, works: list[Work], on_step: StepCallback | None = None) -> list[list[Any]]:
         if len(works) == 1:
             return [self.run(works[0], on_step)]
-        return self._call(works, on_step)  # type: ignore[return-value]
+        return self._call(works, on_step)
 
     def _call(self, works: list[Work], on_step: StepCallback | None) -> list[list[GeneratedImage]]:
         kwargs = self.shared_arguments(works[0])
@@ -206,8 +206,8 @@ class BatchedPipeline(TaskPipeline):
         results = []
         for work in works:
             results.append(
-                [GeneratedImage(image=img, seed=seed, nsfw=bool(flag)) for seed, (img, flag) in zip(work.seeds, images)]
-            )
+                [GeneratedImage(image=img, seed=seed, nsfw=bool(flag)) for seed, (img, flag) in zip(work.seeds, images, strict=False)]
+            )  # one shared iterator over the batch
         return results
 
 
@@ -218,10 +218,7 @@ def call_pipeline(pipe: Any, kwargs: dict[str, Any]) -> Any:
             return pipe(**kwargs)
     except torch.OutOfMemoryError:
         free_accelerator_memory()
-        raise GpuOutOfMemory(
-            "the GPU ran out of memory for this request; memory was freed, "
-            "retry with fewer images or frames, or a smaller size"
-        ) from None
+        raise GpuOutOfMemory("the GPU ran out of memory for this request; memory was freed, retry with fewer images or frames, or a smaller size") from None
     except ValueError as exc:
         # diffusers validates inputs (sizes, strengths, noise levels) with ValueError.
         raise InvalidInput(one_line(exc)) from None
@@ -248,16 +245,13 @@ def check_checkpoint(snapshot: Path) -> None:
             continue
         library = value[0]
         if library not in TRUSTED_LIBRARIES:
-            raise ModelUnavailable(
-                f"component {name!r} comes from {library!r}, code inside the checkpoint; remote code is never run"
-            )
+            raise ModelUnavailable(f"component {name!r} comes from {library!r}, code inside the checkpoint; remote code is never run")
     for pattern in ("*.bin", "*.ckpt", "*.pt", "*.pth", "*.pkl"):
         for path in snapshot.rglob(pattern):
             sibling = any(path.parent.glob("*.safetensors"))
             if not sibling:
                 raise ModelUnavailable(
-                    f"{path.relative_to(snapshot)} is a pickled checkpoint with no safetensors alongside; "
-                    "only safetensors weights are loaded"
+                    f"{path.relative_to(snapshot)} is a pickled checkpoint with no safetensors alongside; only safetensors weights are loaded"
                 )
 
 

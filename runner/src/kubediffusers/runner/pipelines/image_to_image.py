@@ -38,7 +38,5 @@ class ImageToImagePipeline(BatchedPipeline):
 
         height, width = self.default_size()
         image = Image.new("RGB", (width, height), (127, 127, 127))
-        params = ImageToImageParams.model_construct(
-            prompt="warm-up", negative_prompt="", strength=1.0, guidance_scale=1.0, num_inference_steps=1
-        )
+        params = ImageToImageParams.model_construct(prompt="warm-up", negative_prompt="", strength=1.0, guidance_scale=1.0, num_inference_steps=1)
         return Work(params=params, seed=0, num_images=1, images={"image": image})

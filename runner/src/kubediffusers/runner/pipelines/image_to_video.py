@@ -55,8 +55,14 @@ class ImageToVideoPipeline(PerSeedPipeline):
 
         height, width = self.default_size()
         params = ImageToVideoParams.model_construct(
-            num_frames=2, num_inference_steps=1, min_guidance_scale=1.0, max_guidance_scale=1.0,
-            fps=7, motion_bucket_id=127, noise_aug_strength=0.02, decode_chunk_size=2,
+            num_frames=2,
+            num_inference_steps=1,
+            min_guidance_scale=1.0,
+            max_guidance_scale=1.0,
+            fps=7,
+            motion_bucket_id=127,
+            noise_aug_strength=0.02,
+            decode_chunk_size=2,
         )
         image = Image.new("RGB", (width, height), (127, 127, 127))
         return Work(params=params, seed=0, num_images=1, images={"image": image})

@@ -46,8 +46,6 @@ class InpaintingPipeline(PerSeedPipeline):
         from kubediffusers.runner.routes.inpainting import InpaintingParams
 
         height, width = self.default_size()
-        params = InpaintingParams.model_construct(
-            prompt="warm-up", negative_prompt="", strength=1.0, guidance_scale=1.0, num_inference_steps=1
-        )
+        params = InpaintingParams.model_construct(prompt="warm-up", negative_prompt="", strength=1.0, guidance_scale=1.0, num_inference_steps=1)
         images = {"image": Image.new("RGB", (width, height), (127, 127, 127)), "mask_image": Image.new("L", (width, height), 255)}
         return Work(params=params, seed=0, num_images=1, images=images)

@@ -31,7 +31,7 @@ class PerSeedPipeline(TaskPipeline):
     # through callback(step, timestep, latents), not callback_on_step_end.
     legacy_callback: ClassVar[bool] = False
 
-    def run(self, work: Work, on_step: StepCallback | None = None) -> list[Any]:  # type: ignore[override]
+    def run(self, work: Work, on_step: StepCallback | None = None) -> list[Any]:
         per_call = self.steps_of(work)
         total = per_call * len(work.seeds)
         results: list[Any] = []
@@ -52,6 +52,7 @@ class PerSeedPipeline(TaskPipeline):
 
     def _progress(self, on_step: StepCallback, done: int, total: int) -> dict[str, Any]:
         if self.legacy_callback:
+
             def legacy(step: int, timestep: Any, latents: Any) -> None:
                 on_step(done + step + 1, total)
 

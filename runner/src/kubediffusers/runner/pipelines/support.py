@@ -94,9 +94,7 @@ def check_task_support(snapshot: Path, task: Task, model_id: str) -> None:
     if supported is None:
         if task in _IMAGE_TASKS:
             return  # the auto pipeline decides, and its error is reported if it cannot
-        raise ModelUnavailable(
-            f"model {model_id} ({family}) cannot serve {task.value}: it needs a {_REQUIRED_FAMILY[task]} checkpoint"
-        )
+        raise ModelUnavailable(f"model {model_id} ({family}) cannot serve {task.value}: it needs a {_REQUIRED_FAMILY[task]} checkpoint")
     if task not in supported:
         serves = ", ".join(sorted(t.value for t in supported))
         hint = " (an inpainting checkpoint: its UNet takes a mask)" if supported == {Task.INPAINTING} else ""

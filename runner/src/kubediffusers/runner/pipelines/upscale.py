@@ -46,8 +46,6 @@ class UpscalePipeline(PerSeedPipeline):
 
         # default_size is the output the UNet was trained for; the input is `factor` times smaller.
         height, width = (max(8, side // self.factor) for side in self.default_size())
-        params = UpscaleParams.model_construct(
-            prompt="warm-up", negative_prompt="", noise_level=20, guidance_scale=1.0, num_inference_steps=1
-        )
+        params = UpscaleParams.model_construct(prompt="warm-up", negative_prompt="", noise_level=20, guidance_scale=1.0, num_inference_steps=1)
         image = Image.new("RGB", (width, height), (127, 127, 127))
         return Work(params=params, seed=0, num_images=1, images={"image": image})

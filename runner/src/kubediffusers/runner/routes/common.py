@@ -25,19 +25,11 @@ MAX_SEED = 2**63 - 1 - 64  # torch seeds are 64-bit; leave room for seed + i
 
 
 # Field types shared by the task parameter models.
-Steps = Annotated[
-    int, Field(ge=1, le=1000, description="Denoising steps: more is slower and finer. The runner's limit applies.")
-]
-Seed = Annotated[
-    int | None, Field(ge=0, le=MAX_SEED, description="Seed of the first image; image i uses seed + i. Random when unset.")
-]
+Steps = Annotated[int, Field(ge=1, le=1000, description="Denoising steps: more is slower and finer. The runner's limit applies.")]
+Seed = Annotated[int | None, Field(ge=0, le=MAX_SEED, description="Seed of the first image; image i uses seed + i. Random when unset.")]
 NumImages = Annotated[int, Field(ge=1, le=64, description="How many images to generate. The runner's limit applies.")]
-Height = Annotated[
-    int | None, Field(ge=8, le=8192, description="Height in pixels, a multiple of 8. Default: the model's native size.")
-]
-Width = Annotated[
-    int | None, Field(ge=8, le=8192, description="Width in pixels, a multiple of 8. Default: the model's native size.")
-]
+Height = Annotated[int | None, Field(ge=8, le=8192, description="Height in pixels, a multiple of 8. Default: the model's native size.")]
+Width = Annotated[int | None, Field(ge=8, le=8192, description="Width in pixels, a multiple of 8. Default: the model's native size.")]
 
 
 def check_common_limits(params: BaseModel, ctx: RunnerContext) -> None:
@@ -65,17 +57,18 @@ class GenerationParams(BaseModel):
     negative_prompt: Annotated[str, Field(max_length=4000, description="What to steer away from.")] = ""
     guidance_scale: Annotated[
         float,
-        Field(ge=0, le=50, allow_inf_nan=False, description="How strongly the prompt guides the image (0 or 1 disables classifier-free guidance; sd-turbo wants 0)."),
+        Field(
+            ge=0,
+            le=50,
+            allow_inf_nan=False,
+            description="How strongly the prompt guides the image (0 or 1 disables classifier-free guidance; sd-turbo wants 0).",
+        ),
     ] = 7.5
     num_inference_steps: Annotated[
         int, Field(ge=1, le=1000, description="Denoising steps: more is slower and finer (sd-turbo: 1-4). The runner's limit applies.")
     ] = 50
-    seed: Annotated[
-        int | None, Field(ge=0, le=MAX_SEED, description="Seed of the first image; image i uses seed + i. Random when unset.")
-    ] = None
-    num_images_per_prompt: Annotated[
-        int, Field(ge=1, le=64, description="How many images to generate. The runner's limit applies.")
-    ] = 1
+    seed: Annotated[int | None, Field(ge=0, le=MAX_SEED, description="Seed of the first image; image i uses seed + i. Random when unset.")] = None
+    num_images_per_prompt: Annotated[int, Field(ge=1, le=64, description="How many images to generate. The runner's limit applies.")] = 1
 
     def check_limits(self, ctx: RunnerContext) -> None:
         check_common_limits(self, ctx)
@@ -86,9 +79,7 @@ def check_size(height: int | None, width: int | None, ctx: RunnerContext) -> Non
         if value is not None and value % 8:
             raise InvalidInput(f"{name} must be a multiple of 8, got {value}")
     if height is not None and width is not None and height * width > ctx.settings.max_pixels:
-        raise InvalidInput(
-            f"{width}x{height} is {width * height} pixels; this runner allows at most {ctx.settings.max_pixels}"
-        )
+        raise InvalidInput(f"{width}x{height} is {width * height} pixels; this runner allows at most {ctx.settings.max_pixels}")
 
 
 async def read_image(upload: UploadFile, field: str, ctx: RunnerContext) -> Any:
@@ -104,9 +95,7 @@ def check_strength_runs_a_step(strength: float, steps: int) -> None:
         raise InvalidInput("strength x num_inference_steps must be at least 1 so that one step runs")
 
 
-def fit_image(
-    image: Image.Image, height: int | None, width: int | None, ctx: RunnerContext, *, multiple: int = 8, field: str = "image"
-) -> Image.Image:
+def fit_image(image: Image.Image, height: int | None, width: int | None, ctx: RunnerContext, *, multiple: int = 8, field: str = "image") -> Image.Image:
     """Resize to the requested size (one side given keeps the aspect ratio), or
     keep the input's size, trimmed to a multiple of ``multiple``, if it is within limits."""
     if height or width:
@@ -204,12 +193,8 @@ def prefers_async(prefer: str | None) -> bool:
 
 
 async def delivery(
-    respond_async: Annotated[
-        bool, Query(alias="async", description="true: answer 202 at once with a job to poll at GET /jobs/{id}.")
-    ] = False,
-    prefer: Annotated[
-        str | None, Header(description="'respond-async' does the same as async=true (RFC 7240).")
-    ] = None,
+    respond_async: Annotated[bool, Query(alias="async", description="true: answer 202 at once with a job to poll at GET /jobs/{id}.")] = False,
+    prefer: Annotated[str | None, Header(description="'respond-async' does the same as async=true (RFC 7240).")] = None,
 ) -> bool:
     return respond_async or prefers_async(prefer)
 
@@ -217,9 +202,7 @@ async def delivery(
 RespondAsync = Annotated[bool, Depends(delivery)]
 
 
-async def respond(
-    ctx: RunnerContext, request: Request, work: Work, respond_async: bool, output: OutputFormat = IMAGES
-) -> Response:
+async def respond(ctx: RunnerContext, request: Request, work: Work, respond_async: bool, output: OutputFormat = IMAGES) -> Response:
     """Run the work and answer with its result, or queue it as an async job and answer 202."""
     if respond_async:
         return submit_job(ctx, request, work, output)

@@ -29,12 +29,8 @@ class ImageToImageParams(GenerationParams):
         float,
         Field(gt=0, le=1, allow_inf_nan=False, description="How much to change the image: 0 keeps it, 1 ignores it. Only strength x steps steps run."),
     ] = 0.8
-    height: Annotated[
-        int | None, Field(ge=8, le=8192, description="Resize the input to this height first (a multiple of 8). Default: the input's.")
-    ] = None
-    width: Annotated[
-        int | None, Field(ge=8, le=8192, description="Resize the input to this width first (a multiple of 8). Default: the input's.")
-    ] = None
+    height: Annotated[int | None, Field(ge=8, le=8192, description="Resize the input to this height first (a multiple of 8). Default: the input's.")] = None
+    width: Annotated[int | None, Field(ge=8, le=8192, description="Resize the input to this width first (a multiple of 8). Default: the input's.")] = None
 
 
 @router.post(

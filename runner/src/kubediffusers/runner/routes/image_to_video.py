@@ -40,27 +40,28 @@ class ImageToVideoParams(BaseModel):
     image: Annotated[UploadFile, File(description="The first frame of the video (PNG, JPEG, WebP, ...).")]
     height: Annotated[
         int | None,
-        Field(ge=8, le=8192, description="Resize the image to this height first; a multiple of the model's size step "
-              "(64 for SVD). Default: the image's, trimmed to that step."),
+        Field(
+            ge=8,
+            le=8192,
+            description="Resize the image to this height first; a multiple of the model's size step (64 for SVD). Default: the image's, trimmed to that step.",
+        ),
     ] = None
     width: Annotated[
         int | None,
-        Field(ge=8, le=8192, description="Resize the image to this width first; a multiple of the model's size step "
-              "(64 for SVD). Default: the image's, trimmed to that step."),
+        Field(
+            ge=8,
+            le=8192,
+            description="Resize the image to this width first; a multiple of the model's size step (64 for SVD). Default: the image's, trimmed to that step.",
+        ),
     ] = None
     num_frames: Annotated[
         int | None,
         # At least 2: guidance rises from the first frame to the last, and diffusers
         # mis-sizes its batch for a single frame.
-        Field(ge=2, le=1000, description="Frames to generate, at least 2. Default: the model's (14 for SVD, 25 for "
-              "SVD-XT). The runner's limit applies."),
+        Field(ge=2, le=1000, description="Frames to generate, at least 2. Default: the model's (14 for SVD, 25 for SVD-XT). The runner's limit applies."),
     ] = None
-    fps: Annotated[
-        int, Field(ge=1, le=60, description="Frames per second: conditions the motion and is the mp4's frame rate.")
-    ] = 7
-    motion_bucket_id: Annotated[
-        int, Field(ge=0, le=1023, description="How much motion: higher moves more (SVD was trained on 0-255).")
-    ] = 127
+    fps: Annotated[int, Field(ge=1, le=60, description="Frames per second: conditions the motion and is the mp4's frame rate.")] = 7
+    motion_bucket_id: Annotated[int, Field(ge=0, le=1023, description="How much motion: higher moves more (SVD was trained on 0-255).")] = 127
     noise_aug_strength: Annotated[
         float,
         Field(ge=0, le=1, allow_inf_nan=False, description="Noise added to the image: more frees the video from it, with more motion."),
@@ -75,7 +76,7 @@ class ImageToVideoParams(BaseModel):
     seed: Annotated[int | None, Field(ge=0, le=MAX_SEED, description="Seed of the video. Random when unset.")] = None
 
     @model_validator(mode="after")
-    def _guidance_rises(self) -> "ImageToVideoParams":
+    def _guidance_rises(self) -> ImageToVideoParams:
         if self.min_guidance_scale > self.max_guidance_scale:
             raise ValueError("min_guidance_scale must not exceed max_guidance_scale")
         return self
@@ -83,12 +84,7 @@ class ImageToVideoParams(BaseModel):
 
 def video_body(videos: list[GeneratedVideo]) -> dict[str, Any]:
     """ai-runner's shape: one list of frames per video."""
-    return {
-        "frames": [
-            [{"url": png_data_url(encode_png(frame)), "seed": video.seed, "nsfw": video.nsfw} for frame in video.frames]
-            for video in videos
-        ]
-    }
+    return {"frames": [[{"url": png_data_url(encode_png(frame)), "seed": video.seed, "nsfw": video.nsfw} for frame in video.frames] for video in videos]}
 
 
 def wants_mp4(request: Request) -> bool:

@@ -34,10 +34,7 @@ class InpaintingParams(GenerationParams):
     image: Annotated[UploadFile, File(description="The image to edit (PNG, JPEG, WebP, ...).")]
     mask_image: Annotated[
         UploadFile,
-        File(
-            description="White where to repaint, black where to keep. The same size as image, or the same aspect "
-            "ratio (it is then scaled to the image)."
-        ),
+        File(description="White where to repaint, black where to keep. The same size as image, or the same aspect ratio (it is then scaled to the image)."),
     ]
     strength: Annotated[
         float,
@@ -45,8 +42,7 @@ class InpaintingParams(GenerationParams):
             gt=0,
             le=1,
             allow_inf_nan=False,
-            description="How much the masked area changes: 1 repaints it from noise, less keeps more of the original. "
-            "Only strength x steps steps run.",
+            description="How much the masked area changes: 1 repaints it from noise, less keeps more of the original. Only strength x steps steps run.",
         ),
     ] = 1.0
     height: Annotated[Height, Field(description="Resize image and mask to this height first (a multiple of 8). Default: the image's.")] = None

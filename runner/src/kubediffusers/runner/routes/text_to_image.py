@@ -15,12 +15,8 @@ router = APIRouter(tags=["generate"])
 class TextToImageParams(GenerationParams):
     """Generate images from a text prompt."""
 
-    height: Annotated[
-        int | None, Field(ge=8, le=8192, description="Height in pixels, a multiple of 8. Default: the model's native size.")
-    ] = None
-    width: Annotated[
-        int | None, Field(ge=8, le=8192, description="Width in pixels, a multiple of 8. Default: the model's native size.")
-    ] = None
+    height: Annotated[int | None, Field(ge=8, le=8192, description="Height in pixels, a multiple of 8. Default: the model's native size.")] = None
+    width: Annotated[int | None, Field(ge=8, le=8192, description="Width in pixels, a multiple of 8. Default: the model's native size.")] = None
 
 
 @router.post(

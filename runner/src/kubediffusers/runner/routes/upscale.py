@@ -34,8 +34,7 @@ class UpscaleParams(GenerationParams):
         Field(
             ge=0,
             le=350,
-            description="Noise added to the input first: more lets the model invent detail, less stays faithful. "
-            "At most the model's max_noise_level (350).",
+            description="Noise added to the input first: more lets the model invent detail, less stays faithful. At most the model's max_noise_level (350).",
         ),
     ] = 20
 
