@@ -333,3 +333,11 @@ def test_verify_mode_detects_a_flipped_byte_and_the_next_fetch_repairs_it(hub, f
     assert repaired.returncode == 0, repaired.output
     assert snapshot_files(model_dir, MODEL, hub.repos[MODEL].sha)["text_encoder/model.safetensors"] == pipeline_files()["text_encoder/model.safetensors"]
     assert len(hub.downloads("text_encoder/model.safetensors")) == 2 and len(hub.downloads("unet/diffusion_pytorch_model.safetensors")) == 1
+
+
+def test_checksums_off_records_no_sums(hub, fetch_env, run, tmp_path):
+    """KUBEDIFFUSERS_FETCH_CHECKSUMS=false: sizes only, and the marker claims no sum it did not check."""
+    hub.corrupt.add("vae/diffusion_pytorch_model.safetensors")
+    result = run({**fetch_env, "HF_ENDPOINT": hub.url, "KUBEDIFFUSERS_FETCH_CHECKSUMS": "false"}, *ARGS)
+    assert result.returncode == 0, result.output
+    assert all(f.sha256 is None for f in read_marker(tmp_path / "models", MODEL, "main", None).files)
