@@ -61,3 +61,10 @@ app.kubernetes.io/component: operator
 {{- toJson (list .Release.Namespace) }}
 {{- end }}
 {{- end }}
+
+{{/* Names of runner.imagePullSecrets, comma-separated (KUBEDIFFUSERS_OPERATOR_IMAGE_PULL_SECRETS). */}}
+{{- define "kubediffusers.runnerPullSecrets" -}}
+{{- $names := list }}
+{{- range .Values.runner.imagePullSecrets }}{{ $names = append $names .name }}{{ end }}
+{{- join "," $names }}
+{{- end }}
