@@ -79,7 +79,7 @@ def test_default_install_is_cluster_wide_with_the_default_images() -> None:
     assert env["KUBEDIFFUSERS_OPERATOR_PEERING_NAME"] == "kubediffusers"
     probe = container["livenessProbe"]["httpGet"]
     assert probe == {"path": "/healthz", "port": "health"}
-    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}, {"name": "metrics", "containerPort": 8081, "protocol": "TCP"}]
     assert env["KUBEDIFFUSERS_OPERATOR_LIVENESS_ENDPOINT"] == "http://0.0.0.0:8080/healthz"
     for obj in objects:
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"

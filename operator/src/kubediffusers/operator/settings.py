@@ -46,7 +46,10 @@ class OperatorSettings(BaseSettings):
         description="Memory request of runner containers whose spec sets neither a memory request nor a memory limit; empty for none.",
     )
     metrics_port: int = Field(
-        default=8081, ge=0, le=65535, description="Port of the operator's Prometheus /metrics endpoint (reconciles, errors, pipelines by phase); 0 disables."
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the operator's Prometheus /metrics endpoint (reconciles, errors, pipelines by phase); 0: none (the chart sets 8081).",
     )
     startup_timeout_seconds: int = Field(
         default=3600, ge=60, description="How long a runner may take to load its model before the kubelet restarts it (startup probe)."
