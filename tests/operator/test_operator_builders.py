@@ -141,7 +141,8 @@ def test_objects_and_names() -> None:
     assert startup["httpGet"]["path"] == "/readyz" and startup["failureThreshold"] * startup["periodSeconds"] >= 3600
     assert pod["volumes"] == [{"name": "models", "persistentVolumeClaim": {"claimName": "sd-models"}}, {"name": "tmp", "emptyDir": {}}]
     assert pod["securityContext"]["fsGroup"] == 1000 and pod["automountServiceAccountToken"] is False
-    assert "resources" not in runner and "nodeSelector" not in pod
+    # The operator's default requests (settings.runner_cpu_request/_memory_request): never BestEffort.
+    assert runner["resources"] == {"requests": {"cpu": "1", "memory": "4Gi"}} and "nodeSelector" not in pod
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # a ReadWriteOnce claim cannot host two pods on two nodes
 
 

@@ -60,10 +60,10 @@ def test_the_charts_policies_fence_the_operator_and_the_runners(version: str) ->
             kubernetes_validate.validate(obj, version, strict=True)
     policies = {o["metadata"]["name"]: o for o in objects if o["kind"] == "NetworkPolicy"}
     operator_policy, runners = policies["kd-kubediffusers-operator"], policies["kd-kubediffusers-runners"]
-    # The operator's policy selects the operator pod and lets in only its liveness port.
+    # The operator's policy selects the operator pod and lets in only its liveness and metrics ports.
     pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert selects(operator_policy["spec"]["podSelector"], pod_labels)
-    assert operator_policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8080}]}]
+    assert operator_policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8080}, {"protocol": "TCP", "port": 8081}]}]
     # The runners' policy selects the pods the operator builds, and nothing of the chart's own.
     runner_pod = build_deployment(pipeline(), OperatorSettings())["spec"]["template"]["metadata"]["labels"]
     assert selects(runners["spec"]["podSelector"], runner_pod) and not selects(runners["spec"]["podSelector"], pod_labels)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import ssl
 import tempfile
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ _PLURALS = {
     "Secret": "secrets",
     "Pod": "pods",
     "NetworkPolicy": "networkpolicies",
+    "CustomResourceDefinition": "customresourcedefinitions",
 }
 
 
@@ -66,24 +68,27 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
     if info.ca_data:
         data = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
         context.load_verify_locations(cadata=data if "BEGIN" in data else base64.b64decode(data).decode())
-    cert, key = info.certificate_path, info.private_key_path
-    if info.certificate_data or info.private_key_data:
-        # ssl wants files; write the in-memory key pair to private temp files once.
-        cert, key = _to_file(info.certificate_data), _to_file(info.private_key_data)
-    if cert:
-        context.load_cert_chain(str(cert), str(key) if key else None)
+    if info.certificate_data or info.private_key_data or info.certificate_path:
+        # ssl loads a key pair only from files: in-memory data (kubeconfig client-certificate-data,
+        # client-key-data) goes to a private directory that is removed as soon as it is loaded.
+        with tempfile.TemporaryDirectory(prefix="kubediffusers-") as private:
+            cert = _to_file(info.certificate_data, private, "client.crt") or info.certificate_path
+            key = _to_file(info.private_key_data, private, "client.key") or info.private_key_path
+            if cert:
+                context.load_cert_chain(str(cert), str(key) if key else None)
     return context
 
 
-def _to_file(data: str | bytes | None) -> str | None:
+def _to_file(data: str | bytes | None, directory: str, name: str) -> str | None:
     if not data:
         return None
     raw = data.encode() if isinstance(data, str) else data
     if b"BEGIN" not in raw:
         raw = base64.b64decode(raw)
-    with tempfile.NamedTemporaryFile(delete=False, prefix="kubediffusers-", suffix=".pem") as handle:
+    path = os.path.join(directory, name)
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
         handle.write(raw)
-        return handle.name
+    return path
 
 
 class Kube:

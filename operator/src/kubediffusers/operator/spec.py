@@ -91,6 +91,12 @@ class SecretKeyRef(_Model):
     key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key inside the Secret whose value is used.")
 
 
+class LocalObjectReference(_Model):
+    """A Secret in the pipeline's namespace, by name (a Pod's imagePullSecrets entry)."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the Secret (type kubernetes.io/dockerconfigjson).")
+
+
 class ModelSpec(_Model):
     """Which Hugging Face model to serve."""
 
@@ -272,6 +278,26 @@ class ServiceSpec(_Model):
 
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(default="ClusterIP", description="Service type.")
     port: int = Field(default=80, ge=1, le=65535, description="Service port; it forwards to the runner's port 8000 (named http).")
+    session_affinity: Literal["None", "ClientIP"] = Field(
+        default="None",
+        description=(
+            "ClientIP: the Service sends each client to the same runner pod, so that with several replicas an async job "
+            "(POST ...?async=true, then GET /jobs/{id}) is polled on the pod that holds it. Behind an ingress or gateway the "
+            "client is the proxy: then all its traffic goes to one pod."
+        ),
+    )
+    session_affinity_timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=86_400,
+        description="With sessionAffinity ClientIP: seconds a client sticks to its pod after its last request (Kubernetes default 10800).",
+    )
+
+    @model_validator(mode="after")
+    def _timeout_needs_client_ip(self) -> ServiceSpec:
+        if self.session_affinity_timeout_seconds is not None and self.session_affinity != "ClientIP":
+            raise ValueError("service.sessionAffinityTimeoutSeconds needs service.sessionAffinity: ClientIP")
+        return self
 
 
 class InferencePipelineSpec(_Model):
@@ -293,6 +319,14 @@ class InferencePipelineSpec(_Model):
     )
     runtime_class_name: str | None = Field(default=None, max_length=253, description="RuntimeClass of the pods (e.g. nvidia).")
     priority_class_name: str | None = Field(default=None, max_length=253, description="PriorityClass of the pods.")
+    image_pull_secrets: list[LocalObjectReference] | None = Field(
+        default=None,
+        max_length=16,
+        description=(
+            "Secrets for pulling the runner image from a private registry, as in a Pod spec ([{name: regcred}]). "
+            "Unset: the operator's default (the chart's runner.imagePullSecrets); [] for none."
+        ),
+    )
     runner: RunnerSpec = Field(default_factory=RunnerSpec, description="The runner container.")
     service: ServiceSpec = Field(default_factory=ServiceSpec, description="The Service in front of the pods.")
     network_policy: NetworkPolicySpec = Field(

@@ -70,10 +70,9 @@ def build_pod_spec(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, 
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": dict(RESTRICTED_CONTAINER),
     }
-    if spec.resources is not None:
-        resources = spec.resources.model_dump(exclude_none=True)
-        if resources:
-            runner["resources"] = resources
+    resources = _resources(pipeline, settings)
+    if resources:
+        runner["resources"] = resources
     claim = spec.storage.existing_claim or names.claim_name(pipeline.name)
     pod: dict[str, Any] = {
         "securityContext": {
@@ -104,7 +103,28 @@ def build_pod_spec(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, 
         pod["runtimeClassName"] = spec.runtime_class_name
     if spec.priority_class_name:
         pod["priorityClassName"] = spec.priority_class_name
+    pull_secrets = [ref.name for ref in spec.image_pull_secrets] if spec.image_pull_secrets is not None else settings.image_pull_secrets
+    if pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in pull_secrets]
     return pod
+
+
+def _resources(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, Any]:
+    """The spec's resources, plus the operator's default CPU/memory requests where the spec sets neither.
+
+    A pod without a memory request is the kubelet's first eviction candidate under
+    memory pressure (BestEffort, or Burstable above its request). A resource the
+    spec limits gets no default request: Kubernetes then requests the limit, and a
+    default above a smaller limit would make the pod invalid.
+    """
+    resources = pipeline.spec.resources.model_dump(exclude_none=True) if pipeline.spec.resources is not None else {}
+    requests, limits = dict(resources.get("requests") or {}), resources.get("limits") or {}
+    for name, default in (("cpu", settings.runner_cpu_request), ("memory", settings.runner_memory_request)):
+        if default is not None and name not in requests and name not in limits:
+            requests[name] = default
+    if requests:
+        resources["requests"] = requests
+    return resources
 
 
 def build_deployment(pipeline: Pipeline, settings: OperatorSettings, replicas: int | None = None) -> dict[str, Any]:
