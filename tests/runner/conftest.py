@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from kubediffusers.runner.app import create_app
 from kubediffusers.runner.settings import RunnerSettings
+from kubediffusers.runner.tasks import TASKS
 from kubediffusers.runner.tiny import ensure_tiny_model, tiny_model_id
 
 STEPS = 2  # enough to exercise the scheduler, cheap on a CPU
@@ -26,7 +27,7 @@ STEPS = 2  # enough to exercise the scheduler, cheap on a CPU
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
-    for task in ("text-to-image", "image-to-image", "inpainting", "image-to-video", "upscale", "image-variation"):
+    for task in TASKS:  # every task's tiny model, as the registry lists them
         ensure_tiny_model(task, root)
     ensure_tiny_model("text-to-image", root, arch="sdxl")  # kubediffusers/tiny-sdxl
     return root

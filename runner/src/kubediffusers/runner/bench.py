@@ -67,8 +67,8 @@ def _load(settings: RunnerSettings) -> tuple[Any, float]:
 
 
 def _direct(pipeline: Any, request: Request, seed: int) -> float:
-    from kubediffusers.runner.pipelines.base import Work
-    from kubediffusers.runner.routes.text_to_image import TextToImageParams
+    from kubediffusers.runner.params import TextToImageParams
+    from kubediffusers.runner.types import Work
 
     params = TextToImageParams(**{k: v for k, v in request.json(seed).items()})
     work = Work(params=params, seed=seed, num_images=request.batch_size)

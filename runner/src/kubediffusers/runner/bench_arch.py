@@ -167,10 +167,10 @@ def bench_stock(args: argparse.Namespace, snapshot: Path) -> Figures:
 
 
 def bench_optimized(args: argparse.Namespace, snapshot: Path, profile: bool = False) -> Figures:
+    from kubediffusers.runner.params import TextToImageParams
     from kubediffusers.runner.pipelines import pipeline_class
-    from kubediffusers.runner.pipelines.base import Work
-    from kubediffusers.runner.routes.text_to_image import TextToImageParams
     from kubediffusers.runner.settings import RunnerSettings, Task
+    from kubediffusers.runner.types import Work
 
     _reset_peak()
     settings = RunnerSettings(
