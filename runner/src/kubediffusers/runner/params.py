@@ -132,22 +132,6 @@ class ImageToImageParams(StrengthParams):
     width: Annotated[Width, Field(description="Resize the input to this width first (a multiple of 8). Default: the input's.")] = None
 
 
-class InpaintingParams(StrengthParams):
-    """Repaint the masked part of an image, guided by a prompt."""
-
-    image: Annotated[UploadFile, upload("The image to edit (PNG, JPEG, WebP, ...).")]
-    mask_image: Annotated[
-        UploadFile,
-        upload("White where to repaint, black where to keep. The same size as image, or the same aspect ratio (it is then scaled to the image)."),
-    ]
-    strength: Annotated[
-        Strength,
-        Field(description="How much the masked area changes: 1 repaints it from noise, less keeps more of the original. Only strength x steps steps run."),
-    ] = 1.0
-    height: Annotated[Height, Field(description="Resize image and mask to this height first (a multiple of 8). Default: the image's.")] = None
-    width: Annotated[Width, Field(description="Resize image and mask to this width first (a multiple of 8). Default: the image's.")] = None
-
-
 class UpscaleParams(GenerationParams):
     """Upscale an image four times per side (the SD x4 upscaler), guided by a prompt describing it."""
 
@@ -169,6 +153,22 @@ class ImageVariationParams(ImagesParams):
     guidance_scale: Annotated[Guidance, Field(description="How closely the variations follow the image (1 or less disables guidance).")] = 3.0
     height: Height = None
     width: Width = None
+
+
+class InpaintingParams(StrengthParams):
+    """Repaint the masked part of an image, guided by a prompt."""
+
+    image: Annotated[UploadFile, upload("The image to edit (PNG, JPEG, WebP, ...).")]
+    mask_image: Annotated[
+        UploadFile,
+        upload("White where to repaint, black where to keep. The same size as image, or the same aspect ratio (it is then scaled to the image)."),
+    ]
+    strength: Annotated[
+        Strength,
+        Field(description="How much the masked area changes: 1 repaints it from noise, less keeps more of the original. Only strength x steps steps run."),
+    ] = 1.0
+    height: Annotated[Height, Field(description="Resize image and mask to this height first (a multiple of 8). Default: the image's.")] = None
+    width: Annotated[Width, Field(description="Resize image and mask to this width first (a multiple of 8). Default: the image's.")] = None
 
 
 _VIDEO_SIDE = "to this {side} first; a multiple of the model's size step (64 for SVD). Default: the image's, trimmed to that step."

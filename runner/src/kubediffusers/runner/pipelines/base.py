@@ -43,10 +43,15 @@ class TaskPipeline(ABC):
 
     # -- loading -----------------------------------------------------------
 
+    # The diffusers class whose from_pretrained loads the checkpoint (an auto
+    # pipeline picks the concrete class from model_index.json).
+    diffusers_class: ClassVar[str]
+
     @classmethod
-    @abstractmethod
     def auto_class(cls) -> Any:
-        """The diffusers class whose from_pretrained picks the concrete pipeline."""
+        import diffusers
+
+        return getattr(diffusers, cls.diffusers_class)
 
     @classmethod
     def load(cls, snapshot: Path, settings: RunnerSettings) -> TaskPipeline:

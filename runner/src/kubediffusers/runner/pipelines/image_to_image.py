@@ -13,12 +13,7 @@ from kubediffusers.runner.types import Work
 
 class ImageToImagePipeline(BatchedPipeline):
     task = Task.IMAGE_TO_IMAGE
-
-    @classmethod
-    def auto_class(cls) -> Any:
-        from diffusers import AutoPipelineForImage2Image
-
-        return AutoPipelineForImage2Image
+    diffusers_class = "AutoPipelineForImage2Image"
 
     def prepare(self, params: ImageToImageParams, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
         return Work.of(params, image=fit_image(images["image"], params.height, params.width, settings))

@@ -15,12 +15,7 @@ class ImageToVideoPipeline(PerSeedPipeline):
     """Stable Video Diffusion: animates one still image."""
 
     task = Task.IMAGE_TO_VIDEO
-
-    @classmethod
-    def auto_class(cls) -> Any:
-        from diffusers import StableVideoDiffusionPipeline
-
-        return StableVideoDiffusionPipeline
+    diffusers_class = "StableVideoDiffusionPipeline"
 
     @property
     def default_frames(self) -> int:

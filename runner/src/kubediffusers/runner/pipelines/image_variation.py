@@ -16,13 +16,8 @@ class ImageVariationPipeline(PerSeedPipeline):
     embedding (lambdalabs/sd-image-variations-diffusers), no prompt."""
 
     task = Task.IMAGE_VARIATION
+    diffusers_class = "StableDiffusionImageVariationPipeline"
     legacy_callback = True
-
-    @classmethod
-    def auto_class(cls) -> Any:
-        from diffusers import StableDiffusionImageVariationPipeline
-
-        return StableDiffusionImageVariationPipeline
 
     def prepare(self, params: ImageVariationParams, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
         check_size(params.height, params.width, settings)

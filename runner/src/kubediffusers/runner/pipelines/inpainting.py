@@ -17,12 +17,7 @@ class InpaintingPipeline(PerSeedPipeline):
     UNet) and plain SD/SDXL checkpoints alike."""
 
     task = Task.INPAINTING
-
-    @classmethod
-    def auto_class(cls) -> Any:
-        from diffusers import AutoPipelineForInpainting
-
-        return AutoPipelineForInpainting
+    diffusers_class = "AutoPipelineForInpainting"
 
     def prepare(self, params: InpaintingParams, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
         image = images["image"]

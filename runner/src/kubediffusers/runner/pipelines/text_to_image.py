@@ -13,12 +13,7 @@ from kubediffusers.runner.types import Work
 
 class TextToImagePipeline(BatchedPipeline):
     task = Task.TEXT_TO_IMAGE
-
-    @classmethod
-    def auto_class(cls) -> Any:
-        from diffusers import AutoPipelineForText2Image
-
-        return AutoPipelineForText2Image
+    diffusers_class = "AutoPipelineForText2Image"
 
     def prepare(self, params: TextToImageParams, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
         height, width = params.height, params.width

@@ -16,13 +16,8 @@ class UpscalePipeline(PerSeedPipeline):
     """The Stable Diffusion x4 upscaler, guided by a prompt."""
 
     task = Task.UPSCALE
+    diffusers_class = "StableDiffusionUpscalePipeline"
     legacy_callback = True
-
-    @classmethod
-    def auto_class(cls) -> Any:
-        from diffusers import StableDiffusionUpscalePipeline
-
-        return StableDiffusionUpscalePipeline
 
     @property
     def factor(self) -> int:
