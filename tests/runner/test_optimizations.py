@@ -13,7 +13,7 @@ import torch
 from kubediffusers.runner import optimizations
 from kubediffusers.runner.errors import ModelUnavailable
 from kubediffusers.runner.model import find_snapshot
-from tests.runner.conftest import settings_for
+from tests.runner.helpers import settings_for
 
 
 def load(model_dir: Path, **options: Any) -> tuple[Any, list[str]]:

@@ -13,7 +13,7 @@ import httpx
 from PIL import Image
 
 from kubediffusers.runner.tiny import tiny_model_id
-from tests.runner.conftest import free_port, wait_until
+from tests.runner.helpers import free_port, wait_until
 
 RUNNER = Path(sys.executable).parent / "kubediffusers-runner"
 

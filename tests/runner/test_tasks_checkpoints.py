@@ -16,9 +16,7 @@ from kubediffusers.runner.fetch.marker import repo_folder
 from kubediffusers.runner.pipelines.support import check_task_support, tasks_of
 from kubediffusers.runner.settings import Task
 from kubediffusers.runner.tiny import ensure_tiny_model, tiny_model_id
-from tests.runner.conftest import STEPS
-from tests.runner.media import half_mask, png
-from tests.runner.test_generation import decode
+from tests.runner.helpers import STEPS, decode, half_mask, png
 
 SDXL = tiny_model_id("text-to-image", "sdxl")
 
