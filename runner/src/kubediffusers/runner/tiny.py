@@ -390,7 +390,7 @@ TINY_VAE_ID = f"{TINY_ORG}/tiny-taesd"
 
 
 def build_tiny_autoencoder(folder: Path) -> None:
-    """A TAESD-shaped AutoencoderTiny (runner.optimizations.tinyVae)."""
+    """A TAESD-shaped AutoencoderTiny (runner.optimizations.tinyVaeId)."""
     import torch
     from diffusers import AutoencoderTiny
 

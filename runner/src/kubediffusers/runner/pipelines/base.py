@@ -59,7 +59,7 @@ class TaskPipeline(ABC):
         check_task_support(snapshot, cls.task, settings.model_id)
         quiet_libraries()
         device = settings.resolved_device()
-        dtype = torch_dtype(settings.dtype, device)
+        dtype = torch_dtype(settings.model_dtype, device)
         try:
             pipe = cls.auto_class().from_pretrained(
                 snapshot,
