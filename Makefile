@@ -74,7 +74,7 @@ graph: $(STAMP)
 
 # Serving overhead on the tiny model: HTTP end to end vs a direct pipeline call.
 bench: $(STAMP)
-	$(BIN)/kubediffusers-bench --tiny --model-dir $(MODEL_DIR) --serving --runs 30
+	$(BIN)/kubediffusers-bench serving --tiny --model-dir $(MODEL_DIR) --runs 30
 
 clean:
 	rm -rf $(VENV) $(CACHE)

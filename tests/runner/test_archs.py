@@ -106,6 +106,7 @@ def test_harness_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
             sys.executable,
             "-m",
             "kubediffusers.runner.bench",
+            "arch",
             "--arch",
             "tiny-sd",
             "--size",

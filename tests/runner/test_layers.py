@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from kubediffusers.runner.openapi import build_openapi
 from kubediffusers.runner.params import TaskParams
@@ -45,3 +46,10 @@ def test_every_task_has_one_row_and_the_routes_follow_it() -> None:
 def test_uploads_are_the_params_models_file_fields() -> None:
     assert TASKS[Task.INPAINTING].uploads == ["image", "mask_image"]
     assert TASKS[Task.TEXT_TO_IMAGE].uploads == []
+
+
+def test_the_import_graph_has_no_circles_and_no_upward_imports() -> None:
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, str(root / "hack" / "import_graph.py")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "circles: 0" in result.stdout and "runner upward imports: 0" in result.stdout, result.stdout
