@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-BENCH = [sys.executable, "-m", "kubediffusers.runner.bench", "arch"]
+BENCH = [sys.executable, "-m", "kubediffusers.runner.dev.bench", "arch"]
 
 # name -> arguments of kubediffusers-bench arch --arch
 FULL = {

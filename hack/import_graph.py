@@ -24,7 +24,7 @@ RUNNER = "kubediffusers.runner"
 # Top to bottom; a module belongs to the first layer with a prefix of its name
 # (relative to kubediffusers.runner). Importing down or sideways is fine.
 RUNNER_LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("entry points and dev tools", ("cli", "openapi", "app", "bench", "tiny", "archs")),
+    ("entry points and dev tools", ("cli", "openapi", "app", "dev")),
     ("http: routes and middleware", ("routes", "auth", "middleware")),
     ("context", ("context",)),
     ("serving: model holder, worker, jobs", ("model", "worker", "jobs")),

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kubediffusers.runner.app import create_app
+from kubediffusers.runner.dev.tiny import ensure_tiny_model
 from kubediffusers.runner.tasks import TASKS
-from kubediffusers.runner.tiny import ensure_tiny_model
 from tests.runner.helpers import ready_client, settings_for
 
 

@@ -23,8 +23,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from kubediffusers.runner.dev.tiny import tiny_model_id
 from kubediffusers.runner.settings import RunnerSettings
-from kubediffusers.runner.tiny import tiny_model_id
 
 STEPS = 2  # enough to exercise the scheduler, cheap on a CPU
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.runner.helpers import free_port
 
-BENCH = [sys.executable, "-m", "kubediffusers.runner.bench"]
+BENCH = [sys.executable, "-m", "kubediffusers.runner.dev.bench"]
 
 
 def bench(*args: str) -> subprocess.CompletedProcess[str]:

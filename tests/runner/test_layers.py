@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kubediffusers.runner.dev.tiny import DEFAULT_ARCHITECTURE
 from kubediffusers.runner.openapi import build_openapi
 from kubediffusers.runner.params import TaskParams
 from kubediffusers.runner.pipelines import pipeline_class
 from kubediffusers.runner.settings import Task
 from kubediffusers.runner.tasks import TASKS
-from kubediffusers.runner.tiny import DEFAULT_ARCHITECTURE
 
 HEAVY = ("torch", "diffusers", "transformers")
 

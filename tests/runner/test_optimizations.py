@@ -93,7 +93,7 @@ def test_offload_and_compile_do_not_mix(model_dir: Path) -> None:
 
 
 def test_tiny_vae_from_the_cache_decodes_in_place_of_the_vae(model_dir: Path) -> None:
-    from kubediffusers.runner.tiny import TINY_VAE_ID, ensure_tiny_vae
+    from kubediffusers.runner.dev.tiny import TINY_VAE_ID, ensure_tiny_vae
 
     ensure_tiny_vae(model_dir)
     pipe, applied = load(model_dir, tiny_vae_id=TINY_VAE_ID)

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kubediffusers.runner.app import create_app
-from kubediffusers.runner.tiny import ensure_tiny_model, tiny_model_id
+from kubediffusers.runner.dev.tiny import ensure_tiny_model, tiny_model_id
 from tests.runner.helpers import settings_for, wait_until
 
 

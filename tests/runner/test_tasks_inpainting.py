@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from kubediffusers.runner.app import create_app
-from kubediffusers.runner.tiny import tiny_model_id
+from kubediffusers.runner.dev.tiny import tiny_model_id
 from tests.runner.helpers import STEPS, assert_error, decode, half_mask, png, ready_client, settings_for
 
 

@@ -6,7 +6,7 @@ pipelines import torch: ``pipelines.pipeline_class``), the tiny architecture tes
 for it, and the checkpoint families that serve it alone. From the rows come
 the generated routes (``routes.generate``), the pipeline to load
 (``model``), the task support check (``pipelines.support``), the tiny model
-builder's defaults (``tiny``) and the tests' list of tasks.
+builder's defaults (``dev.tiny``) and the tests' list of tasks.
 
 Adding a task: a ``Task`` member, a params class in ``params``, a pipeline
 class under ``pipelines/`` and one row here.
@@ -35,7 +35,7 @@ class TaskSpec:
     params: type[params.TaskParams]
     output: Output
     pipeline: str  # "module:Class" under kubediffusers.runner.pipelines (pipelines.pipeline_class imports it)
-    tiny_arch: str  # the tiny architecture (tiny.ARCHITECTURES) of kubediffusers/tiny-<task>
+    tiny_arch: str  # the tiny architecture (dev.tiny.ARCHITECTURES) of kubediffusers/tiny-<task>
     # Checkpoint classes (model_index.json's _class_name) that serve this task
     # and no other. Empty: diffusers' auto pipeline for the task decides.
     families: tuple[str, ...] = ()

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kubediffusers.runner.bench.harness import BenchError, Request
+from kubediffusers.runner.dev.bench.harness import BenchError, Request
 from kubediffusers.runner.settings import RunnerSettings, Task
 
 
@@ -46,7 +46,7 @@ def _batching_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _arch_options(parser: argparse.ArgumentParser) -> None:
-    from kubediffusers.runner.archs import architectures
+    from kubediffusers.runner.dev.archs import architectures
 
     parser.add_argument(
         "--arch",
@@ -106,7 +106,7 @@ def parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> RunnerSettings:
     model_id = args.model_id
     if args.tiny:
-        from kubediffusers.runner.tiny import ensure_tiny_model, tiny_model_id
+        from kubediffusers.runner.dev.tiny import ensure_tiny_model, tiny_model_id
 
         model_id = model_id or tiny_model_id(args.task)
         ensure_tiny_model(args.task, args.model_dir)
@@ -116,7 +116,7 @@ def _settings(args: argparse.Namespace) -> RunnerSettings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kubediffusers.runner.bench import arch, tools
+    from kubediffusers.runner.dev.bench import arch, tools
     from kubediffusers.runner.logs import configure_logging
 
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)

@@ -1,7 +1,7 @@
 """`kubediffusers-bench arch --arch ARCH`: stock diffusers vs this runner, side by side.
 
 One run, one harness, one request, on a real-size architecture with random
-weights (:mod:`kubediffusers.runner.archs`; no Hub access needed):
+weights (:mod:`kubediffusers.runner.dev.archs`; no Hub access needed):
 
 - ``stock``: ``DiffusionPipeline.from_pretrained(..., torch_dtype=float16)``,
   the attention processor diffusers picks, no compile, a plain ``pipe(...)`` call;
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubediffusers.runner.bench import harness
-from kubediffusers.runner.bench.harness import Request, RunnerProcess
-from kubediffusers.runner.bench.tools import Batching, batching_bench
+from kubediffusers.runner.dev.bench import harness
+from kubediffusers.runner.dev.bench.harness import Request, RunnerProcess
+from kubediffusers.runner.dev.bench.tools import Batching, batching_bench
 from kubediffusers.runner.settings import DType, RunnerSettings, Task
 
 # Targets from the issue, on an H100-class GPU: (arch, size, steps, guided) -> text.
@@ -229,7 +229,7 @@ def from_args(args: argparse.Namespace) -> ArchRun:
     """The run's parameters: the architecture's defaults where the command line left them out."""
     import torch
 
-    from kubediffusers.runner.archs import arch_folder, random_model_id
+    from kubediffusers.runner.dev.archs import arch_folder, random_model_id
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     turbo, tiny = args.arch == "sd-turbo", args.arch.startswith("tiny")
@@ -259,7 +259,7 @@ def from_args(args: argparse.Namespace) -> ArchRun:
 
 
 def main(args: argparse.Namespace) -> int:
-    from kubediffusers.runner.archs import SOURCES, save_random_checkpoint
+    from kubediffusers.runner.dev.archs import SOURCES, save_random_checkpoint
     from kubediffusers.runner.pipelines.base import quiet_libraries
 
     quiet_libraries()

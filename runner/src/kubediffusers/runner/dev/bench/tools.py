@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubediffusers.runner.bench.harness import Request, RunnerProcess, direct_call, load_pipeline, p90, peak_memory, throughput, timed
+from kubediffusers.runner.dev.bench.harness import Request, RunnerProcess, direct_call, load_pipeline, p90, peak_memory, throughput, timed
 from kubediffusers.runner.settings import RunnerSettings
 
 

@@ -1,5 +1,0 @@
-import sys
-
-from kubediffusers.runner.bench.cli import main
-
-sys.exit(main())
