@@ -318,7 +318,7 @@ def test_a_commit_sha_or_a_tag_as_revision(hub, fetch_env, run, tmp_path):
 
 
 def test_a_tiny_vae_is_fetched_alongside_the_model(hub, fetch_env, run, tmp_path):
-    """runner.optimizations.tinyVae: a single-model repository fetched at main with the pipeline."""
+    """runner.optimizations.tinyVaeId: a single-model repository fetched at main with the pipeline."""
     taesd = hub.add(
         Repo(
             "tiny-org/taesd",

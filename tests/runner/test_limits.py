@@ -9,7 +9,7 @@ import time
 import pytest
 
 from kubediffusers.runner.app import create_app
-from tests.runner.conftest import ThreadedServer, settings_for
+from tests.runner.helpers import ThreadedServer, settings_for
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,12 @@ SHORT_NAMES = ["ipl"]
 QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-# Same rule as the runner's KUBEDIFFUSERS_MODEL_ID, so a spec that passes here passes there.
-MODEL_ID_PATTERN = r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$"
+# The runner's and the fetcher's own rules (kubediffusers.runner.settings), copied:
+# the operator does not import the runner. tests/runner/test_settings_contract.py
+# proves they agree, so a spec that passes here passes there.
+MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9_.\-]+)?$"
+REVISION_PATTERN = r"^[A-Za-z0-9_.\-/]+$"
+VARIANT_PATTERN = r"^[A-Za-z0-9_\-]+$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 
 
@@ -105,11 +109,11 @@ class ModelSpec(_Model):
         default="main",
         min_length=1,
         max_length=200,
-        pattern=r"^[\w.\-/]+$",
+        pattern=REVISION_PATTERN,
         description="Branch, tag or commit of the repository. The commit it resolved to is recorded in status.model.resolvedRevision.",
     )
     variant: str | None = Field(
-        default=None, max_length=64, pattern=r"^[\w.\-]+$", description="Weight variant to fetch and load, e.g. fp16. Unset for the default weights."
+        default=None, max_length=64, pattern=VARIANT_PATTERN, description="Weight variant to fetch and load, e.g. fp16. Unset for the default weights."
     )
     dtype: Literal["float16", "bfloat16", "float32"] | None = Field(
         default=None, description="Torch dtype the pipeline runs in. Unset: float16 on a GPU, float32 on a CPU."
@@ -202,10 +206,10 @@ class OptimizationsSpec(_Model):
     channels_last: bool = Field(default=False, description="Run the UNet and VAE in channels_last memory format.")
     fuse_qkv: bool = Field(default=False, description="Fuse attention QKV projections into one matmul.")
     compile: CompileSpec = Field(default_factory=CompileSpec, description="torch.compile options; compiled kernels are cached on the model claim.")
-    deep_cache_interval: int = Field(
+    deepcache_interval: int = Field(
         default=0, ge=0, le=10, description="DeepCache: reuse high-level UNet features for this many steps (0 off; 2-3 for multi-step models)."
     )
-    tiny_vae: str | None = Field(
+    tiny_vae_id: str | None = Field(
         default=None,
         max_length=200,
         pattern=MODEL_ID_PATTERN,

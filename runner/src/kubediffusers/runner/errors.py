@@ -78,8 +78,32 @@ class InferenceFailed(RunnerError):
     status_code = 500
 
 
+class JobNotFound(RunnerError):
+    """No async job with that id here (never existed, or expired)."""
+
+    status_code = 404
+
+
+class JobNotFinished(RunnerError):
+    """The job's result was asked for while it is queued or running."""
+
+    status_code = 409
+
+
+class JobCancelled(RunnerError):
+    """The client cancelled the job with DELETE /jobs/{id}."""
+
+    status_code = 410
+
+
 class ModelUnavailable(Exception):
     """The model cannot be loaded; the message says why (shown in /health)."""
+
+
+def one_line(exc: BaseException, limit: int = 500) -> str:
+    """An exception as one line for a log, a status or a client: whitespace folded, bounded."""
+    text = " ".join(str(exc).split())
+    return text[:limit] if text else type(exc).__name__
 
 
 def error_body(msg: str, **extra: Any) -> dict[str, Any]:

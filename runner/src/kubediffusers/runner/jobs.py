@@ -17,19 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fastapi import Request
 from pydantic import BaseModel, Field
 
-from kubediffusers.runner.errors import QueueFull, RunnerError
+from kubediffusers.runner.errors import JobCancelled, QueueFull, RunnerError
 from kubediffusers.runner.worker import Job
 
 log = logging.getLogger(__name__)
-
-
-class JobCancelled(RunnerError):
-    """The client cancelled the job with DELETE /jobs/{id}."""
-
-    status_code = 410
 
 
 JobStatus = Literal["queued", "running", "done", "failed"]
@@ -143,16 +136,6 @@ class JobStore:
         if record.finished_at is None:
             return None
         return time.time() + self.ttl_seconds - (self._clock() - record.finished_at)
-
-
-def get_jobs(request: Request) -> JobStore:
-    """The app's job store, created on first use from the runner's settings."""
-    store: JobStore | None = getattr(request.app.state, "jobs", None)
-    if store is None:
-        settings = request.app.state.context.settings
-        store = JobStore(settings.job_ttl_seconds, settings.max_jobs)
-        request.app.state.jobs = store
-    return store
 
 
 class JobError(BaseModel):

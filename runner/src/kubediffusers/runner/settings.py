@@ -8,10 +8,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "KUBEDIFFUSERS_"
+
+# What a model is named by, for the runner and the fetcher alike (the operator's
+# CRD keeps its own copy; tests/runner/test_settings_contract.py proves they agree).
+# ASCII classes, not \w: the CRD's patterns are checked by Kubernetes, whose \w is ASCII.
+MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9_.\-]+)?$"
+REVISION_PATTERN = r"^[A-Za-z0-9_.\-/]+$"
+# No dot: diffusers names variant weights <name>.<variant>.safetensors.
+VARIANT_PATTERN = r"^[A-Za-z0-9_\-]+$"
 
 
 class Task(StrEnum):
@@ -50,17 +58,18 @@ class CpuOffload(StrEnum):
 class RunnerSettings(BaseSettings):
     """Settings of one runner process: one task, one model."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    # An empty variable is an unset one (the operator and `kubediffusers local` may write KEY="").
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True, env_ignore_empty=True)
 
     task: Task = Field(description="The one task this process serves; only its route exists.")
     model_id: str = Field(
         min_length=1,
-        pattern=r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$",
+        pattern=MODEL_ID_PATTERN,
         description="Hugging Face repository id, e.g. stabilityai/sd-turbo.",
     )
-    model_revision: str = Field(default="main", min_length=1, description="Branch, tag or commit of the model.")
-    model_variant: str | None = Field(default=None, description="Weight variant, e.g. fp16; unset for the default weights.")
-    dtype: DType = Field(default=DType.AUTO, description="Torch dtype the pipeline runs in.")
+    model_revision: str = Field(default="main", min_length=1, pattern=REVISION_PATTERN, description="Branch, tag or commit of the model.")
+    model_variant: str | None = Field(default=None, pattern=VARIANT_PATTERN, description="Weight variant, e.g. fp16; unset for the default weights.")
+    model_dtype: DType = Field(default=DType.AUTO, description="Torch dtype the pipeline runs in.")
     model_dir: Path = Field(default=Path("/models"), description="Hugging Face cache directory holding the model.")
     device: str = Field(
         default="auto",
@@ -120,22 +129,12 @@ class RunnerSettings(BaseSettings):
     )
     tiny_vae_id: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$",
+        pattern=MODEL_ID_PATTERN,
         description="Repository of a tiny autoencoder (e.g. madebyollin/taesd) decoding in place of the VAE; fetched with the model.",
     )
     vae_slicing: bool = Field(default=False, description="Decode a batch one image at a time (less memory).")
     vae_tiling: bool = Field(default=False, description="Decode large images in tiles (less memory).")
     cpu_offload: CpuOffload = Field(default=CpuOffload.NONE, description="Keep components on the CPU until used, for small GPUs.")
-
-    @field_validator("model_variant", "tiny_vae_id", mode="before")
-    @classmethod
-    def _empty_variant_is_none(cls, value: object) -> object:
-        return None if value == "" else value
-
-    @field_validator("auth_token", mode="before")
-    @classmethod
-    def _empty_token_is_none(cls, value: object) -> object:
-        return None if value == "" else value
 
     @model_validator(mode="after")
     def _sizes_consistent(self) -> RunnerSettings:

@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from kubediffusers.runner.errors import ClientGone, QueueFull, RequestTimedOut
 from kubediffusers.runner.metrics import Metrics
-from kubediffusers.runner.pipelines.base import Cancelled, StepCallback
+from kubediffusers.runner.types import Cancelled, StepCallback
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,14 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from kubediffusers.runner.settings import ENV_PREFIX, Task, describe_validation_error  # pydantic only: cheap to import
+from kubediffusers.runner.settings import (  # pydantic only: cheap to import
+    ENV_PREFIX,
+    MODEL_ID_PATTERN,
+    REVISION_PATTERN,
+    VARIANT_PATTERN,
+    Task,
+    describe_validation_error,
+)
 
 from .errors import ConfigError
 from .redact import mask_url
@@ -34,16 +41,16 @@ class FetchSettings(BaseSettings):
     task: Task | None = Field(default=None, description="The task the runner will serve; recorded in the marker (the files are the same).")
     model_id: str = Field(
         min_length=1,
-        pattern=r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$",
+        pattern=MODEL_ID_PATTERN,
         description="Hugging Face repository id, e.g. stabilityai/sd-turbo.",
     )
-    model_revision: str = Field(default="main", min_length=1, max_length=255, pattern=r"^[^\s]+$", description="Branch, tag or commit.")
-    model_variant: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]+$", description="Weight variant, e.g. fp16; unset for the default.")
+    model_revision: str = Field(default="main", min_length=1, max_length=255, pattern=REVISION_PATTERN, description="Branch, tag or commit.")
+    model_variant: str | None = Field(default=None, pattern=VARIANT_PATTERN, description="Weight variant, e.g. fp16; unset for the default.")
     model_dir: Path = Field(default=Path("/models"), description="Hugging Face cache directory (cache_dir).")
 
     tiny_vae_id: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$",
+        pattern=MODEL_ID_PATTERN,
         description="Also fetch this tiny autoencoder repository (e.g. madebyollin/taesd) at main.",
     )
 

@@ -7,24 +7,17 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 
-from kubediffusers.runner.errors import RunnerError, error_response
-from kubediffusers.runner.jobs import AsyncJob, JobState, JobStore, get_jobs, job_state
-from kubediffusers.runner.routes.common import ERROR_RESPONSES
+from kubediffusers.runner.context import Context
+from kubediffusers.runner.errors import JobNotFinished, JobNotFound, error_response
+from kubediffusers.runner.jobs import AsyncJob, JobState, JobStore, job_state
+from kubediffusers.runner.routes.docs import ERROR_RESPONSES
 
 router = APIRouter(tags=["jobs"])
 
 JobId = Annotated[str, Path(min_length=1, max_length=64, description="The id from the 202 answer's Location header.")]
-
-
-class JobNotFound(RunnerError):
-    status_code = 404
-
-
-class JobNotFinished(RunnerError):
-    status_code = 409
 
 
 def find(store: JobStore, job_id: str) -> AsyncJob:
@@ -43,8 +36,8 @@ def find(store: JobStore, job_id: str) -> AsyncJob:
     responses={404: ERROR_RESPONSES[422] | {"description": "Unknown or expired job"}, 401: ERROR_RESPONSES[401]},
     operation_id="get_job",
 )
-async def get_job(job_id: JobId, store: Annotated[JobStore, Depends(get_jobs)]) -> JobState:
-    return job_state(find(store, job_id), store)
+async def get_job(job_id: JobId, ctx: Context) -> JobState:
+    return job_state(find(ctx.jobs, job_id), ctx.jobs)
 
 
 @router.get(
@@ -59,7 +52,8 @@ async def get_job(job_id: JobId, store: Annotated[JobStore, Depends(get_jobs)]) 
     },
     operation_id="get_job_result",
 )
-async def get_job_result(job_id: JobId, request: Request, store: Annotated[JobStore, Depends(get_jobs)]) -> Response:
+async def get_job_result(job_id: JobId, request: Request, ctx: Context) -> Response:
+    store = ctx.jobs
     record = find(store, job_id)
     if record.error is not None:
         # A failed job answers what the synchronous call would have answered.
@@ -83,7 +77,8 @@ async def get_job_result(job_id: JobId, request: Request, store: Annotated[JobSt
     },
     operation_id="delete_job",
 )
-async def delete_job(job_id: JobId, store: Annotated[JobStore, Depends(get_jobs)]) -> Response:
+async def delete_job(job_id: JobId, ctx: Context) -> Response:
+    store = ctx.jobs
     record = find(store, job_id)
     if record.finished_at is not None:
         store.forget(record)

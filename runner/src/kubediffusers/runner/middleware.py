@@ -1,13 +1,16 @@
-"""Request body limits, enforced while the body arrives: a size cap and a
-deadline, so neither a multi-GB upload nor a slow trickle ties up the server."""
+"""The runner's ASGI middleware: request metrics, and body limits enforced
+while the body arrives (a size cap and a deadline, so neither a multi-GB
+upload nor a slow trickle ties up the server)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kubediffusers.runner.errors import error_response
+from kubediffusers.runner.metrics import Metrics
 
 
 class BodyLimits:
@@ -68,3 +71,33 @@ class BodyLimits:
             await send(message)
 
         await self.app(scope, limited_receive, guarded_send)
+
+
+class RequestMetrics:
+    """Counts requests by route template and status. A plain ASGI middleware:
+    it leaves ``receive`` alone, so handlers still see client disconnects."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            # Label by route template, never the raw path: unknown paths must not grow the series.
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(path, scope["method"], str(status)).inc()
+            self.metrics.request_seconds.labels(path).observe(time.perf_counter() - started)
