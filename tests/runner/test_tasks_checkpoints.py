@@ -79,10 +79,11 @@ def test_a_checkpoint_that_cannot_serve_the_task_is_not_ready_with_the_reason(
     assert ready.status_code == 503 and fragment in ready.json()["detail"]["msg"]
 
 
-def test_unknown_families_are_left_to_the_auto_pipelines_but_not_for_single_task_models(tmp_path: Path) -> None:
+def test_a_checkpoint_of_an_unknown_family_is_not_served(tmp_path: Path) -> None:
     (tmp_path / "model_index.json").write_text('{"_class_name": "SomeFuturePipeline"}')
     assert tasks_of(tmp_path) is None
-    check_task_support(tmp_path, Task.TEXT_TO_IMAGE, "org/future")  # no error: diffusers decides
+    with pytest.raises(ModelUnavailable, match=r"\(SomeFuturePipeline\) is of a family this runner does not know; it serves stable-diffusion, .*flux-schnell"):
+        check_task_support(tmp_path, Task.TEXT_TO_IMAGE, "org/future")
     with pytest.raises(ModelUnavailable, match="needs a StableVideoDiffusionPipeline checkpoint"):
         check_task_support(tmp_path, Task.IMAGE_TO_VIDEO, "org/future")
 

@@ -27,11 +27,11 @@ async def read_image(upload: UploadFile, field: str, settings: RunnerSettings) -
     return decode_image(data, field=field, max_pixels=settings.max_upload_pixels)
 
 
-def check_size(height: int | None, width: int | None, settings: RunnerSettings) -> None:
-    """The size a request generates: sides a multiple of 8, pixels within the runner's limit."""
+def check_size(height: int | None, width: int | None, settings: RunnerSettings, *, multiple: int = 8) -> None:
+    """The size a request generates: sides a multiple of 8 (or the model's step), pixels within the runner's limit."""
     for name, value in (("height", height), ("width", width)):
-        if value is not None and value % 8:
-            raise InvalidInput(f"{name} must be a multiple of 8, got {value}")
+        if value is not None and value % multiple:
+            raise InvalidInput(f"{name} must be a multiple of {multiple}" + (" for this model" if multiple != 8 else "") + f", got {value}")
     if height is not None and width is not None and height * width > settings.max_pixels:
         raise InvalidInput(f"{width}x{height} is {width * height} pixels; this runner allows at most {settings.max_pixels}")
 
@@ -45,7 +45,7 @@ def fit_image(image: Image.Image, height: int | None, width: int | None, setting
         for name, value in (("height", height), ("width", width)):
             if value % multiple:
                 raise InvalidInput(f"{name} must be a multiple of {multiple} for this model, got {value}")
-        check_size(height, width, settings)
+        check_size(height, width, settings, multiple=multiple)
         return image.resize((width, height))
     if image.width * image.height > settings.max_pixels:
         raise InvalidInput(

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from kubediffusers.runner import hotpath
 from kubediffusers.runner.errors import ModelUnavailable, one_line
 from kubediffusers.runner.settings import Attention, CpuOffload, RunnerSettings
 
@@ -59,7 +60,9 @@ def apply(pipe: Any, settings: RunnerSettings, dtype: torch.dtype) -> list[str]:
         pipe.vae = load_tiny_vae(settings, dtype).to(pipe.device)
         applied.append("tiny-vae")
 
-    if settings.attention is Attention.SDPA and hasattr(denoiser, "set_attn_processor"):
+    if getattr(pipe, "transformer", None) is not None and denoiser is pipe.transformer:
+        applied.append(hotpath.set_attention_backend(denoiser, settings.attention.value))
+    elif settings.attention is Attention.SDPA and hasattr(denoiser, "set_attn_processor"):
         from diffusers.models.attention_processor import AttnProcessor2_0
 
         try:

@@ -70,6 +70,7 @@ class TaskParams(BaseModel):
         if "num_inference_steps" not in self.model_fields_set:
             # The default must never break a runner configured with fewer steps.
             self.num_inference_steps = min(self.num_inference_steps, settings.max_steps)
+            self.model_fields_set.discard("num_inference_steps")  # still a default: a checkpoint family's may replace it
         if self.num_inference_steps > settings.max_steps:
             raise InvalidInput(f"num_inference_steps is {self.num_inference_steps}; this runner allows at most {settings.max_steps}")
 
@@ -96,10 +97,25 @@ class GenerationParams(ImagesParams):
     negative_prompt: NegativePrompt = ""
     guidance_scale: Annotated[
         Guidance,
-        Field(description="How strongly the prompt guides the image (0 or 1 disables classifier-free guidance; sd-turbo wants 0)."),
+        Field(
+            description="How strongly the prompt guides the image (0 or 1 disables classifier-free guidance; sd-turbo wants 0; "
+            "FLUX.1-dev: the distilled guidance). Default: 7.5, or the checkpoint family's."
+        ),
     ] = 7.5
-    num_inference_steps: Annotated[Steps, Field(description="Denoising steps: more is slower and finer (sd-turbo: 1-4). The runner's limit applies.")] = 50
+    num_inference_steps: Annotated[
+        Steps,
+        Field(description="Denoising steps: more is slower and finer (sd-turbo: 1-4). Default: 50, or the checkpoint family's. The runner's limit applies."),
+    ] = 50
     seed: Seed = None
+    # Transformer (DiT) families only: refused by the others (families.apply_defaults).
+    max_sequence_length: Annotated[
+        int | None,
+        Field(ge=1, le=1024, description="Text tokens the T5/Qwen encoder reads (FLUX, SD3, Z-Image). Default: the family's (FLUX.1-schnell 256)."),
+    ] = None
+    true_cfg_scale: Annotated[
+        Guidance | None,
+        Field(description="FLUX only: real classifier-free guidance with negative_prompt when above 1 (twice the compute). Default: 1, off."),
+    ] = None
 
 
 class StrengthParams(GenerationParams):

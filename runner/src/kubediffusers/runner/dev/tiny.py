@@ -336,6 +336,204 @@ def build_stable_diffusion_image_variation(folder: Path) -> None:
     pipe.save_pretrained(folder, safe_serialization=True)
 
 
+def _tiny_t5_tokenizer() -> Any:
+    """A T5-style (SentencePiece unigram) tokenizer over a generated vocabulary:
+    the letters, digits and punctuation alone and as word starts."""
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    pieces += [(c, -3.0) for c in string.ascii_letters + string.digits + string.punctuation]
+    pieces += [("\u2581" + c, -2.5) for c in string.ascii_lowercase]
+    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=2))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(tokenizer_object=tokenizer, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0)
+
+
+# Qwen's chat format, which Z-Image wraps every prompt in.
+_QWEN_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _tiny_qwen_tokenizer() -> Any:
+    """A Qwen2-style byte-level BPE tokenizer with the chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import Qwen2TokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    merges = [("t", "h"), ("i", "n"), ("e", "r"), ("a", "n")]
+    vocab = {c: i for i, c in enumerate(sorted(alphabet))}
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    qwen = Qwen2TokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None, bos_token=None, chat_template=_QWEN_CHAT_TEMPLATE
+    )
+    qwen.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    return qwen
+
+
+def _tiny_t5_encoder() -> Any:
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(vocab_size=128, d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4, decoder_start_token_id=0))
+
+
+def _tiny_flow_vae(latent_channels: int, sample_size: int, levels: int = 4) -> Any:
+    """A FLUX/SD3-style VAE at toy width: by default four levels (8x smaller latents), no quant convs."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        sample_size=sample_size,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=(4,) * levels,
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        mid_block_add_attention=False,  # attention over 128x128 latents would dominate a CPU run
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+
+
+def _flux_components(guidance_embeds: bool) -> dict[str, Any]:
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    return {
+        # 4 latent channels packed 2x2 into 16 per token, as FLUX packs its 16 into 64.
+        "transformer": FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=16,
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=32,
+            pooled_projection_dim=32,
+            axes_dims_rope=[4, 4, 8],
+            guidance_embeds=guidance_embeds,
+        ),
+        # One level: FLUX's pipeline hard-codes 128 latents as its default size, so an
+        # 8x VAE would decode 1024x1024 pixels on every CPU test (seconds of convolutions).
+        "vae": _tiny_flow_vae(latent_channels=4, sample_size=128, levels=1),
+        "text_encoder": CLIPTextModel(_clip_text_config(projection_dim=32)),
+        "tokenizer": _tiny_tokenizer(),
+        "text_encoder_2": _tiny_t5_encoder(),
+        "tokenizer_2": _tiny_t5_tokenizer(),
+        "scheduler": FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, shift=3.0),
+    }
+
+
+def build_flux(folder: Path) -> None:
+    """FLUX.1-schnell-shaped checkpoint: a double- and single-stream MMDiT, CLIP
+    for the pooled prompt and T5 for its tokens, latents packed 2x2 per token.
+    No guidance embedding, as schnell. Serves text-to-image, image-to-image and
+    inpainting through diffusers' auto pipelines, as FLUX does."""
+    import torch
+    from diffusers import FluxPipeline
+
+    torch.manual_seed(0)
+    FluxPipeline(**_flux_components(guidance_embeds=False)).save_pretrained(folder, safe_serialization=True)
+
+
+def build_sd3(folder: Path) -> None:
+    """Stable Diffusion 3 / 3.5-shaped checkpoint: an MMDiT with 2x2 patches,
+    two CLIP encoders with projections and T5 as the third."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    text_config = _clip_text_config(projection_dim=32)
+    pipe = StableDiffusion3Pipeline(
+        transformer=SD3Transformer2DModel(
+            sample_size=8,  # latents: 64 pixels
+            patch_size=2,
+            in_channels=4,
+            num_layers=2,
+            attention_head_dim=8,
+            num_attention_heads=4,
+            caption_projection_dim=32,
+            joint_attention_dim=32,
+            pooled_projection_dim=64,  # both CLIPs' pooled outputs, concatenated
+            out_channels=4,
+        ),
+        vae=_tiny_flow_vae(latent_channels=4, sample_size=64),
+        text_encoder=CLIPTextModelWithProjection(text_config),
+        tokenizer=_tiny_tokenizer(),
+        text_encoder_2=CLIPTextModelWithProjection(text_config),
+        tokenizer_2=_tiny_tokenizer(),
+        text_encoder_3=_tiny_t5_encoder(),
+        tokenizer_3=_tiny_t5_tokenizer(),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        image_encoder=None,
+        feature_extractor=None,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
+def build_z_image(folder: Path) -> None:
+    """Z-Image-shaped checkpoint: a single-stream DiT over image and caption
+    tokens, a Qwen3 text encoder reading the chat-formatted prompt, the FLUX VAE
+    shape with 16 latent channels."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    torch.manual_seed(0)
+    transformer = ZImageTransformer2DModel(
+        all_patch_size=(2,),
+        all_f_patch_size=(1,),
+        in_channels=16,
+        dim=32,
+        n_layers=2,
+        n_refiner_layers=1,
+        n_heads=2,
+        n_kv_heads=2,
+        norm_eps=1e-5,
+        qk_norm=True,
+        cap_feat_dim=16,
+        rope_theta=256.0,
+        t_scale=1000.0,
+        axes_dims=[8, 4, 4],
+        axes_lens=[256, 32, 32],
+    )
+    tokenizer = _tiny_qwen_tokenizer()
+    text_encoder = Qwen3Model(
+        Qwen3Config(
+            hidden_size=16,
+            intermediate_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=8,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=1024,
+        )
+    )
+    pipe = ZImagePipeline(
+        transformer=transformer,
+        vae=_tiny_flow_vae(latent_channels=16, sample_size=64),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
 # Tiny architectures by name. A task's default architecture gets the model id
 # kubediffusers/tiny-<task>; any other gets kubediffusers/tiny-<architecture>.
 ARCHITECTURES: dict[str, Callable[[Path], None]] = {
@@ -345,6 +543,9 @@ ARCHITECTURES: dict[str, Callable[[Path], None]] = {
     "svd": build_stable_video_diffusion,
     "sd-x4-upscaler": build_stable_diffusion_upscaler,
     "sd-image-variation": build_stable_diffusion_image_variation,
+    "flux": build_flux,
+    "sd3": build_sd3,
+    "z-image": build_z_image,
 }
 
 # The registry row's tiny architecture: kubediffusers/tiny-<task> is built with it.
@@ -358,6 +559,9 @@ ARCHITECTURE_TASKS: dict[str, frozenset[Task]] = {
     "svd": frozenset({Task.IMAGE_TO_VIDEO}),
     "sd-x4-upscaler": frozenset({Task.UPSCALE}),
     "sd-image-variation": frozenset({Task.IMAGE_VARIATION}),
+    "flux": frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING}),
+    "sd3": frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING}),
+    "z-image": frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING}),
 }
 
 BUILDERS: dict[Task, Callable[[Path], None]] = {task: ARCHITECTURES[arch] for task, arch in DEFAULT_ARCHITECTURE.items()}

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
-from kubediffusers.runner import optimizations
+from kubediffusers.runner import families, optimizations
 from kubediffusers.runner.errors import GpuOutOfMemory, InvalidInput, ModelUnavailable, one_line
 from kubediffusers.runner.params import TaskParams
 from kubediffusers.runner.pipelines.support import check_task_support
@@ -36,6 +36,7 @@ TRUSTED_LIBRARIES = {"diffusers", "transformers", None}
 
 class TaskPipeline(ABC):
     task: ClassVar[Task]
+    family: families.Family = families.UNKNOWN  # the checkpoint's row (families.FAMILIES), set by load
 
     def __init__(self, pipe: Any, device: str) -> None:
         self.pipe = pipe
@@ -57,9 +58,10 @@ class TaskPipeline(ABC):
     def load(cls, snapshot: Path, settings: RunnerSettings) -> TaskPipeline:
         check_checkpoint(snapshot)
         check_task_support(snapshot, cls.task, settings.model_id)
+        family = families.family_of(snapshot) or families.UNKNOWN
         quiet_libraries()
         device = settings.resolved_device()
-        dtype = torch_dtype(settings.model_dtype, device)
+        dtype = torch_dtype(settings.model_dtype, device, family.gpu_dtype)
         try:
             pipe = cls.auto_class().from_pretrained(
                 snapshot,
@@ -73,8 +75,10 @@ class TaskPipeline(ABC):
         pipe = optimizations.place(pipe, settings, device)
         pipe.set_progress_bar_config(disable=True)
         applied = optimizations.apply(pipe, settings, dtype)
-        log.info("optimizations: %s", ", ".join(applied) or "none")
-        return cls(pipe, device)
+        log.info("%s checkpoint; optimizations: %s", family.name, ", ".join(applied) or "none")
+        pipeline = cls(pipe, device)
+        pipeline.family = family
+        return pipeline
 
     # -- preparing a request ----------------------------------------------
 
@@ -120,8 +124,23 @@ class TaskPipeline(ABC):
         for a recompilation."""
         return [[self.warmup_work()]]
 
+    def with_family_defaults(self, params: Any, settings: RunnerSettings) -> Any:
+        """The request with the checkpoint family's defaults (steps, guidance); refuses fields it does not take."""
+        return families.apply_defaults(self.family, params, settings)
+
+    def family_arguments(self, work: Work, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The diffusers call's arguments with the family's own (text length, true CFG, fixed ones)."""
+        return families.call_arguments(self.family, work.params, arguments)
+
+    @property
+    def size_multiple(self) -> int:
+        """Pixel step of the sizes the checkpoint generates: the VAE's factor times the transformer's patch, at least 8."""
+        return max(8, int(getattr(self.pipe, "vae_scale_factor", 8)) * self.family.patch) if self.family.transformer else 8
+
     def default_size(self) -> tuple[int, int]:
         """(height, width) the checkpoint was trained for."""
+        if self.family.transformer:
+            return dit_default_size(self.pipe, self.size_multiple)
         unet = getattr(self.pipe, "unet", None)
         scale = getattr(self.pipe, "vae_scale_factor", 8)
         sample = getattr(getattr(unet, "config", None), "sample_size", 64) or 64
@@ -212,10 +231,23 @@ def call_pipeline(pipe: Any, kwargs: dict[str, Any]) -> Any:
         raise InvalidInput(one_line(exc)) from None
 
 
-def torch_dtype(dtype: DType, device: str) -> torch.dtype:
+def dit_default_size(pipe: Any, multiple: int) -> tuple[int, int]:
+    """A transformer family's native size: its transformer config's sample size
+    (SD3), else the pipeline's default sample size (FLUX hard-codes 128 latents),
+    else the VAE's sample size (Z-Image), in pixels and a multiple of ``multiple``."""
+    scale = int(getattr(pipe, "vae_scale_factor", 8))
+    sample = getattr(getattr(getattr(pipe, "transformer", None), "config", None), "sample_size", None)
+    sample = sample or getattr(pipe, "default_sample_size", None)
+    pixels = int(sample) * scale if sample else int(getattr(getattr(pipe.vae, "config", None), "sample_size", 1024))
+    side = max(multiple, pixels // multiple * multiple)
+    return side, side
+
+
+def torch_dtype(dtype: DType, device: str, gpu_default: str = "float16") -> torch.dtype:
     if dtype is DType.AUTO:
-        # Half precision is what GPUs are fast at; CPUs are not.
-        return torch.float32 if device == "cpu" else torch.float16
+        # Half precision is what GPUs are fast at; CPUs are not. Families whose
+        # text encoders overflow float16 (T5, Gemma, Qwen) default to bfloat16.
+        return torch.float32 if device == "cpu" else getattr(torch, gpu_default)
     return {DType.FLOAT16: torch.float16, DType.BFLOAT16: torch.bfloat16, DType.FLOAT32: torch.float32}[dtype]
 
 

@@ -16,7 +16,8 @@ class ImageToImagePipeline(BatchedPipeline):
     diffusers_class = "AutoPipelineForImage2Image"
 
     def prepare(self, params: ImageToImageParams, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
-        return Work.of(params, image=fit_image(images["image"], params.height, params.width, settings))
+        params = self.with_family_defaults(params, settings)
+        return Work.of(params, image=fit_image(images["image"], params.height, params.width, settings, multiple=self.size_multiple))
 
     def per_item_arguments(self, work: Work) -> dict[str, Any]:
         p = work.params
@@ -24,11 +25,16 @@ class ImageToImagePipeline(BatchedPipeline):
 
     def shared_arguments(self, work: Work) -> dict[str, Any]:
         p = work.params
-        return {
+        arguments = {
             "strength": p.strength,
             "guidance_scale": p.guidance_scale,
             "num_inference_steps": p.num_inference_steps,
         }
+        if self.family.transformer:
+            # DiT pipelines otherwise generate at their default size, not the input's.
+            image = work.images["image"]
+            arguments.update(height=image.height, width=image.width)
+        return self.family_arguments(work, arguments)
 
     def warmup_work(self) -> Work:
         height, width = self.default_size()

@@ -20,9 +20,10 @@ class InpaintingPipeline(PerSeedPipeline):
     diffusers_class = "AutoPipelineForInpainting"
 
     def prepare(self, params: InpaintingParams, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
+        params = self.with_family_defaults(params, settings)
         image = images["image"]
         mask = match_mask(images["mask_image"], image)
-        picture = fit_image(image, params.height, params.width, settings)
+        picture = fit_image(image, params.height, params.width, settings, multiple=self.size_multiple)
         if mask.size != picture.size:
             mask = mask.resize(picture.size, Image.Resampling.NEAREST)
         return Work.of(params, image=picture, mask_image=mask)
@@ -30,7 +31,7 @@ class InpaintingPipeline(PerSeedPipeline):
     def call_arguments(self, work: Work) -> dict[str, Any]:
         p = work.params
         image = work.images["image"]
-        return {
+        arguments = {
             "prompt": p.prompt,
             "negative_prompt": p.negative_prompt or None,
             "image": image,
@@ -42,6 +43,7 @@ class InpaintingPipeline(PerSeedPipeline):
             "guidance_scale": p.guidance_scale,
             "num_inference_steps": p.num_inference_steps,
         }
+        return self.family_arguments(work, arguments)
 
     def warmup_work(self) -> Work:
         height, width = self.default_size()

@@ -4,8 +4,8 @@ A checkpoint's model_index.json names the pipeline it was saved from
 (``_class_name``). Families we know are matched against the task before any
 weight is loaded, so a mismatch (a video model deployed for text-to-image) is a
 one-line not-ready reason instead of a stack trace from deep inside diffusers.
-Checkpoints of families not listed here are left to diffusers' auto pipelines
-for the tasks that have one (text-to-image, image-to-image, inpainting).
+The families are the rows of ``families.FAMILIES`` and the registry's
+single-task families; a checkpoint of any other family is not served.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from kubediffusers.runner.errors import ModelUnavailable
+from kubediffusers.runner.families import FAMILIES, family_named, known_families
 from kubediffusers.runner.settings import Task
 from kubediffusers.runner.tasks import TASKS
 
@@ -22,16 +23,8 @@ _IMAGE_TASKS = frozenset(spec.task for spec in TASKS.values() if not spec.famili
 
 # Text-to-image families. When their UNet takes the 9-channel inpainting input
 # (sd-inpainting, SDXL inpainting 0.1) the checkpoint serves inpainting only.
-_TEXT_TO_IMAGE_FAMILIES = {
-    # SD 1.x, SD 2.x, sd-turbo and their inpainting models
-    "StableDiffusionPipeline",
-    "StableDiffusionImg2ImgPipeline",
-    "StableDiffusionInpaintPipeline",
-    # SDXL, SDXL-Turbo, the SDXL refiner and SDXL inpainting
-    "StableDiffusionXLPipeline",
-    "StableDiffusionXLImg2ImgPipeline",
-    "StableDiffusionXLInpaintPipeline",
-}
+# (SD 1.x, SD 2.x, sd-turbo, SDXL, SDXL-Turbo, the SDXL refiner and their inpainting models.)
+_TEXT_TO_IMAGE_FAMILIES = {name for row in FAMILIES if not row.transformer for name in row.classes}
 
 # Families with exactly one task (the registry rows' ``families``): no auto
 # pipeline maps them anywhere else.
@@ -83,7 +76,8 @@ def tasks_of(snapshot: Path) -> frozenset[Task] | None:
             # The SDXL refiner: only the second text encoder; it refines an image, it cannot start from noise.
             return frozenset({Task.IMAGE_TO_IMAGE, Task.INPAINTING})
         return _IMAGE_TASKS
-    return None
+    row = family_named(family, snapshot)
+    return row.tasks if row is not None else None
 
 
 def check_task_support(snapshot: Path, task: Task, model_id: str) -> None:
@@ -92,7 +86,7 @@ def check_task_support(snapshot: Path, task: Task, model_id: str) -> None:
     supported = tasks_of(snapshot)
     if supported is None:
         if task in _IMAGE_TASKS:
-            return  # the auto pipeline decides, and its error is reported if it cannot
+            raise ModelUnavailable(f"model {model_id} ({family}) is of a family this runner does not know; it serves {known_families()}")
         raise ModelUnavailable(f"model {model_id} ({family}) cannot serve {task.value}: it needs a {_REQUIRED_FAMILY[task]} checkpoint")
     if task not in supported:
         serves = ", ".join(sorted(t.value for t in supported))

@@ -16,13 +16,14 @@ class TextToImagePipeline(BatchedPipeline):
     diffusers_class = "AutoPipelineForText2Image"
 
     def prepare(self, params: TextToImageParams, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
+        params = self.with_family_defaults(params, settings)
         height, width = params.height, params.width
         if (height is None) != (width is None):
             # One side given: the other is the model's native one, and the pixel limit is
             # on the pair (height=8192 alone was a 8192x512 image past any limit: minutes of CPU, or an OOM).
             native_height, native_width = self.default_size()
             height, width = height or native_height, width or native_width
-        check_size(height, width, settings)
+        check_size(height, width, settings, multiple=self.size_multiple)
         return Work.of(params)
 
     def per_item_arguments(self, work: Work) -> dict[str, Any]:
@@ -32,12 +33,13 @@ class TextToImagePipeline(BatchedPipeline):
     def shared_arguments(self, work: Work) -> dict[str, Any]:
         p = work.params
         height, width = self.default_size()
-        return {
+        arguments = {
             "height": p.height or height,
             "width": p.width or width,
             "guidance_scale": p.guidance_scale,
             "num_inference_steps": p.num_inference_steps,
         }
+        return self.family_arguments(work, arguments)
 
     def warmup_work(self) -> Work:
         return Work(params=TextToImageParams(prompt="warm-up", num_inference_steps=1), seed=0, num_images=1)

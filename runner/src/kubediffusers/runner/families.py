@@ -1,0 +1,184 @@
+"""The checkpoint families the runner knows, one row each, without torch.
+
+A family is recognised from the checkpoint alone: ``model_index.json``'s
+``_class_name`` and, where one class covers several models (FLUX.1 schnell
+and dev are both ``FluxPipeline``), a value in a component's config. A row
+says what the pipelines need to serve it well: the tasks it serves, its
+denoiser (a UNet or a transformer), the dtype ``auto`` means on a GPU, the
+pixel step of its sizes, its request defaults (steps, guidance, text length)
+and which request fields do not apply to it.
+
+Adding a family: one row in ``FAMILIES``. Single-task families (SVD, the x4
+upscaler, image variation) stay with their task's registry row
+(``tasks.TaskSpec.families``); SD 1.x/2.x and SDXL keep their UNet checks in
+``pipelines.support``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubediffusers.runner.errors import InvalidInput
+from kubediffusers.runner.settings import RunnerSettings, Task
+
+IMAGE_TASKS = frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING})
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    classes: tuple[str, ...]  # model_index.json _class_name values
+    tasks: frozenset[Task] = IMAGE_TASKS
+    denoiser: str = "unet"  # "unet" or "transformer"
+    # (component, config key, value) that must all hold: tells apart models saved from one class.
+    match: tuple[tuple[str, str, Any], ...] = ()
+    # What dtype "auto" means on a GPU: T5, Gemma and Qwen text encoders overflow in float16.
+    gpu_dtype: str = "float16"
+    patch: int = 1  # latent pixels per token side: sizes are multiples of the VAE factor times this
+    # Request defaults, used when the request leaves the field out (None: the params model's).
+    steps: int | None = None
+    guidance: float | None = None
+    max_sequence_length: int | None = None  # text tokens the T5/Qwen encoder reads; None: not settable
+    true_cfg: bool = False  # takes true_cfg_scale (real classifier-free guidance beside distilled guidance)
+    # Request fields this family's pipelines do not take: refused when a request sets them.
+    ignores: tuple[str, ...] = ()
+    # Fixed keyword arguments of the diffusers call (none yet; e.g. a resizing switch).
+    call: tuple[tuple[str, Any], ...] = ()
+    notes: str = field(default="", compare=False)  # for people: what the defaults copy
+
+    @property
+    def transformer(self) -> bool:
+        return self.denoiser == "transformer"
+
+
+_FLUX_CLASSES = ("FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline")
+
+FAMILIES: tuple[Family, ...] = (
+    Family("stable-diffusion", ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline")),
+    Family("stable-diffusion-xl", ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline")),
+    Family(
+        "flux-schnell",
+        _FLUX_CLASSES,
+        denoiser="transformer",
+        match=(("transformer", "guidance_embeds", False),),
+        gpu_dtype="bfloat16",
+        patch=2,
+        steps=4,
+        guidance=0.0,
+        max_sequence_length=256,
+        true_cfg=True,
+        notes="black-forest-labs/FLUX.1-schnell: 4 steps, no guidance, 256 T5 tokens",
+    ),
+    Family(
+        "flux-dev",
+        _FLUX_CLASSES,
+        denoiser="transformer",
+        match=(("transformer", "guidance_embeds", True),),
+        gpu_dtype="bfloat16",
+        patch=2,
+        steps=28,
+        guidance=3.5,
+        max_sequence_length=512,
+        true_cfg=True,
+        notes="black-forest-labs/FLUX.1-dev: guidance_scale is the distilled guidance the transformer embeds",
+    ),
+    Family(
+        "stable-diffusion-3",
+        ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline"),
+        denoiser="transformer",
+        gpu_dtype="bfloat16",
+        patch=2,
+        steps=28,
+        guidance=7.0,
+        max_sequence_length=256,
+        notes="stabilityai/stable-diffusion-3.5-*: diffusers' defaults (28 steps, guidance 7)",
+    ),
+    Family(
+        "z-image",
+        ("ZImagePipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline"),
+        denoiser="transformer",
+        gpu_dtype="bfloat16",
+        patch=2,
+        steps=9,
+        guidance=0.0,
+        max_sequence_length=512,
+        notes="Tongyi-MAI/Z-Image-Turbo: 9 steps (8 transformer calls), no guidance",
+    ),
+)
+
+
+def _config(snapshot: Path, component: str) -> dict[str, Any]:
+    try:
+        value = json.loads((snapshot / component / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def family_named(class_name: str, snapshot: Path) -> Family | None:
+    """The row of a checkpoint saved from ``class_name``, or None for a family not in the table."""
+    for family in FAMILIES:
+        if class_name in family.classes and all(_config(snapshot, c).get(k, False) == v for c, k, v in family.match):
+            return family
+    return None
+
+
+def family_of(snapshot: Path) -> Family | None:
+    try:
+        index = json.loads((snapshot / "model_index.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    name = index.get("_class_name", "") if isinstance(index, dict) else ""
+    return family_named(name, snapshot) if isinstance(name, str) else None
+
+
+def known_families() -> str:
+    """For error messages: the families the table serves."""
+    return ", ".join(f.name for f in FAMILIES)
+
+
+UNKNOWN = Family("unknown", ())  # what a checkpoint outside the table is served as (diffusers' own defaults)
+
+
+def apply_defaults(family: Family, params: Any, settings: RunnerSettings) -> Any:
+    """The request with the family's defaults where it left fields out, after
+    refusing the fields this family does not take; limits checked again."""
+    chosen = params.model_fields_set
+    for name in family.ignores:
+        if name in chosen:
+            raise InvalidInput(f"{name} does not apply to {family.name} checkpoints; leave it out")
+    if "max_sequence_length" in chosen and params.max_sequence_length is not None and family.max_sequence_length is None:
+        raise InvalidInput(f"max_sequence_length does not apply to {family.name} checkpoints (their text encoder reads a fixed length)")
+    if "true_cfg_scale" in chosen and params.true_cfg_scale is not None and not family.true_cfg:
+        raise InvalidInput(f"true_cfg_scale applies to FLUX checkpoints only; {family.name} uses guidance_scale")
+    if family.true_cfg and params.model_dump(include={"negative_prompt"}).get("negative_prompt") and (params.true_cfg_scale or 1.0) <= 1.0:
+        raise InvalidInput(f"{family.name} reads negative_prompt only with true_cfg_scale above 1 (real classifier-free guidance)")
+    update: dict[str, Any] = {}
+    if family.steps is not None and "num_inference_steps" not in chosen:
+        update["num_inference_steps"] = min(family.steps, settings.max_steps)
+    if family.guidance is not None and "guidance_scale" not in chosen and "guidance_scale" in type(params).model_fields:
+        update["guidance_scale"] = family.guidance
+    if "strength" in family.ignores and "strength" in type(params).model_fields:
+        update["strength"] = 1.0  # the whole schedule runs
+    if not update:
+        return params
+    # model_copy keeps model_fields_set: what the client chose stays chosen.
+    updated = params.model_copy(update=update)
+    updated.check_limits(settings)
+    return updated
+
+
+def call_arguments(family: Family, params: Any, arguments: dict[str, Any]) -> dict[str, Any]:
+    """``arguments`` of the diffusers call with the family's own: its fixed
+    ones, text length and true CFG (a batch shares them all: they are part of
+    its key), less the fields the family does not take."""
+    args = {k: v for k, v in arguments.items() if k not in family.ignores}
+    args.update(family.call)
+    if family.max_sequence_length is not None:
+        args["max_sequence_length"] = getattr(params, "max_sequence_length", None) or family.max_sequence_length
+    if family.true_cfg:
+        args["true_cfg_scale"] = getattr(params, "true_cfg_scale", None) or 1.0
+    return args
