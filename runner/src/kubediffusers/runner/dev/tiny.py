@@ -462,16 +462,16 @@ def build_sd3(folder: Path) -> None:
         transformer=SD3Transformer2DModel(
             sample_size=8,  # latents: 64 pixels
             patch_size=2,
-            in_channels=4,
+            in_channels=16,
             num_layers=2,
             attention_head_dim=8,
             num_attention_heads=4,
             caption_projection_dim=32,
             joint_attention_dim=32,
             pooled_projection_dim=64,  # both CLIPs' pooled outputs, concatenated
-            out_channels=4,
+            out_channels=16,
         ),
-        vae=_tiny_flow_vae(latent_channels=4, sample_size=64),
+        vae=_tiny_flow_vae(latent_channels=16, sample_size=64),  # 16 latent channels, as SD3's inpainting pipeline requires
         text_encoder=CLIPTextModelWithProjection(text_config),
         tokenizer=_tiny_tokenizer(),
         text_encoder_2=CLIPTextModelWithProjection(text_config),
