@@ -27,6 +27,7 @@ SOURCES: dict[str, str] = {
     "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
     "svd": "stabilityai/stable-video-diffusion-img2vid-xt",
+    "flux-schnell": "black-forest-labs/FLUX.1-schnell",
     "tiny-sd": "SD shape at toy size (CPU tests)",
 }
 
@@ -84,10 +85,10 @@ def build_component(arch: str, name: str, device: Any = "cpu", dtype: Any = None
         import transformers
 
         cls = getattr(transformers, class_name)
-        if class_name.endswith("Tokenizer"):
-            from kubediffusers.runner.dev.tiny import _tiny_tokenizer
+        if class_name.endswith(("Tokenizer", "TokenizerFast")):
+            from kubediffusers.runner.dev.tiny import _tiny_t5_tokenizer, _tiny_tokenizer
 
-            return _tiny_tokenizer()
+            return _tiny_t5_tokenizer() if class_name.startswith("T5") else _tiny_tokenizer()
         if class_name.endswith(("ImageProcessor", "FeatureExtractor")):
             return cls.from_pretrained(folder, local_files_only=True)
         config = cls.config_class.from_pretrained(folder, local_files_only=True)
