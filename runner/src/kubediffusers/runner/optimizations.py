@@ -102,14 +102,13 @@ def apply(pipe: Any, settings: RunnerSettings, dtype: torch.dtype) -> list[str]:
 
 def _enable_deepcache(pipe: Any, interval: int) -> str:
     if getattr(pipe, "unet", None) is None:
-        log.info("DeepCache needs a UNet; %s has none, skipped", type(pipe).__name__)
-        return ""
-    from DeepCache import DeepCacheSDHelper
+        # Refused, not skipped: the spec asks for something this checkpoint cannot do.
+        raise ModelUnavailable(f"deepcacheInterval reuses UNet features; {type(pipe).__name__} has a transformer, not a UNet: set it to 0 for this checkpoint")
+    from kubediffusers.runner.feature_reuse import UNetFeatureReuse
 
-    helper = DeepCacheSDHelper(pipe=pipe)
-    helper.set_params(cache_interval=interval, cache_branch_id=0)
-    helper.enable()
-    pipe._kubediffusers_deepcache = helper  # keeps it alive with the pipeline
+    reuse = UNetFeatureReuse(pipe, interval)
+    reuse.enable()
+    pipe._kubediffusers_deepcache = reuse  # keeps it alive with the pipeline
     return f"deepcache-{interval}"
 
 
