@@ -28,6 +28,7 @@ SOURCES: dict[str, str] = {
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
     "svd": "stabilityai/stable-video-diffusion-img2vid-xt",
     "flux-schnell": "black-forest-labs/FLUX.1-schnell",
+    "sd35-medium": "stabilityai/stable-diffusion-3.5-medium (MMDiT-X)",
     "tiny-sd": "SD shape at toy size (CPU tests)",
 }
 
