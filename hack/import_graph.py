@@ -28,8 +28,8 @@ RUNNER_LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("http: routes and middleware", ("routes", "auth", "middleware")),
     ("context", ("context",)),
     ("serving: model holder, worker, jobs", ("model", "worker", "jobs")),
-    ("pipelines (torch)", ("pipelines", "optimizations")),
-    ("registry, request models, input checks", ("tasks", "params", "inputs")),
+    ("pipelines (torch)", ("pipelines", "optimizations", "hotpath", "feature_reuse")),
+    ("registry, request models, input checks", ("tasks", "families", "params", "inputs")),
     (
         "base: settings, errors, shared types, codecs, metrics, fetch",
         ("types", "errors", "settings", "images", "video", "metrics", "logs", "fetch", "__init__"),
