@@ -6,12 +6,12 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from ophelpers import K8S_VERSIONS, example_docs, manifest
 
 from kubediffusers.operator import names
 from kubediffusers.operator.builders import build_children, build_claim, build_deployment, build_fetch_env, build_runner_env, build_service
 from kubediffusers.operator.pipeline import Pipeline
 from kubediffusers.operator.settings import OperatorSettings
+from tests.operator.helpers import K8S_VERSIONS, example_docs, manifest
 
 SETTINGS = OperatorSettings(runner_image="registry.example/runner:1", hf_endpoint="https://hub.mirror.example")
 

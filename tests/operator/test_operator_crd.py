@@ -9,11 +9,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from ophelpers import CRD_PATH, K8S_VERSIONS, ROOT, example_docs
 
 from kubediffusers.operator.crd import build_crd
 from kubediffusers.operator.crd_docs import render_fields
 from kubediffusers.operator.spec import InferencePipelineSpec, InferencePipelineStatus
+from tests.operator.helpers import CRD_PATH, K8S_VERSIONS, ROOT, example_docs
 
 
 def test_crd_file_is_generated_from_the_spec_model() -> None:

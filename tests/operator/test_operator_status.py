@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from ophelpers import manifest
 
 from kubediffusers.operator import names
 from kubediffusers.operator.checks import Problem, References, check, effective_replicas
 from kubediffusers.operator.pipeline import Pipeline
 from kubediffusers.operator.status import Observed, derive_status, inspect_pod, parse_resolved
+from tests.operator.helpers import manifest
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 HASH = "podhash"
@@ -132,7 +132,12 @@ def test_ready_status_fields() -> None:
     assert status["selector"] == "app.kubernetes.io/instance=sd,app.kubernetes.io/name=kubediffusers-runner"
     assert status["url"] == "http://sd.ns1.svc.cluster.local:80"
     assert status["model"] == {"resolvedRevision": SHA}
-    assert conditions(status) == {"Valid": ("True", "SpecValid"), "ModelCached": ("True", "Fetched"), "Available": ("True", "ReplicasReady")}
+    assert conditions(status) == {
+        "Valid": ("True", "SpecValid"),
+        "ModelCached": ("True", "Fetched"),
+        "Available": ("True", "ReplicasReady"),
+        "StorageReady": ("True", "AsSpecified"),
+    }
 
 
 def test_some_ready_is_degraded_and_a_failing_replica_is_degraded_not_failed() -> None:

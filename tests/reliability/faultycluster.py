@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp.web
-from fakecluster import FakeCluster
+
+from tests.operator.fakecluster import FakeCluster
 
 TOKEN = "storm-token"
 

@@ -21,6 +21,7 @@ from .pipeline import Pipeline
 from .settings import OperatorSettings
 from .spec import API_VERSION, PLURAL, SpecError
 from .status import Observed, derive_status, status_changed
+from .storage import claim_change_problems, rejected_resize, resizing
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ async def reconcile(
         pipeline = Pipeline.from_manifest(body)
     except SpecError as exc:
         problems.append(Problem("InvalidSpec", str(exc)))
-    replicas = pod_hash = None
+    replicas = pod_hash = storage_note = None
     observed = Observed(deployment=None, pods=[])
     if pipeline is not None:
         problems += check(pipeline, await gather_references(kube, pipeline))
@@ -93,17 +94,30 @@ async def reconcile(
             policy = build_network_policy(pipeline, inert=True)
             if await kube.get(path_of(policy)) is not None:
                 children.append(policy)
-        try:
-            for child in children:
+        claim = next((c for c in children if c["kind"] == "PersistentVolumeClaim"), None)
+        live_claim = await kube.get(path_of(claim)) if claim is not None else None
+        if claim is not None and live_claim is not None and (storage_problems := claim_change_problems(claim, live_claim)):
+            problems += storage_problems
+            children.remove(claim)  # the claim stays as it is; everything else is still applied
+        deployment_applied = False
+        for child in children:
+            try:
                 outcome = await apply(kube, child)
-                if outcome != "unchanged":
-                    logger.info(f"{child['kind']} {child['metadata']['name']} {outcome}")
-        except ApiError as exc:
-            if exc.transient:
-                raise
-            # 4xx other than conflicts: the object is wrong (or RBAC is); retrying cannot help.
-            problems.append(Problem("Rejected", f"the API server rejected {child['kind']} {child['metadata']['name']}: {exc.message}"))
-        else:
+            except ApiError as exc:
+                if exc.transient:
+                    raise
+                # 4xx other than conflicts: the object is wrong (or RBAC is); retrying cannot help.
+                if child is claim and live_claim is not None:
+                    problems.append(rejected_resize(live_claim, child, exc.message))
+                else:
+                    problems.append(Problem("Rejected", f"the API server rejected {child['kind']} {child['metadata']['name']}: {exc.message}"))
+                continue
+            if outcome != "unchanged":
+                logger.info(f"{child['kind']} {child['metadata']['name']} {outcome}")
+            deployment_applied = deployment_applied or child["kind"] == "Deployment"
+        if claim is not None and not any(p.reason.startswith("Storage") for p in problems):
+            storage_note = resizing(live_claim, claim)
+        if deployment_applied:
             deployment = next(c for c in children if c["kind"] == "Deployment")
             pod_hash = deployment["spec"]["template"]["metadata"]["annotations"][names.POD_HASH_ANNOTATION]
             observed = Observed(
@@ -121,6 +135,7 @@ async def reconcile(
         port=pipeline.spec.service.port if pipeline is not None else None,
         replicas=replicas,
         pod_hash=pod_hash,
+        storage_note=storage_note,
     )
     written = False
     if status_changed(previous, status):

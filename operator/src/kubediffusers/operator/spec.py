@@ -315,7 +315,7 @@ class Phase(StrEnum):
 class Condition(_Model):
     """One aspect of the pipeline's state, as in other Kubernetes objects."""
 
-    type: str = Field(description="Valid, ModelCached or Available.")
+    type: str = Field(description="Valid, ModelCached, Available or StorageReady.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="One CamelCase word saying why.")
     message: str = Field(default="", description="What a person should know, in a sentence.")
@@ -334,7 +334,7 @@ class InferencePipelineStatus(_Model):
 
     phase: Phase | None = Field(default=None, description="Pending, Downloading, Loading, Ready, Degraded or Failed.")
     message: str | None = Field(default=None, description="Why the pipeline is in this phase.")
-    conditions: list[Condition] = Field(default_factory=list, description="Valid, ModelCached and Available conditions.")
+    conditions: list[Condition] = Field(default_factory=list, description="Valid, ModelCached, Available and StorageReady conditions.")
     observed_generation: int | None = Field(default=None, description="metadata.generation this status was computed from.")
     replicas: int | None = Field(default=None, description="Runner pods that exist (for the scale subresource).")
     ready_replicas: int | None = Field(default=None, description="Runner pods that answer /readyz.")

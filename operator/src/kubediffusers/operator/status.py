@@ -125,6 +125,7 @@ def derive_status(
     port: int | None,
     replicas: int | None,
     pod_hash: str | None,
+    storage_note: str | None = None,
 ) -> Json:
     """The whole new status. ``replicas`` is what the operator asked the Deployment for."""
     previous = previous or {}
@@ -150,7 +151,12 @@ def derive_status(
         valid = _condition("Valid", False, warnings[0].reason, "; ".join(p.message for p in warnings))
     else:
         valid = _condition("Valid", True, "SpecValid", "the spec and everything it refers to are valid")
-    conditions = [valid, _model_condition(states, resolved), _available_condition(ready_total, desired, deployment, reason, message)]
+    conditions = [
+        valid,
+        _model_condition(states, resolved),
+        _available_condition(ready_total, desired, deployment, reason, message),
+        _storage_condition(problems, storage_note),
+    ]
 
     status: Json = {
         "phase": phase.value,
@@ -212,6 +218,15 @@ def _available_condition(ready: int, desired: int, deployment: Mapping[str, Any]
         return _condition("Available", False, "ScaledToZero", "spec.replicas is 0")
     # Not serving: say why, with the same words as the phase (FetchFailed, Unschedulable, ...).
     return _condition("Available", False, reason, message or "no runner pod is ready")
+
+
+def _storage_condition(problems: Sequence[Problem], resizing: str | None) -> Json:
+    rejected = [p for p in problems if p.reason in ("StorageChangeRejected", "StorageResizeRejected")]
+    if rejected:
+        return _condition("StorageReady", False, rejected[0].reason, "; ".join(p.message for p in rejected))
+    if resizing:
+        return _condition("StorageReady", False, "Resizing", resizing)
+    return _condition("StorageReady", True, "AsSpecified", "the model cache claim is as the spec asks")
 
 
 def _keep_transition_times(conditions: list[Json], previous: Sequence[Mapping[str, Any]], now: str, generation: int | None) -> list[Json]:

@@ -1,0 +1,133 @@
+"""The operator against the strict emulator: what a real API server does to ordinary spec edits.
+
+Each test here failed on the operator before issue 11 (POST then apply, no immutable-
+field checks, ...); see docs/operator.md, "The emulator".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kubediffusers.operator import names
+from kubediffusers.operator.builders import build_deployment
+from kubediffusers.operator.pipeline import Pipeline
+from kubediffusers.operator.runtime import Runtime
+from kubediffusers.operator.settings import OperatorSettings
+from tests.operator.fakecluster import FakeCluster
+from tests.operator.helpers import (
+    CLAIMS,
+    DEPLOYMENTS,
+    NS,
+    PIPELINES,
+    SECRETS,
+    call,
+    create_pipeline,
+    deployment,
+    manifest,
+    obj,
+    pipeline_status,
+    running_operator,
+)
+from tests.operator.helpers import settle as eventually
+
+pytestmark = pytest.mark.slow
+
+
+def runner(dep: dict[str, Any] | None) -> dict[str, Any]:
+    return (dep or {}).get("spec", {}).get("template", {}).get("spec", {}).get("containers", [{}])[0]
+
+
+def env_names(dep: dict[str, Any] | None) -> set[str]:
+    return {e["name"] for e in runner(dep).get("env") or []}
+
+
+def condition(name: str, type_: str, cluster: FakeCluster) -> dict[str, Any]:
+    return next((c for c in pipeline_status(cluster, name).get("conditions", []) if c["type"] == type_), {})
+
+
+async def storage_condition(cluster: FakeCluster, reason: str) -> dict[str, Any]:
+    found: dict[str, Any] = await eventually(
+        lambda: condition("sd", "StorageReady", cluster).get("reason") == reason and condition("sd", "StorageReady", cluster),
+        what=lambda: f"StorageReady {reason}: {pipeline_status(cluster)}",
+    )
+    return found
+
+
+async def test_edits_remove_what_the_spec_no_longer_sets(cluster: FakeCluster, operator: Runtime) -> None:
+    await call(cluster, "POST", SECRETS, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "auth", "namespace": NS}, "data": {"token": "eA=="}})
+    spec = {
+        "nodeSelector": {"gpu": "a100", "zone": "z1"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi", "nvidia.com/gpu": 1}},
+        "runner": {"env": [{"name": "KEEP", "value": "1"}, {"name": "DROP", "value": "2"}], "authSecretRef": {"name": "auth", "key": "token"}},
+        "storage": {"accessModes": ["ReadWriteMany"]},
+    }
+    await create_pipeline(cluster, manifest(**spec))
+    await eventually(lambda: "DROP" in env_names(deployment(cluster)), what="Deployment with DROP")
+    edited = {
+        "nodeSelector": {"gpu": "a100", "zone": None},  # a merge patch: null removes a key
+        "tolerations": None,
+        "resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi", "nvidia.com/gpu": None}},
+        "runner": {"env": [{"name": "KEEP", "value": "1"}], "authSecretRef": None},
+        "service": {"port": 8080},
+        "storage": {"accessModes": ["ReadWriteMany"]},
+    }
+    await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": edited})
+    await eventually(lambda: "DROP" not in env_names(deployment(cluster)), what="DROP removed")
+    pod = (deployment(cluster) or {})["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"gpu": "a100"}  # atomic map: replaced whole
+    assert "tolerations" not in pod
+    assert "nvidia.com/gpu" not in runner(deployment(cluster))["resources"]["limits"]
+    assert "KUBEDIFFUSERS_AUTH_TOKEN" not in env_names(deployment(cluster))
+    svc = await eventually(
+        lambda: [p["port"] for p in (obj(cluster, "v1/services", "sd") or {})["spec"]["ports"]] == [8080] and obj(cluster, "v1/services", "sd")
+    )
+    assert svc["spec"]["ports"][0]["name"] == "http"
+    assert pipeline_status(cluster).get("phase") != "Failed", pipeline_status(cluster)
+
+
+async def test_children_created_by_post_are_migrated_to_apply(cluster: FakeCluster) -> None:
+    """A Deployment created by an earlier operator (POST: an Update manager) loses the fields the spec no longer sets."""
+    created = await create_pipeline(cluster, manifest(runner={"env": [{"name": "OLD", "value": "x"}]}))
+    old = build_deployment(Pipeline.from_manifest(created), OperatorSettings(runner_image="runner:test"))
+    async with cluster.request("POST", f"{DEPLOYMENTS}?fieldManager={names.MANAGER}", json=old, headers={"Content-Type": "application/json"}) as response:
+        assert response.status < 400, await response.text()
+    assert {(e["manager"], e["operation"]) for e in (deployment(cluster) or {})["metadata"]["managedFields"]} == {(names.MANAGER, "Update")}
+    await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"runner": {"env": []}}})
+    async with running_operator():  # the new operator
+        await eventually(lambda: "OLD" not in env_names(deployment(cluster)), what="OLD removed after the migration")
+    managers = {(e["manager"], e["operation"]) for e in (deployment(cluster) or {})["metadata"]["managedFields"]}
+    assert managers == {(names.MANAGER, "Apply")}
+
+
+async def test_storage_edits_are_checked_and_the_rest_still_applied(cluster: FakeCluster, operator: Runtime) -> None:
+    await call(
+        cluster,
+        "POST",
+        "/apis/storage.k8s.io/v1/storageclasses",
+        {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "fixed"}, "provisioner": "x", "allowVolumeExpansion": False},
+    )
+    await create_pipeline(cluster, manifest(storage={"size": "10Gi", "storageClassName": "fixed"}))
+    await eventually(lambda: obj(cluster, "v1/persistentvolumeclaims", "sd-models"))
+    await call(cluster, "PATCH", f"{CLAIMS}/sd-models/status", {"status": {"phase": "Bound", "capacity": {"storage": "10Gi"}}})
+    # Shrinking is caught before writing; the image edit made at the same time still reaches the Deployment.
+    await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"storage": {"size": "5Gi"}, "runner": {"image": "runner:v2"}}})
+    await eventually(lambda: runner(deployment(cluster)).get("image") == "runner:v2", what="Deployment updated despite the storage edit")
+    cond = await storage_condition(cluster, "StorageChangeRejected")
+    assert "cannot shrink" in cond["message"] and "10Gi" in cond["message"]
+    # Growing on a class without expansion: the API server refuses (403); said, with what to do.
+    await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"storage": {"size": "20Gi"}}})
+    cond = await storage_condition(cluster, "StorageResizeRejected")
+    assert "allowVolumeExpansion" in cond["message"]
+    # Expansion allowed: accepted, reported as resizing until the capacity shows it.
+    await call(cluster, "PATCH", "/apis/storage.k8s.io/v1/storageclasses/fixed", {"allowVolumeExpansion": True})
+    await eventually(lambda: condition("sd", "StorageReady", cluster).get("reason") == "Resizing", what="Resizing")
+    assert (obj(cluster, "v1/persistentvolumeclaims", "sd-models") or {})["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    await call(cluster, "PATCH", f"{CLAIMS}/sd-models/status", {"status": {"capacity": {"storage": "20Gi"}}})
+    await eventually(lambda: condition("sd", "StorageReady", cluster).get("status") == "True", what="resized")
+    # An access-mode change on the existing claim is refused before writing too.
+    await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"storage": {"accessModes": ["ReadWriteMany"]}}})
+    cond = await eventually(lambda: "access modes" in condition("sd", "StorageReady", cluster).get("message", "") and condition("sd", "StorageReady", cluster))
+    assert cond["status"] == "False"
