@@ -6,6 +6,7 @@ field checks, ...); see docs/operator.md, "The emulator".
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -131,3 +132,49 @@ async def test_storage_edits_are_checked_and_the_rest_still_applied(cluster: Fak
     await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"storage": {"accessModes": ["ReadWriteMany"]}}})
     cond = await eventually(lambda: "access modes" in condition("sd", "StorageReady", cluster).get("message", "") and condition("sd", "StorageReady", cluster))
     assert cond["status"] == "False"
+
+
+def applies(cluster: FakeCluster) -> int:
+    return sum(1 for r in list(cluster) if r.method == "PATCH" and r.headers.get("Content-Type", "").startswith("application/apply-patch"))
+
+
+async def test_a_converged_pipeline_sends_no_apply_on_resync(cluster: FakeCluster, operator: Runtime) -> None:
+    """The API server returns 1Gi for 1024Mi, 1 for 1000m, and no value for an empty one: that is not drift."""
+    resources = {"requests": {"cpu": "1000m", "memory": "1024Mi"}, "limits": {"memory": "20480Mi", "nvidia.com/gpu": 1}}
+    await create_pipeline(cluster, manifest(resources=resources, runner={"env": [{"name": "EMPTY", "value": ""}]}))
+    dep = await eventually(lambda: deployment(cluster))
+    assert runner(dep)["resources"] == {"requests": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": "1"}, "limits": {"memory": "20Gi", "nvidia.com/gpu": "1"}}
+    assert {"name": "EMPTY"} in runner(dep)["env"]
+    await eventually(lambda: pipeline_status(cluster).get("phase"), what="a status")
+    before = applies(cluster)
+    await asyncio.sleep(3.5)  # three resyncs (resync_seconds=1)
+    assert applies(cluster) == before
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["1024Mi", "1000m", "20480Mi", "0.5Gi", "1.5", "2000", "100m", "1536Mi", "1e3", "0.1Gi", "512", 1, "12Gi", "1025Ki", "0", "5k"],
+)
+def test_quantities_are_canonical_as_the_api_server_prints_them(given: object) -> None:
+    from kubediffusers.operator.normalize import canonical_quantity as operator_form
+    from tests.operator.fakecluster import canonical_quantity as emulator_form
+
+    assert operator_form(given) == emulator_form(given)
+
+
+def test_known_canonical_forms() -> None:
+    """Forms apimachinery's resource.Quantity prints (kubectl get -o yaml shows them)."""
+    from kubediffusers.operator.normalize import canonical_quantity
+
+    known = {
+        "1024Mi": "1Gi",
+        "1000m": "1",
+        "20480Mi": "20Gi",
+        "0.5Gi": "512Mi",
+        "1.5": "1500m",
+        "2000": "2k",
+        "1536Mi": "1536Mi",
+        "512Ki": "512Ki",
+        "100m": "100m",
+    }
+    assert {k: canonical_quantity(k) for k in known} == known
