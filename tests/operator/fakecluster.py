@@ -296,6 +296,33 @@ def allowed(rules: list[dict[str, Any]], verb: str, group: str, resource: str) -
     return any(group in r.get("apiGroups", []) and resource in r.get("resources", []) and verb in r.get("verbs", []) for r in rules)
 
 
+def selects(selector: str | None, obj: Mapping[str, Any]) -> bool:
+    """Whether a label selector (``a=b,c!=d,e in (f,g),h notin (i),j,!k``) selects ``obj``."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    for term in re.findall(r"[^,(]+(?:\([^)]*\))?", selector or ""):
+        term = term.strip()
+        if not term:
+            continue
+        if match := re.fullmatch(r"([^\s!=]+)\s+(in|notin)\s+\(([^)]*)\)", term):
+            key, op, values = match.group(1), match.group(2), {v.strip() for v in match.group(3).split(",")}
+            if (op == "in") != (key in labels and labels[key] in values):
+                return False
+        elif "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key.strip()) == value.strip():
+                return False
+        elif "=" in term:
+            key, value = term.replace("==", "=").split("=", 1)
+            if labels.get(key.strip()) != value.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
 class FakeCluster(kmock.KubernetesEmulator):
     """Set ``rbac`` (a list of PolicyRules) to authorise requests carrying ``operator_token`` against it."""
 
@@ -310,9 +337,7 @@ class FakeCluster(kmock.KubernetesEmulator):
                 await self._strict_write(request, plural)
             except ApiReject as exc:
                 return await self._render_error(kmock.KubernetesError(status=exc.status, reason=exc.reason, message=exc.message))
-            response = await super(kmock.KubernetesEmulator, self)._handle(request)
-            await self._collect_garbage()
-            return response
+            return await super(kmock.KubernetesEmulator, self)._handle(request)
         if request.resource is not None and isinstance(data, dict):
             meta = data.setdefault("metadata", {})
             if request.action == enums.action.CREATE:
@@ -340,8 +365,33 @@ class FakeCluster(kmock.KubernetesEmulator):
         meta["resourceVersion"] = "1"
         meta.setdefault("creationTimestamp", _now())
 
+    # ---- label selectors and paging on lists and watches, as the API server does them
+
+    async def _serve_list(self, request: kmock.Request) -> Any:
+        payload = await super()._serve_list(request)
+        items = [o for o in payload["items"] if selects(request.params.get("labelSelector"), o)]
+        limit = int(request.params.get("limit") or 0)
+        offset = int(request.params.get("continue") or 0)
+        if limit > 0:
+            payload["metadata"] = dict(payload["metadata"], **({"continue": str(offset + limit)} if offset + limit < len(items) else {}))
+            items = items[offset : offset + limit]
+        payload["items"] = items
+        return payload
+
+    async def _serve_watch(self, request: kmock.Request) -> Any:
+        selector = request.params.get("labelSelector")
+        async for event in super()._serve_watch(request):
+            if not isinstance(event, dict) or selects(selector, event.get("object") or {}):
+                yield event
+
     def _live(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        return [o.raw for (res, ns, _), o in list(self._objects.items()) if res == resource and (namespace is None or ns == namespace) and not o.deleted]
+        group_version, _, plural = resource.rpartition("/")
+        group = group_version.rpartition("/")[0] if "/" in group_version else ""
+        return [
+            o.raw
+            for (res, ns, _), o in list(self._objects.items())
+            if res.plural == plural and (res.group or "") == group and (namespace is None or ns == namespace) and not o.deleted
+        ]
 
     # ---- the strict write path
 
@@ -416,6 +466,10 @@ class FakeCluster(kmock.KubernetesEmulator):
             if kind == "Deployment":
                 self._replica_set_controller(new)
             await self._store(request, key, new, created=live is None)
+            owners = {r.get("uid") for r in new["metadata"].get("ownerReferences") or []}
+            orphaned = bool(owners) and not any(o.raw["metadata"].get("uid") in owners for _, o in self._objects.items() if not o.deleted)
+        if orphaned:
+            await self._collect_garbage()
 
     def _apply(self, kind: str, live: dict[str, Any] | None, config: dict[str, Any], manager: str, managers: smd.Managers, *, force: bool) -> dict[str, Any]:
         applied = smd.field_set(config, kind)
@@ -434,7 +488,7 @@ class FakeCluster(kmock.KubernetesEmulator):
             paths -= clash
         if conflicts:
             raise ApiReject(409, "Conflict", f"Apply failed with {len(conflicts)} conflict(s): " + "; ".join(conflicts))
-        new = smd.merge_object(live, config, kind)
+        new = smd.merge_object(copy.deepcopy(live), config, kind)  # removals below must not touch live
         others = set().union(*(paths for owner, paths in managers.items() if owner != me))
         removed: list[smd.Path] = []
         for path in sorted(managers.get(me, set()) - applied, key=len):  # a list item before its fields: it goes whole
@@ -472,9 +526,11 @@ class FakeCluster(kmock.KubernetesEmulator):
         if self.rbac is None or self.operator_token not in request.headers.get("Authorization", ""):
             return
         group = "" if "/" not in STRICT[plural][1] else STRICT[plural][1].split("/")[0]
-        verb = "patch" if live is not None or request.action == enums.action.UPDATE else "create"
-        if not allowed(self.rbac, verb, group, plural):
-            raise forbidden(plural, name, f'User "operator" cannot {verb} resource "{plural}" in API group "{group}" in the namespace "{namespace}"')
+        # A PATCH needs patch; one that creates the object (an apply) needs create as well.
+        verbs = ({"patch"} if request.action == enums.action.UPDATE else set()) | ({"create"} if live is None else set())
+        for verb in sorted(verbs):
+            if not allowed(self.rbac, verb, group, plural):
+                raise forbidden(plural, name, f'User "operator" cannot {verb} resource "{plural}" in API group "{group}" in the namespace "{namespace}"')
         # OwnerReferencesPermissionEnforcement (kubernetes plugin/pkg/admission/gc).
         old_refs = ((live or {}).get("metadata") or {}).get("ownerReferences") or []
         new_refs = new["metadata"].get("ownerReferences") or []

@@ -7,6 +7,7 @@ field checks, ...); see docs/operator.md, "The emulator".
 from __future__ import annotations
 
 import asyncio
+import copy
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from tests.operator.helpers import (
     DEPLOYMENTS,
     NS,
     PIPELINES,
+    PODS,
     SECRETS,
     call,
     create_pipeline,
@@ -29,6 +31,7 @@ from tests.operator.helpers import (
     manifest,
     obj,
     pipeline_status,
+    pod_for,
     running_operator,
 )
 from tests.operator.helpers import settle as eventually
@@ -178,3 +181,120 @@ def test_known_canonical_forms() -> None:
         "100m": "100m",
     }
     assert {k: canonical_quantity(k) for k in known} == known
+
+
+QUOTA = {
+    "apiVersion": "v1",
+    "kind": "ResourceQuota",
+    "metadata": {"name": "compute", "namespace": NS},
+    "spec": {"hard": {"requests.cpu": "16", "requests.memory": "64Gi", "limits.memory": "64Gi"}},
+}
+RUNNER_RESOURCES = {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi"}}
+
+
+def replica_failure(cluster: FakeCluster, name: str = "sd") -> dict[str, Any] | None:
+    conds = ((deployment(cluster, name) or {}).get("status") or {}).get("conditions") or []
+    return next((c for c in conds if c["type"] == "ReplicaFailure" and c["status"] == "True"), None)
+
+
+async def test_every_container_requests_what_a_quota_counts(cluster: FakeCluster, operator: Runtime) -> None:
+    await call(cluster, "POST", f"/api/v1/namespaces/{NS}/resourcequotas", QUOTA)
+    await create_pipeline(cluster, manifest(resources=RUNNER_RESOURCES))
+    dep = await eventually(lambda: deployment(cluster))
+    assert replica_failure(cluster) is None, replica_failure(cluster)
+    fetch = dep["spec"]["template"]["spec"]["initContainers"][0]
+    assert set(fetch["resources"]["requests"]) == {"cpu", "memory"} and "memory" in fetch["resources"]["limits"]
+    # The pod the ReplicaSet would create is admitted.
+    pod = pod_for(dep, "sd-1", {})
+    pod.pop("status")
+    await call(cluster, "POST", PODS, pod)
+    # Configurable in the CR.
+    await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"fetchResources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": None}}})
+    await eventually(lambda: runner_init(deployment(cluster))["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}}, what="fetch resources")
+
+
+def runner_init(dep: dict[str, Any] | None) -> dict[str, Any]:
+    return (dep or {}).get("spec", {}).get("template", {}).get("spec", {}).get("initContainers", [{}])[0]
+
+
+async def test_pods_a_quota_rejects_are_reported(cluster: FakeCluster, operator: Runtime) -> None:
+    """A runner without cpu/memory requests: the ReplicaSet cannot create pods; the status says so instead of waiting forever."""
+    await call(cluster, "POST", f"/api/v1/namespaces/{NS}/resourcequotas", QUOTA)
+    await create_pipeline(cluster, manifest(resources={"limits": {"nvidia.com/gpu": 1}}))
+    status = await eventually(
+        lambda: pipeline_status(cluster).get("reason") == "FailedCreate" and pipeline_status(cluster), what=lambda: str(pipeline_status(cluster))
+    )
+    assert status["phase"] == "Failed"
+    assert "requests.cpu for: runner" in status["message"] and "failed quota: compute" in status["message"]
+
+
+async def test_rollout_strategy_follows_the_claim(cluster: FakeCluster, operator: Runtime) -> None:
+    for name, modes in (("rwo", ["ReadWriteOnce"]), ("rwx", ["ReadWriteMany"])):
+        claim = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"accessModes": modes, "resources": {"requests": {"storage": "1Gi"}}},
+        }
+        await call(cluster, "POST", CLAIMS, claim)
+        await create_pipeline(cluster, manifest(name=f"p-{name}", storage={"existingClaim": name}))
+    strategy = lambda name: ((deployment(cluster, name) or {}).get("spec") or {}).get("strategy")  # noqa: E731
+    await eventually(lambda: strategy("p-rwo") and strategy("p-rwx"), what="both Deployments")
+    assert strategy("p-rwo") == {"type": "Recreate"}  # the new pod could not mount a ReadWriteOnce claim the old one holds
+    assert strategy("p-rwx") == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    # The CR may choose; switching drops rollingUpdate (the API server refuses it with Recreate).
+    await call(cluster, "PATCH", f"{PIPELINES}/p-rwx", {"spec": {"rolloutStrategy": "Recreate"}})
+    await eventually(lambda: strategy("p-rwx") == {"type": "Recreate"}, what=lambda: f"Recreate: {strategy('p-rwx')} {pipeline_status(cluster, 'p-rwx')}")
+
+
+async def test_child_watches_are_filtered_by_the_api_server_and_paged(cluster: FakeCluster, operator: Runtime) -> None:
+    await create_pipeline(cluster, manifest())
+    await eventually(lambda: deployment(cluster))
+    requests = [r for r in list(cluster) if r.resource is not None and r.resource.plural in ("pods", "deployments", "services", "persistentvolumeclaims")]
+    watches = [r for r in requests if r.params.get("watch") == "true"]
+    lists = [r for r in requests if r.method == "GET" and r.name is None and r.params.get("watch") != "true" and "fieldManager" not in r.params]
+    assert watches and all(r.params.get("labelSelector") == f"{names.MANAGED_BY_LABEL}={names.MANAGER}" for r in watches), [r.params for r in watches]
+    kopf_lists = [r for r in lists if "kubediffusers-operator" not in r.headers.get("User-Agent", "")]
+    assert kopf_lists and all(r.params.get("limit") == "500" and r.params.get("labelSelector") for r in kopf_lists), [r.params for r in kopf_lists]
+
+
+def chart_rules(drop_claim_delete: bool = False) -> list[dict[str, Any]]:
+    from tests.chart.helpers import one, render
+
+    rules = copy.deepcopy(one(render(), "ClusterRole")["rules"])
+    if drop_claim_delete:
+        for rule in rules:
+            if "persistentvolumeclaims" in rule["resources"]:
+                rule["verbs"] = [v for v in rule["verbs"] if v != "delete"]
+    return rules
+
+
+def claim_owners(cluster: FakeCluster) -> list[str]:
+    return [r["kind"] for r in ((obj(cluster, "v1/persistentvolumeclaims", "sd-models") or {}).get("metadata") or {}).get("ownerReferences") or []]
+
+
+async def test_retain_means_no_owner_reference_under_owner_reference_enforcement(cluster: FakeCluster, operator: Runtime) -> None:
+    cluster.rbac = chart_rules()  # the operator's requests are authorised as the chart's ClusterRole allows
+    await create_pipeline(cluster, manifest())
+    await eventually(lambda: claim_owners(cluster) == ["InferencePipeline"], what="owned claim")
+    await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"storage": {"deletePolicy": "Retain"}}})
+    await eventually(lambda: obj(cluster, "v1/persistentvolumeclaims", "sd-models") and claim_owners(cluster) == [], what="owner reference removed")
+    await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"storage": {"deletePolicy": "Delete"}}})
+    await eventually(lambda: claim_owners(cluster) == ["InferencePipeline"], what="owner reference back")
+    await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"storage": {"deletePolicy": "Retain"}}})
+    await eventually(lambda: claim_owners(cluster) == [], what="owner reference removed again")
+    await call(cluster, "DELETE", f"{PIPELINES}/sd")
+    await eventually(lambda: deployment(cluster) is None, what="Deployment collected")
+    assert obj(cluster, "v1/persistentvolumeclaims", "sd-models") is not None  # retained
+
+
+async def test_owner_reference_changes_need_delete_on_the_claim(cluster: FakeCluster, operator: Runtime) -> None:
+    """The emulator's OwnerReferencesPermissionEnforcement is real: without delete on claims the switch is refused, and said."""
+    cluster.rbac = chart_rules(drop_claim_delete=True)
+    await create_pipeline(cluster, manifest())
+    await eventually(lambda: claim_owners(cluster) == ["InferencePipeline"], what="owned claim")
+    await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"storage": {"deletePolicy": "Retain"}}})
+    status = await eventually(
+        lambda: "can't delete" in pipeline_status(cluster).get("message", "") and pipeline_status(cluster), what=lambda: str(pipeline_status(cluster))
+    )
+    assert claim_owners(cluster) == ["InferencePipeline"] and "PersistentVolumeClaim sd-models" in status["message"]

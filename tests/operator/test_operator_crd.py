@@ -80,7 +80,7 @@ def test_names_subresources_and_columns(crd: dict[str, Any]) -> None:
         "labelSelectorPath": ".status.selector",
     }
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Task", "Model", "Ready", "Phase", "Age", "URL"]
+    assert list(columns) == ["Task", "Model", "Ready", "Phase", "Reason", "Age", "URL"]
     assert columns["URL"]["priority"] == 1 and all("priority" not in c for n, c in columns.items() if n != "URL")
     schema = version["schema"]["openAPIV3Schema"]
     for column in columns.values():  # every column points at a real field

@@ -82,8 +82,13 @@ def _union(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def apply(kube: Kube, desired: Mapping[str, Any]) -> Outcome:
-    current = await kube.get(path_of(desired))
+_UNREAD: Any = object()
+
+
+async def apply(kube: Kube, desired: Mapping[str, Any], current: Mapping[str, Any] | None = _UNREAD) -> Outcome:
+    """Apply ``desired`` unless the live object (``current``, read here unless given) already matches it."""
+    if current is _UNREAD:
+        current = await kube.get(path_of(desired))
     if current is not None:
         upgraded = upgraded_managed_fields(current)
         if upgraded is not None:

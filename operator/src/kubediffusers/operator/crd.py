@@ -113,6 +113,12 @@ def build_crd() -> dict[str, Any]:
                             "jsonPath": ".status.phase",
                             "description": "Pending, Downloading, Loading, Ready, Degraded or Failed.",
                         },
+                        {
+                            "name": "Reason",
+                            "type": "string",
+                            "jsonPath": ".status.reason",
+                            "description": "Why the pipeline is in this phase, in one word (FailedCreate, ImagePullBackOff, FailedScheduling, ...).",
+                        },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                         {"name": "URL", "type": "string", "jsonPath": ".status.url", "priority": 1, "description": "Cluster URL of the Service."},
                     ],

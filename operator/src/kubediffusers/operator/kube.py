@@ -26,6 +26,7 @@ _PLURALS = {
     "Secret": "secrets",
     "Pod": "pods",
     "NetworkPolicy": "networkpolicies",
+    "Event": "events",
 }
 
 

@@ -59,6 +59,11 @@ def claim_change_problems(desired: Mapping[str, Any], live: Mapping[str, Any]) -
     return [Problem("StorageChangeRejected", message, blocking=False) for message in problems]
 
 
+def resize_requested(live: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    current = _requested(live)
+    return current is not None and size_of(_requested(desired)) != size_of(current)
+
+
 def rejected_resize(live: Mapping[str, Any], desired: Mapping[str, Any], message: str) -> Problem:
     cls = (live.get("spec") or {}).get("storageClassName")
     return Problem(
