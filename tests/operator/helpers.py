@@ -44,7 +44,7 @@ def example_docs() -> list[tuple[str, dict[str, Any]]]:
 def to_jsonschema(node: Any) -> Any:
     """The CRD's structural schema as plain JSON Schema, as strict as the API server.
 
-    nullable -> also null; objects with properties reject unknown fields (the API
+    nullable -> also null (but an enum still applies to null, as in the API server); objects with properties reject unknown fields (the API
     server would prune them silently, which hides typos; kubectl --validate=strict fails).
     """
     if isinstance(node, list):
@@ -55,7 +55,11 @@ def to_jsonschema(node: Any) -> Any:
     if "properties" in out and not node.get("x-kubernetes-preserve-unknown-fields"):
         out.setdefault("additionalProperties", False)
     if node.get("nullable"):
+        # nullable lets null past the type check only: the API server still applies enum to it.
+        enum = out.pop("enum", None)
         out = {"anyOf": [out, {"type": "null"}]}
+        if enum is not None:
+            out["enum"] = enum
     return out
 
 

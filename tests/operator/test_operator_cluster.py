@@ -298,3 +298,20 @@ async def test_owner_reference_changes_need_delete_on_the_claim(cluster: FakeClu
         lambda: "can't delete" in pipeline_status(cluster).get("message", "") and pipeline_status(cluster), what=lambda: str(pipeline_status(cluster))
     )
     assert claim_owners(cluster) == ["InferencePipeline"] and "PersistentVolumeClaim sd-models" in status["message"]
+
+
+async def test_secret_key_check_can_be_skipped(cluster: FakeCluster) -> None:
+    """Where policy forbids the operator reading Secrets: no Secret is read, the pipeline proceeds."""
+    cluster.rbac = [r for r in chart_rules() if "secrets" not in r["resources"]]
+    await create_pipeline(cluster, manifest(model={"id": "stabilityai/sd-turbo", "tokenSecretRef": {"name": "hf", "key": "token"}}))
+    async with running_operator(check_secret_keys=False):
+        await eventually(lambda: deployment(cluster), what="Deployment without reading the Secret")
+    assert not [r for r in list(cluster) if r.resource is not None and r.resource.plural == "secrets"]
+
+
+def test_run_as_user_can_be_left_to_openshift() -> None:
+    from kubediffusers.operator.builders.deployment import build_pod_spec
+
+    pod = build_pod_spec(Pipeline.from_manifest(manifest()), OperatorSettings(run_as_user=None))
+    assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(pod["securityContext"]) and pod["securityContext"]["runAsNonRoot"] is True
+    assert OperatorSettings.model_validate({"run_as_user": ""}).run_as_user is None  # the chart's empty value
