@@ -332,3 +332,13 @@ def test_tasks_agree_with_the_runner() -> None:
     from kubediffusers.operator.spec import Task
 
     assert [t.value for t in Task] == [t.value for t in runner_settings.Task]
+
+
+@pytest.mark.parametrize(("name", "doc"), example_docs(), ids=[n for n, _ in example_docs()])
+def test_every_example_container_requests_cpu_and_memory(name: str, doc: dict[str, Any]) -> None:
+    """As a namespace with a cpu/memory ResourceQuota requires (requests default to limits, as the API server does)."""
+    pod = build_deployment(pipeline_of(doc), SETTINGS)["spec"]["template"]["spec"]
+    for container in pod["initContainers"] + pod["containers"]:
+        resources = container.get("resources") or {}
+        requested = set(resources.get("requests") or {}) | set(resources.get("limits") or {})
+        assert {"cpu", "memory"} <= requested, (name, container["name"], resources)
