@@ -63,6 +63,11 @@ DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 OWNER_PLURALS = {"InferencePipeline": ("kubediffusers.io", "inferencepipelines")}
 
 
+def clone(obj: Any) -> Any:
+    """A deep copy of JSON data (several times faster than copy.deepcopy; the storm test writes thousands)."""
+    return json.loads(json.dumps(obj))
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -407,7 +412,7 @@ class FakeCluster(kmock.KubernetesEmulator):
             name = request.name or ((body or {}).get("metadata") or {}).get("name")
             key = (request.resource, namespace, name)
             stored = self._objects[key] if key in self._objects else None  # noqa: SIM401  (ObjectsArray has no .get)
-            live = None if stored is None or stored.deleted else copy.deepcopy(stored.raw)
+            live = None if stored is None or stored.deleted else clone(stored.raw)
             classes = self._live("storage.k8s.io/v1/storageclasses")
             if request.subresource == "status":
                 if live is None:
@@ -467,7 +472,8 @@ class FakeCluster(kmock.KubernetesEmulator):
                 self._replica_set_controller(new)
             await self._store(request, key, new, created=live is None)
             owners = {r.get("uid") for r in new["metadata"].get("ownerReferences") or []}
-            orphaned = bool(owners) and not any(o.raw["metadata"].get("uid") in owners for _, o in self._objects.items() if not o.deleted)
+            changed_owners = owners != {r.get("uid") for r in ((live or {}).get("metadata") or {}).get("ownerReferences") or []}
+            orphaned = changed_owners and bool(owners) and not any(o.raw["metadata"].get("uid") in owners for _, o in self._objects.items() if not o.deleted)
         if orphaned:
             await self._collect_garbage()
 
@@ -488,7 +494,7 @@ class FakeCluster(kmock.KubernetesEmulator):
             paths -= clash
         if conflicts:
             raise ApiReject(409, "Conflict", f"Apply failed with {len(conflicts)} conflict(s): " + "; ".join(conflicts))
-        new = smd.merge_object(copy.deepcopy(live), config, kind)  # removals below must not touch live
+        new = smd.merge_object(clone(live), config, kind)  # removals below must not touch live
         others = set().union(*(paths for owner, paths in managers.items() if owner != me))
         removed: list[smd.Path] = []
         for path in sorted(managers.get(me, set()) - applied, key=len):  # a list item before its fields: it goes whole
@@ -578,7 +584,7 @@ class FakeCluster(kmock.KubernetesEmulator):
             stored.create(new)
         else:
             self._objects[key] = new
-        await self._buses[request.resource].put({"type": "ADDED" if created else "MODIFIED", "object": copy.deepcopy(new)})
+        await self._buses[request.resource].put({"type": "ADDED" if created else "MODIFIED", "object": new})
 
     async def _collect_garbage(self) -> None:
         """Delete objects whose owners are all gone (cascading, like the real collector)."""
