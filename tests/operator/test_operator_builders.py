@@ -6,12 +6,12 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from ophelpers import K8S_VERSIONS, example_docs, manifest
 
 from kubediffusers.operator import names
 from kubediffusers.operator.builders import build_children, build_claim, build_deployment, build_fetch_env, build_runner_env, build_service
 from kubediffusers.operator.pipeline import Pipeline
 from kubediffusers.operator.settings import OperatorSettings
+from tests.operator.helpers import K8S_VERSIONS, example_docs, manifest
 
 SETTINGS = OperatorSettings(runner_image="registry.example/runner:1", hf_endpoint="https://hub.mirror.example")
 
@@ -333,3 +333,13 @@ def test_tasks_agree_with_the_runner() -> None:
     from kubediffusers.operator.spec import Task
 
     assert [t.value for t in Task] == [t.value for t in runner_settings.Task]
+
+
+@pytest.mark.parametrize(("name", "doc"), example_docs(), ids=[n for n, _ in example_docs()])
+def test_every_example_container_requests_cpu_and_memory(name: str, doc: dict[str, Any]) -> None:
+    """As a namespace with a cpu/memory ResourceQuota requires (requests default to limits, as the API server does)."""
+    pod = build_deployment(pipeline_of(doc), SETTINGS)["spec"]["template"]["spec"]
+    for container in pod["initContainers"] + pod["containers"]:
+        resources = container.get("resources") or {}
+        requested = set(resources.get("requests") or {}) | set(resources.get("limits") or {})
+        assert {"cpu", "memory"} <= requested, (name, container["name"], resources)

@@ -151,12 +151,22 @@ class StorageSpec(_Model):
         ),
     )
 
+    @model_validator(mode="after")
+    def _read_write_once_pod_alone(self) -> StorageSpec:
+        if "ReadWriteOncePod" in self.access_modes and len(set(self.access_modes)) > 1:
+            raise ValueError("storage.accessModes: ReadWriteOncePod cannot be combined with other access modes (the API server rejects the claim)")
+        return self
+
 
 class ResourceRequirements(_Model):
     """Compute resources of the runner container."""
 
     limits: dict[str, Quantity] | None = Field(default=None, description="Resource limits, e.g. {nvidia.com/gpu: 1, memory: 16Gi}.")
     requests: dict[str, Quantity] | None = Field(default=None, description="Resource requests, e.g. {cpu: 2, memory: 12Gi}.")
+
+
+def _default_fetch_resources() -> ResourceRequirements:
+    return ResourceRequirements(requests={"cpu": "250m", "memory": "512Mi"}, limits={"cpu": "1", "memory": "2Gi"})
 
 
 class Toleration(_Model):
@@ -314,6 +324,20 @@ class InferencePipelineSpec(_Model):
     resources: ResourceRequirements | None = Field(
         default=None, description="Compute resources of the runner container, e.g. {limits: {nvidia.com/gpu: 1}}. Unset: none (the runner uses the CPU)."
     )
+    fetch_resources: ResourceRequirements = Field(
+        default_factory=_default_fetch_resources,
+        description=(
+            "Compute resources of the fetch init container (a namespace with a cpu/memory ResourceQuota rejects pods whose containers, "
+            "init containers included, request none). Default: requests {cpu: 250m, memory: 512Mi}, limits {cpu: 1, memory: 2Gi}."
+        ),
+    )
+    rollout_strategy: Literal["Auto", "Recreate", "RollingUpdate"] = Field(
+        default="Auto",
+        description=(
+            "How a spec change replaces the pods. Auto: RollingUpdate (one extra pod at a time) only on a ReadWriteMany claim, else Recreate: "
+            "on a ReadWriteOnce or ReadWriteOncePod claim the new pod could not mount the claim (or would need a second GPU) while the old one runs."
+        ),
+    )
     node_selector: dict[str, str] | None = Field(default=None, description="Node labels the pods must match, as in a Pod spec.")
     tolerations: list[Toleration] | None = Field(default=None, description="Tolerations of the pods, as in a Pod spec (e.g. for tainted GPU nodes).")
     affinity: dict[str, Any] | None = Field(
@@ -353,7 +377,7 @@ class Phase(StrEnum):
 class Condition(_Model):
     """One aspect of the pipeline's state, as in other Kubernetes objects."""
 
-    type: str = Field(description="Valid, ModelCached or Available.")
+    type: str = Field(description="Valid, ModelCached, Available or StorageReady.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="One CamelCase word saying why.")
     message: str = Field(default="", description="What a person should know, in a sentence.")
@@ -371,8 +395,9 @@ class InferencePipelineStatus(_Model):
     """Observed state, written by the operator."""
 
     phase: Phase | None = Field(default=None, description="Pending, Downloading, Loading, Ready, Degraded or Failed.")
+    reason: str | None = Field(default=None, description="Why the pipeline is in this phase, in one CamelCase word (the Reason column).")
     message: str | None = Field(default=None, description="Why the pipeline is in this phase.")
-    conditions: list[Condition] = Field(default_factory=list, description="Valid, ModelCached and Available conditions.")
+    conditions: list[Condition] = Field(default_factory=list, description="Valid, ModelCached, Available and StorageReady conditions.")
     observed_generation: int | None = Field(default=None, description="metadata.generation this status was computed from.")
     replicas: int | None = Field(default=None, description="Runner pods that exist (for the scale subresource).")
     ready_replicas: int | None = Field(default=None, description="Runner pods that answer /readyz.")

@@ -29,13 +29,15 @@ __all__ = [
 ]
 
 
-def build_children(pipeline: Pipeline, settings: OperatorSettings, replicas: int | None = None) -> list[dict[str, Any]]:
-    """Every object the pipeline becomes, in the order they should be created."""
+def build_children(
+    pipeline: Pipeline, settings: OperatorSettings, replicas: int | None = None, claim_modes: frozenset[str] | None = None
+) -> list[dict[str, Any]]:
+    """Every object the pipeline becomes, in the order they should be created (``claim_modes``: of an existing claim)."""
     children: list[dict[str, Any]] = []
     claim = build_claim(pipeline)
     if claim is not None:
         children.append(claim)
-    children.append(build_deployment(pipeline, settings, replicas=replicas))
+    children.append(build_deployment(pipeline, settings, replicas=replicas, claim_modes=claim_modes))
     children.append(build_service(pipeline))
     if pipeline.spec.network_policy.enabled:
         children.append(build_network_policy(pipeline))

@@ -54,6 +54,8 @@ def build_pod_spec(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, 
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": dict(RESTRICTED_CONTAINER),
+        # Every container requests cpu and memory: a ResourceQuota on them rejects the pod otherwise.
+        "resources": spec.fetch_resources.model_dump(exclude_none=True),
     }
     runner: dict[str, Any] = {
         "name": names.RUNNER_CONTAINER,
@@ -74,16 +76,13 @@ def build_pod_spec(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, 
     if resources:
         runner["resources"] = resources
     claim = spec.storage.existing_claim or names.claim_name(pipeline.name)
+    security: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    if settings.run_as_user is not None:  # unset on OpenShift: the restricted SCC assigns them
+        # fsGroup makes the claim writable by the non-root user.
+        security |= {"runAsUser": settings.run_as_user, "runAsGroup": settings.run_as_user, "fsGroup": settings.run_as_user}
+    security["fsGroupChangePolicy"] = "OnRootMismatch"
     pod: dict[str, Any] = {
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": settings.run_as_user,
-            "runAsGroup": settings.run_as_user,
-            # fsGroup makes the claim writable by the non-root user.
-            "fsGroup": settings.run_as_user,
-            "fsGroupChangePolicy": "OnRootMismatch",
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": security,
         "automountServiceAccountToken": False,  # the runner never talks to the API
         "enableServiceLinks": False,
         "initContainers": [fetch],
@@ -127,8 +126,11 @@ def _resources(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, Any]
     return resources
 
 
-def build_deployment(pipeline: Pipeline, settings: OperatorSettings, replicas: int | None = None) -> dict[str, Any]:
-    """The Deployment; ``replicas`` overrides spec.replicas (the operator clamps it for ReadWriteOnce claims)."""
+def build_deployment(pipeline: Pipeline, settings: OperatorSettings, replicas: int | None = None, claim_modes: frozenset[str] | None = None) -> dict[str, Any]:
+    """The Deployment; ``replicas`` overrides spec.replicas (the operator clamps it for ReadWriteOnce claims).
+
+    ``claim_modes``: the access modes of the existing claim (spec.storage.existingClaim), when known.
+    """
     pod_spec = build_pod_spec(pipeline, settings)
     template_labels = names.labels(pipeline.name)
     deployment = {
@@ -139,7 +141,9 @@ def build_deployment(pipeline: Pipeline, settings: OperatorSettings, replicas: i
             "replicas": pipeline.spec.replicas if replicas is None else replicas,
             "selector": {"matchLabels": names.selector_labels(pipeline.name)},
             # A claim that only one node can mount cannot host old and new pods at once.
-            "strategy": _strategy(pipeline),
+            "strategy": _strategy(pipeline, claim_modes),
+            # A first start downloads the model and may load it for an hour: not a stalled rollout.
+            "progressDeadlineSeconds": settings.progress_deadline_seconds,
             "template": {
                 "metadata": {
                     "labels": template_labels,
@@ -152,9 +156,13 @@ def build_deployment(pipeline: Pipeline, settings: OperatorSettings, replicas: i
     return with_hash(deployment)
 
 
-def _strategy(pipeline: Pipeline) -> dict[str, Any]:
+def _strategy(pipeline: Pipeline, claim_modes: frozenset[str] | None) -> dict[str, Any]:
     storage = pipeline.spec.storage
-    single_node = not storage.existing_claim and "ReadWriteMany" not in storage.access_modes
-    if single_node:
+    modes = (claim_modes or frozenset()) if storage.existing_claim else frozenset(storage.access_modes)
+    kind = pipeline.spec.rollout_strategy
+    if kind == "Auto":
+        # Only a claim every node can mount lets old and new pods run side by side.
+        kind = "RollingUpdate" if "ReadWriteMany" in modes else "Recreate"
+    if kind == "Recreate":
         return {"type": "Recreate"}
     return {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
