@@ -15,22 +15,12 @@ def serve() -> int:
         print(f"kubediffusers-runner: {exc}", file=sys.stderr)
         return 2
 
-    import uvicorn
-
-    from kubediffusers.runner.app import create_app
     from kubediffusers.runner.logs import configure_logging
+    from kubediffusers.runner.server import serve as serve_http
 
     configure_logging(settings.log_level)
     logging.getLogger(__name__).info("serving %s with %s@%s from %s", settings.task.value, settings.model_id, settings.model_revision, settings.model_dir)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_keep_alive=5,
-        # Slow clients must not hold a connection open forever.
-        h11_max_incomplete_event_size=64 * 1024,
-    )
+    serve_http(settings)
     return 0
 
 
