@@ -139,7 +139,7 @@ def test_objects_and_names() -> None:
     assert runner["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     startup = runner["startupProbe"]
     assert startup["httpGet"]["path"] == "/readyz" and startup["failureThreshold"] * startup["periodSeconds"] >= 3600
-    assert pod["volumes"] == [{"name": "models", "persistentVolumeClaim": {"claimName": "sd-models"}}, {"name": "tmp", "emptyDir": {}}]
+    assert pod["volumes"] == [{"name": "models", "persistentVolumeClaim": {"claimName": "sd-models"}}, {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}}]
     assert pod["securityContext"]["fsGroup"] == 1000 and pod["automountServiceAccountToken"] is False
     assert "resources" not in runner and "nodeSelector" not in pod
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # a ReadWriteOnce claim cannot host two pods on two nodes
