@@ -139,7 +139,7 @@ def test_objects_and_names() -> None:
     assert runner["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     startup = runner["startupProbe"]
     assert startup["httpGet"]["path"] == "/readyz" and startup["failureThreshold"] * startup["periodSeconds"] >= 3600
-    assert pod["volumes"] == [{"name": "models", "persistentVolumeClaim": {"claimName": "sd-models"}}, {"name": "tmp", "emptyDir": {}}]
+    assert pod["volumes"] == [{"name": "models", "persistentVolumeClaim": {"claimName": "sd-models"}}, {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}}]
     assert pod["securityContext"]["fsGroup"] == 1000 and pod["automountServiceAccountToken"] is False
     # The operator's default requests (settings.runner_cpu_request/_memory_request): never BestEffort.
     assert runner["resources"] == {"requests": {"cpu": "1", "memory": "4Gi"}} and "nodeSelector" not in pod

@@ -75,6 +75,7 @@ def full_spec() -> dict[str, Any]:
             "logLevel": "debug",
             "maxQueueSize": 7,
             "requestTimeoutSeconds": 12.5,
+            "drainSeconds": 40,
             "maxBatchSize": 4,
             "batchWindowMs": 15,
             "limits": {"maxPixels": 65536, "maxSteps": 20, "maxImagesPerRequest": 3, "maxUploadBytes": 4096},

@@ -249,6 +249,15 @@ class RunnerSpec(_Model):
         default=None, ge=1, le=10_000, description="Requests that may wait beyond the running one; more get 503 (runner default 16)."
     )
     request_timeout_seconds: float | None = Field(default=None, gt=0, le=86_400, description="A request not done by then gets 504 (runner default 300).")
+    drain_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        description=(
+            "After SIGTERM, how long the runner may take to finish running and queued work (new work gets 503) before failing the rest; "
+            "the pod's grace period follows. Unset: the request timeout."
+        ),
+    )
     max_batch_size: int | None = Field(
         default=None,
         ge=1,

@@ -8,7 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "KUBEDIFFUSERS_"
@@ -95,6 +95,22 @@ class RunnerSettings(BaseSettings):
     max_video_frames: int = Field(default=25, ge=1, le=1000, description="Largest num_frames an image-to-video request may ask for.")
     job_ttl_seconds: float = Field(default=3600.0, gt=0, description="How long a finished async job's result is kept.")
     max_jobs: int = Field(default=100, ge=1, le=100_000, description="Most async jobs kept at once; the oldest finished go first.")
+    max_job_bytes: int = Field(
+        default=2 * 1024**3, ge=64 * 1024, description="Most bytes of async job results kept at once; past it the oldest finished go first."
+    )
+
+    # -- connections and shutdown ---------------------------------------------
+    drain_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        description="After SIGTERM, how long running and queued work may take to finish before it fails; unset: the request timeout.",
+    )
+    head_timeout_seconds: float = Field(default=10.0, gt=0, le=3600, description="A request line and headers not fully received by then get 408.")
+    write_timeout_seconds: float = Field(
+        default=20.0, gt=0, le=3600, description="A client taking less than 256 KiB of an answer in this long is disconnected."
+    )
+    max_connections: int = Field(default=1000, ge=1, le=1_000_000, description="Open connections; past it idle ones are closed, then only probes are answered.")
 
     # -- batching ----------------------------------------------------------
     max_batch_size: int = Field(
@@ -136,6 +152,23 @@ class RunnerSettings(BaseSettings):
     vae_tiling: bool = Field(default=False, description="Decode large images in tiles (less memory).")
     cpu_offload: CpuOffload = Field(default=CpuOffload.NONE, description="Keep components on the CPU until used, for small GPUs.")
 
+    @field_validator("auth_token")
+    @classmethod
+    def _token_can_be_sent(cls, value: SecretStr | None) -> SecretStr | None:
+        # A token no client can send locks every client out with nothing logged: refuse it at start-up.
+        # (The token itself is never part of the message.)
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if token != token.strip():
+            raise ValueError(
+                "the token starts or ends with whitespace (a secret made with `kubectl create secret --from-file` "
+                "of an echoed file ends with a newline: use `echo -n` or --from-literal)"
+            )
+        if not token.isascii() or not token.isprintable() or " " in token:
+            raise ValueError("the token must be printable ASCII without spaces, as an Authorization header carries it")
+        return value
+
     @model_validator(mode="after")
     def _sizes_consistent(self) -> RunnerSettings:
         if self.max_upload_pixels < self.max_pixels:
@@ -143,6 +176,10 @@ class RunnerSettings(BaseSettings):
         if self.cpu_offload is not CpuOffload.NONE and (self.compile_unet or self.compile_vae):
             raise ValueError("cpu_offload cannot be combined with torch.compile")
         return self
+
+    def resolved_drain_seconds(self) -> float:
+        # A synchronous request gets 504 at the request timeout: by then every accepted one has an answer.
+        return self.drain_seconds or self.request_timeout_seconds
 
     def resolved_compile_cache_dir(self) -> Path:
         return self.compile_cache_dir or self.model_dir / ".compile-cache"

@@ -12,6 +12,14 @@ from .env import build_fetch_env, build_runner_env
 from .meta import object_meta, spec_hash, with_hash
 
 PROBE_PERIOD_SECONDS = 10
+# preStop pause: the Service's endpoints drop the pod before the runner hears SIGTERM.
+PRESTOP_SECONDS = 5
+# The runner's default request timeout, which its drain deadline defaults to (checked against the runner by a test).
+RUNNER_REQUEST_TIMEOUT_SECONDS = 300.0
+# After the drain: answers still being written (the runner cuts slow readers at its 20 s write timeout), then exit.
+EXIT_MARGIN_SECONDS = 30
+# Scratch space (uploads spooled past 1 MiB, the Hub library's state): bounded so no client can fill the node's disk.
+TMP_SIZE_LIMIT = "4Gi"
 
 # "restricted" Pod Security Standard, container level.
 RESTRICTED_CONTAINER = {
@@ -38,6 +46,13 @@ def _probe(path: str, failure_threshold: int) -> dict[str, Any]:
         "timeoutSeconds": 5,
         "failureThreshold": failure_threshold,
     }
+
+
+def termination_grace_seconds(pipeline: Pipeline) -> int:
+    """preStop, then the runner's drain deadline, then the last answers: what the pod is given after deletion."""
+    runner = pipeline.spec.runner
+    drain = runner.drain_seconds or runner.request_timeout_seconds or RUNNER_REQUEST_TIMEOUT_SECONDS
+    return PRESTOP_SECONDS + math.ceil(drain) + EXIT_MARGIN_SECONDS
 
 
 def build_pod_spec(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, Any]:
@@ -69,6 +84,8 @@ def build_pod_spec(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, 
         "startupProbe": _probe("/readyz", math.ceil(settings.startup_timeout_seconds / PROBE_PERIOD_SECONDS)),
         "readinessProbe": _probe("/readyz", 3),
         "livenessProbe": _probe("/healthz", 6),
+        # SIGTERM comes after this pause, once no new request is routed here; the runner then drains.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SECONDS)]}}},
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": dict(RESTRICTED_CONTAINER),
     }
@@ -85,11 +102,12 @@ def build_pod_spec(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, 
         "securityContext": security,
         "automountServiceAccountToken": False,  # the runner never talks to the API
         "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": termination_grace_seconds(pipeline),
         "initContainers": [fetch],
         "containers": [runner],
         "volumes": [
             {"name": "models", "persistentVolumeClaim": {"claimName": claim}},
-            {"name": "tmp", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
         ],
     }
     if spec.node_selector:

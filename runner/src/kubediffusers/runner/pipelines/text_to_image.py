@@ -4,7 +4,7 @@ from typing import Any
 
 from PIL import Image
 
-from kubediffusers.runner.inputs import check_size
+from kubediffusers.runner.inputs import check_generated_size
 from kubediffusers.runner.params import TextToImageParams
 from kubediffusers.runner.pipelines.base import BatchedPipeline
 from kubediffusers.runner.settings import RunnerSettings, Task
@@ -16,13 +16,9 @@ class TextToImagePipeline(BatchedPipeline):
     diffusers_class = "AutoPipelineForText2Image"
 
     def prepare(self, params: TextToImageParams, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
-        height, width = params.height, params.width
-        if (height is None) != (width is None):
-            # One side given: the other is the model's native one, and the pixel limit is
-            # on the pair (height=8192 alone was a 8192x512 image past any limit: minutes of CPU, or an OOM).
-            native_height, native_width = self.default_size()
-            height, width = height or native_height, width or native_width
-        check_size(height, width, settings)
+        # One side given: the other is the model's native one, and the pixel limit is
+        # on the pair (height=8192 alone was a 8192x512 image past any limit: minutes of CPU, or an OOM).
+        check_generated_size(params.height, params.width, self.default_size(), settings)
         return Work.of(params)
 
     def per_item_arguments(self, work: Work) -> dict[str, Any]:

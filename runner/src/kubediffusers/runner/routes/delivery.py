@@ -4,12 +4,15 @@ job, negotiating Accept, and the response bodies (livepeer ai-runner's shapes)."
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
+from PIL import Image
 
 from kubediffusers.runner.context import RunnerContext
 from kubediffusers.runner.errors import InvalidInput
@@ -67,17 +70,44 @@ def video_response(request: Request, videos: list[GeneratedVideo]) -> Response:
     return JSONResponse(video_body(videos))
 
 
+def png_of(item: dict[str, Any]) -> bytes:
+    """The PNG bytes of one ``media`` entry of a body."""
+    return base64.b64decode(item["url"].split(",", 1)[1])
+
+
+def image_response_from_body(request: Request, body: dict[str, Any], fps: int | None = None) -> Response:
+    """``image_response`` for a kept job: the raw PNG is the body's own, never re-encoded."""
+    if accepts(request, "image/png"):
+        images = body["images"]
+        if len(images) != 1:
+            raise InvalidInput("Accept: image/png returns a single image; ask for num_images_per_prompt=1")
+        only = images[0]
+        return Response(png_of(only), media_type="image/png", headers={"X-Seed": str(only["seed"]), "X-Nsfw": str(only["nsfw"]).lower()})
+    return JSONResponse(body)
+
+
+def video_response_from_body(request: Request, body: dict[str, Any], fps: int | None = None) -> Response:
+    """``video_response`` for a kept job: the mp4 is encoded from the body's frames."""
+    if accepts(request, "video/mp4"):
+        first = body["frames"][0]
+        frames = [Image.open(io.BytesIO(png_of(item))).convert("RGB") for item in first]
+        video = GeneratedVideo(frames=frames, seed=first[0]["seed"], nsfw=first[0]["nsfw"], fps=fps or 7)
+        return video_response(request, [video])
+    return JSONResponse(body)
+
+
 @dataclass(frozen=True)
 class OutputFormat:
     """How a task's results become an answer."""
 
     body: Callable[[list[Any]], dict[str, Any]]  # the JSON body
     response: Callable[[Request, list[Any]], Response]  # the answer, honouring Accept
+    from_body: Callable[[Request, dict[str, Any], int | None], Response]  # the same answer from a kept body (async jobs), with the video's fps
 
 
 FORMATS: dict[Output, OutputFormat] = {
-    Output.IMAGES: OutputFormat(body=images_body, response=image_response),
-    Output.VIDEO: OutputFormat(body=video_body, response=video_response),
+    Output.IMAGES: OutputFormat(body=images_body, response=image_response, from_body=image_response_from_body),
+    Output.VIDEO: OutputFormat(body=video_body, response=video_response, from_body=video_response_from_body),
 }
 
 
@@ -122,9 +152,22 @@ async def generate(ctx: RunnerContext, request: Request, work: Work) -> list[Any
     """Queue the work, wait for its turn and its result within the request timeout."""
     job = new_job(ctx, work, disconnected=request.is_disconnected)
     ctx.worker.submit(job)
-    results = await ctx.worker.result(job, ctx.settings.request_timeout_seconds)
+    watcher = asyncio.create_task(watch_disconnect(request, job))
+    try:
+        results = await ctx.worker.result(job, ctx.settings.request_timeout_seconds)
+    finally:
+        watcher.cancel()
     count_outputs(ctx, results)
     return results
+
+
+async def watch_disconnect(request: Request, job: Job[Any], interval: float = 0.5) -> None:
+    """Cancel the job when its client leaves while it waits or runs: the worker stops at the next step instead of generating for nobody."""
+    while not job.future.done():
+        if await request.is_disconnected():
+            job.cancel("client_disconnected")
+            return
+        await asyncio.sleep(interval)
 
 
 async def respond(ctx: RunnerContext, request: Request, work: Work, respond_async: bool, output: OutputFormat) -> Response:
@@ -147,7 +190,12 @@ def submit_job(ctx: RunnerContext, request: Request, work: Work, output: OutputF
         count_outputs(ctx, results)
         return output.body(results)
 
-    record = jobs.add(job, ctx.settings.task.value, finish, output.response)
+    fps = getattr(work.params, "fps", None)  # all a kept video needs of the request: not its input images
+
+    def respond(request: Request, body: dict[str, Any]) -> Response:
+        return output.from_body(request, body, fps)
+
+    record = jobs.add(job, ctx.settings.task.value, finish, respond)
     headers = {"Location": f"/jobs/{record.id}"}
     if prefers_async(request.headers.get("prefer")):
         headers["Preference-Applied"] = "respond-async"

@@ -6,6 +6,7 @@ annotations to build the request schema, and annotations made inside
 module's globals.
 """
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -23,7 +24,8 @@ async def handle(spec: TaskSpec, params: TaskParams, request: Request, ctx: Cont
     """Every task's request: runner limits, uploads, the model's preparation, the answer."""
     params.check_limits(ctx.settings)
     images = {name: await read_image(upload, name, ctx.settings) for name, upload in params.uploads().items()}
-    work = ctx.model.require_ready().prepare(params, images, ctx.settings)
+    # Fitting resizes uploads: CPU work, off the event loop.
+    work = await asyncio.to_thread(ctx.model.require_ready().prepare, params, images, ctx.settings)
     return await respond(ctx, request, work, respond_async, FORMATS[spec.output])
 
 
