@@ -26,10 +26,11 @@ RUNNER = "kubediffusers.runner"
 RUNNER_LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("entry points and dev tools", ("cli", "openapi", "app", "bench", "bench_arch", "tiny", "archs")),
     ("http: routes and middleware", ("routes", "auth", "middleware")),
+    ("other APIs' models, defaults and statuses", ("compat",)),
     ("context", ("context",)),
-    ("serving: model holder, worker, jobs", ("model", "worker", "jobs")),
+    ("serving: model holder, worker, jobs, hardware", ("model", "worker", "jobs", "hardware")),
     ("pipelines (torch)", ("pipelines", "optimizations")),
-    ("registry, request models, input checks", ("tasks", "params", "inputs")),
+    ("registry, request models, input checks", ("tasks", "params", "inputs", "loras", "schedulers")),
     (
         "base: settings, errors, shared types, codecs, metrics, fetch",
         ("types", "errors", "settings", "images", "video", "metrics", "logs", "fetch", "__init__"),

@@ -7,6 +7,7 @@ runs in the cluster.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .. import names
@@ -66,6 +67,11 @@ def build_runner_env(pipeline: Pipeline, settings: OperatorSettings) -> list[Env
         "BATCH_WINDOW_MS": runner.batch_window_ms,
     }
     env += [_value(f"{PREFIX}{key}", value) for key, value in optional.items() if value is not None]
+    if runner.compatibility != "none":
+        env.append(_value(f"{PREFIX}COMPATIBILITY", runner.compatibility))
+    if runner.cors_allowed_origins:
+        # pydantic-settings reads a list setting as JSON.
+        env.append(_value(f"{PREFIX}CORS_ALLOWED_ORIGINS", json.dumps(runner.cors_allowed_origins)))
     env += _optimization_env(runner.optimizations)
     if runner.auth_secret_ref is not None:
         env.append(_secret(AUTH_TOKEN_VAR, runner.auth_secret_ref))
