@@ -222,3 +222,15 @@ def test_pico_routes_are_counted_in_the_metrics(servers: dict[str, ThreadedServe
         start = 0.0
     assert pico_post(server, "/api/v1/stable-diffusion-2", {**TEXT, "Total": 1}).status_code == 200
     assert count(httpx.get(server.url + "/metrics").text) == start + 1
+
+
+def test_livepeers_defaults_do_not_reach_pico_routes(model_dir: Path) -> None:
+    """A runner for both families: livepeer's 576x1024 applies to its route only; PICO's generates the native size."""
+    with ThreadedServer(create_app(settings_for(model_dir, compatibility="livepeer"))) as server:
+        native = server.app.state.context.model.pipeline.default_size()
+        answer = check_pico(pico_post(server, "/api/v1/stable-diffusion", {**TEXT, "Total": 1}), "StableDiffusion")
+        image = Image.open(io.BytesIO(base64.b64decode(answer["Images"][0]["Image"])))
+        assert (image.height, image.width) == native != (576, 1024)
+        # PICO's errors keep PICO's shape (and status) under livepeer compatibility too.
+        busy_model = pico_post(server, "/api/v1/stable-diffusion", {**TEXT, "Model": "other/model"})
+        assert busy_model.status_code == 400 and isinstance(check_pico(busy_model)["detail"], str)

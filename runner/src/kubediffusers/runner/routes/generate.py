@@ -26,8 +26,6 @@ from kubediffusers.runner.types import Work
 
 async def prepare(spec: TaskSpec, params: TaskParams, ctx: RunnerContext) -> Work:
     """Every task's request, from any API's route: runner limits, uploads, the model's preparation."""
-    if ctx.settings.compatibility is Compatibility.LIVEPEER:
-        livepeer.apply_defaults(spec, params)
     params.check_limits(ctx.settings)
     pipeline = ctx.model.require_ready()
     schedulers.check(pipeline, params.scheduler)
@@ -36,6 +34,9 @@ async def prepare(spec: TaskSpec, params: TaskParams, ctx: RunnerContext) -> Wor
 
 
 async def handle(spec: TaskSpec, params: TaskParams, request: Request, ctx: Context, respond_async: bool) -> Response:
+    """A native route's request (livepeer's clients call these: its defaults apply under compatibility livepeer)."""
+    if ctx.settings.compatibility is Compatibility.LIVEPEER:
+        livepeer.apply_defaults(spec, params)
     work = await prepare(spec, params, ctx)
     return await respond(ctx, request, work, respond_async, FORMATS[spec.output])
 
