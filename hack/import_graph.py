@@ -24,12 +24,13 @@ RUNNER = "kubediffusers.runner"
 # Top to bottom; a module belongs to the first layer with a prefix of its name
 # (relative to kubediffusers.runner). Importing down or sideways is fine.
 RUNNER_LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("entry points and dev tools", ("cli", "openapi", "app", "dev")),
-    ("http: routes and middleware", ("routes", "auth", "middleware")),
+    ("entry points and dev tools", ("cli", "server", "openapi", "app", "dev")),
+    ("http: routes, middleware, drain", ("routes", "auth", "middleware", "drain")),
+    ("other APIs' models, defaults and statuses", ("compat",)),
     ("context", ("context",)),
-    ("serving: model holder, worker, jobs", ("model", "worker", "jobs")),
+    ("serving: model holder, worker, jobs, hardware", ("model", "worker", "jobs", "hardware")),
     ("pipelines (torch)", ("pipelines", "optimizations")),
-    ("registry, request models, input checks", ("tasks", "params", "inputs")),
+    ("registry, request models, input checks", ("tasks", "params", "inputs", "loras", "schedulers")),
     (
         "base: settings, errors, shared types, codecs, metrics, fetch",
         ("types", "errors", "settings", "images", "video", "metrics", "logs", "fetch", "__init__"),

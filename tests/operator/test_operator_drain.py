@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import kubernetes_validate
 import pytest
-from ophelpers import K8S_VERSIONS, manifest
 
 from kubediffusers.operator.builders import build_deployment
 from kubediffusers.operator.builders.deployment import EXIT_MARGIN_SECONDS, PRESTOP_SECONDS, RUNNER_REQUEST_TIMEOUT_SECONDS
 from kubediffusers.operator.pipeline import Pipeline
 from kubediffusers.operator.settings import OperatorSettings
+from tests.operator.helpers import K8S_VERSIONS, manifest
 
 SETTINGS = OperatorSettings(runner_image="registry.example/runner:1")
 

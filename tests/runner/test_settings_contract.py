@@ -34,7 +34,7 @@ LEAVES = runner_facing_fields()
 @pytest.mark.parametrize(("setting", "default"), LEAVES, ids=[leaf[0] for leaf in LEAVES])
 def test_every_runner_facing_field_is_a_runner_setting_with_the_same_default(setting: str, default: Any) -> None:
     assert setting in RunnerSettings.model_fields, f"the spec field of {setting} has no runner setting of that name"
-    runner_default = RunnerSettings.model_fields[setting].default
+    runner_default = RunnerSettings.model_fields[setting].get_default(call_default_factory=True)
     if default is not None:  # unset (None) in the CR: the runner's default applies
         assert default == runner_default, f"the spec defaults {setting} to {default!r}, the runner to {runner_default!r}"
 
@@ -73,6 +73,8 @@ def full_spec() -> dict[str, Any]:
         "model": {"id": "org/model", "revision": "v2", "variant": "fp16", "dtype": "bfloat16"},
         "runner": {
             "logLevel": "debug",
+            "compatibility": "livepeer",
+            "corsAllowedOrigins": ["https://app.example"],
             "maxQueueSize": 7,
             "requestTimeoutSeconds": 12.5,
             "drainSeconds": 40,

@@ -35,6 +35,8 @@ MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9_.\-]+)?$"
 REVISION_PATTERN = r"^[A-Za-z0-9_.\-/]+$"
 VARIANT_PATTERN = r"^[A-Za-z0-9_\-]+$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+# A browser origin (scheme://host[:port], no path), or * for any.
+CORS_ORIGIN_PATTERN = r"^(\*|https?://[A-Za-z0-9.\-\[\]:]+)$"
 
 
 def _quantity_to_str(value: Any) -> Any:
@@ -266,6 +268,18 @@ class RunnerSpec(_Model):
     )
     batch_window_ms: float | None = Field(
         default=None, ge=0, le=10_000, description="How long the runner waits for compatible requests to fill a batch (runner default 0)."
+    )
+    compatibility: Literal["none", "livepeer"] = Field(
+        default="none",
+        description=(
+            "livepeer: answer go-livepeer's client as livepeer ai-runner does (only the statuses its spec declares: 500 for queue full, "
+            "not ready, out of memory and timeout; its defaults). none: the native 503/504 with Retry-After."
+        ),
+    )
+    cors_allowed_origins: list[Annotated[str, Field(max_length=253, pattern=CORS_ORIGIN_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description='Origins browsers may call the runner from (CORS), e.g. ["https://app.example"], or ["*"] for any; empty: CORS off.',
     )
     optimizations: OptimizationsSpec = Field(default_factory=OptimizationsSpec, description="Speed and memory options.")
     limits: RunnerLimits = Field(default_factory=RunnerLimits, description="Per-request limits.")

@@ -9,11 +9,12 @@ import asyncio
 import time
 from collections.abc import Sequence
 
+from starlette.requests import Request
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kubediffusers.runner.auth import UNAUTHORIZED, bearer_of, token_matches
-from kubediffusers.runner.errors import Unauthorized, error_response
+from kubediffusers.runner.errors import Unauthorized, error_response, styled_response
 from kubediffusers.runner.metrics import Metrics
 
 # JSON request bodies are a prompt and a few numbers: parsing and validating a
@@ -35,10 +36,12 @@ class TokenFirst:
         self.guarded = guarded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.token is not None and any(r.matches(scope)[0] is Match.FULL for r in self.guarded):
+        route = next((r for r in self.guarded if r.matches(scope)[0] is Match.FULL), None) if scope["type"] == "http" and self.token is not None else None
+        if route is not None and self.token is not None:
             supplied = next((bearer_of(v) for n, v in scope.get("headers", []) if n == b"authorization"), "")
             if not token_matches(supplied, self.token):
-                response = error_response(401, UNAUTHORIZED)
+                # Answered before routing: the route's API (native, livepeer, PICO) still picks the shape.
+                response = styled_response(Request({**scope, "route": route}), 401, UNAUTHORIZED)
                 response.headers.update(Unauthorized.headers)
                 await response(scope, receive, send)
                 return

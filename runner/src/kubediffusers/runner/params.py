@@ -18,6 +18,7 @@ from typing import Annotated
 from fastapi import File, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from kubediffusers.runner import loras, schedulers
 from kubediffusers.runner.errors import InvalidInput
 from kubediffusers.runner.settings import RunnerSettings
 
@@ -33,6 +34,13 @@ Guidance = Annotated[float, Field(ge=0, le=50, allow_inf_nan=False)]
 Strength = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 Prompt = Annotated[str, Field(min_length=1, max_length=4000, description="What to generate.")]
 NegativePrompt = Annotated[str, Field(max_length=4000, description="What to steer away from.")]
+ModelId = Annotated[
+    str,
+    Field(max_length=200, description="The served model's id, or empty; another id is a 400 (livepeer ai-runner's clients send it on every request)."),
+]
+Loras = Annotated[str, Field(max_length=4000, description=loras.DESCRIPTION)]
+SafetyCheck = Annotated[bool, Field(description="Run the safety checker on the outputs where one is loaded (nsfw in the answer).")]
+Scheduler = Annotated[str | None, Field(max_length=64, description=schedulers.DESCRIPTION)]
 
 
 def upload(description: str) -> object:
@@ -47,6 +55,10 @@ class TaskParams(BaseModel):
 
     num_inference_steps: Steps = 50
     seed: Seed = None
+    model_id: ModelId = ""
+    loras: Loras = ""
+    safety_check: SafetyCheck = True
+    scheduler: Scheduler = None
 
     @property
     def num_outputs(self) -> int:
@@ -72,6 +84,11 @@ class TaskParams(BaseModel):
             self.num_inference_steps = min(self.num_inference_steps, settings.max_steps)
         if self.num_inference_steps > settings.max_steps:
             raise InvalidInput(f"num_inference_steps is {self.num_inference_steps}; this runner allows at most {settings.max_steps}")
+        if self.model_id and self.model_id != settings.model_id:
+            # livepeer ai-runner's words, so its clients' logs read the same.
+            raise InvalidInput(f"pipeline configured with {settings.model_id} but called with {self.model_id}.")
+        # No adapters are declared until the LoRA work (issue 13) loads them.
+        loras.check(loras.parse(self.loras), declared=())
 
 
 class ImagesParams(TaskParams):
@@ -125,6 +142,11 @@ class TextToImageParams(GenerationParams):
 
 class ImageToImageParams(StrengthParams):
     """Transform an uploaded image guided by a prompt."""
+
+    image_guidance_scale: Annotated[
+        Guidance,
+        Field(description="How closely to follow the input image, for pix2pix-style checkpoints; ignored by pipelines without that parameter."),
+    ] = 1.5
 
     image: Annotated[UploadFile, upload("The image to transform (PNG, JPEG, WebP, ...).")]
     strength: Annotated[Strength, Field(description="How much to change the image: 0 keeps it, 1 ignores it. Only strength x steps steps run.")] = 0.8

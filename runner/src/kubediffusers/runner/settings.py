@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -53,6 +55,19 @@ class CpuOffload(StrEnum):
     NONE = "none"
     MODEL = "model"  # whole components move to the GPU when used
     SEQUENTIAL = "sequential"  # layer by layer: smallest GPU memory, slowest
+
+
+class Compatibility(StrEnum):
+    """Whose status codes and defaults the runner answers with (compat/)."""
+
+    NONE = "none"  # the native API: 503 + Retry-After for queue full, not ready, OOM
+    LIVEPEER = "livepeer"  # only the statuses livepeer ai-runner's spec declares, and its defaults
+
+
+LIVEPEER_UPSCALE_MAX_PIXELS = 4096 * 4096
+
+# go-livepeer's container manager starts runner images with these two (ai/worker/docker.go).
+LIVEPEER_ENV_FALLBACKS = {"task": "PIPELINE", "model_id": "MODEL_ID"}
 
 
 class RunnerSettings(BaseSettings):
@@ -112,6 +127,17 @@ class RunnerSettings(BaseSettings):
     )
     max_connections: int = Field(default=1000, ge=1, le=1_000_000, description="Open connections; past it idle ones are closed, then only probes are answered.")
 
+    # -- clients of other APIs (compat/) -------------------------------------
+    compatibility: Compatibility = Field(
+        default=Compatibility.NONE,
+        description="livepeer: every status is one livepeer ai-runner declares for the route (500 for 503/504), and livepeer's defaults apply.",
+    )
+    cors_allowed_origins: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description='Origins browsers may call the runner from (CORS), e.g. ["https://app.example"] or ["*"]; empty: CORS off.',
+    )
+
     # -- batching ----------------------------------------------------------
     max_batch_size: int = Field(
         default=1,
@@ -151,6 +177,15 @@ class RunnerSettings(BaseSettings):
     vae_slicing: bool = Field(default=False, description="Decode a batch one image at a time (less memory).")
     vae_tiling: bool = Field(default=False, description="Decode large images in tiles (less memory).")
     cpu_offload: CpuOffload = Field(default=CpuOffload.NONE, description="Keep components on the CPU until used, for small GPUs.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _livepeer_upscale_pixels(cls, data: object) -> object:
+        # livepeer's own example (a 1024x1024 image to /upscale) makes 4096x4096: let it
+        # through under livepeer compatibility unless max_pixels is set.
+        if isinstance(data, dict) and str(data.get("compatibility", "")) == Compatibility.LIVEPEER and str(data.get("task", "")) == Task.UPSCALE:
+            return {"max_pixels": LIVEPEER_UPSCALE_MAX_PIXELS, **data}
+        return data
 
     @field_validator("auth_token")
     @classmethod
@@ -196,10 +231,16 @@ class ConfigurationError(SystemExit):
     """Raised at start-up with one line saying what is wrong."""
 
 
+def livepeer_fallbacks(environ: Mapping[str, str]) -> dict[str, str]:
+    """PIPELINE and MODEL_ID, where the KUBEDIFFUSERS_ names are absent, so the
+    image runs as one of go-livepeer's managed containers."""
+    return {field: environ[name] for field, name in LIVEPEER_ENV_FALLBACKS.items() if f"{ENV_PREFIX}{field.upper()}" not in environ and environ.get(name)}
+
+
 def load_settings(**overrides: object) -> RunnerSettings:
     """Read settings from the environment, turning pydantic's report into one line."""
     try:
-        return RunnerSettings(**overrides)  # type: ignore[arg-type]
+        return RunnerSettings(**{**livepeer_fallbacks(os.environ), **overrides})  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigurationError(f"invalid configuration: {describe_validation_error(exc)}") from None
 

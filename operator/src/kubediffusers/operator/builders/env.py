@@ -7,6 +7,7 @@ runs in the cluster.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -77,6 +78,8 @@ def runner_settings(spec: InferencePipelineSpec) -> dict[str, object]:
 
 
 def setting_value(value: object) -> str:
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value)  # pydantic-settings reads a complex setting as JSON
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 

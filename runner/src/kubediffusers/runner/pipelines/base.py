@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
-from kubediffusers.runner import optimizations
+from kubediffusers.runner import optimizations, schedulers
 from kubediffusers.runner.errors import GpuOutOfMemory, InvalidInput, ModelUnavailable, one_line
 from kubediffusers.runner.params import TaskParams
 from kubediffusers.runner.pipelines.support import check_task_support
@@ -36,6 +36,8 @@ TRUSTED_LIBRARIES = {"diffusers", "transformers", None}
 
 class TaskPipeline(ABC):
     task: ClassVar[Task]
+    # Whether a request may pick a scheduler (schedulers.SCHEDULERS); False keeps the checkpoint's.
+    per_request_scheduler: ClassVar[bool] = True
 
     def __init__(self, pipe: Any, device: str) -> None:
         self.pipe = pipe
@@ -151,7 +153,8 @@ class BatchedPipeline(TaskPipeline):
 
     def batch_key(self, work: Work) -> Hashable | None:
         sizes = tuple(sorted((name, image.size) for name, image in work.images.items()))
-        return tuple(sorted(self.shared_arguments(work).items())) + sizes
+        # One call runs one scheduler: requests naming different ones never share it.
+        return tuple(sorted(self.shared_arguments(work).items())) + sizes + (("scheduler", work.params.scheduler),)
 
     def warmup_batches(self, compiled: bool, max_batch_size: int) -> list[list[Work]]:
         first = self.warmup_work()
@@ -188,7 +191,8 @@ class BatchedPipeline(TaskPipeline):
                 return tensors
 
             kwargs["callback_on_step_end"] = callback
-        output = call_pipeline(self.pipe, kwargs)
+        with schedulers.using(self.pipe, works[0].params.scheduler):
+            output = call_pipeline(self.pipe, kwargs)
         nsfw = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)
         images = iter(zip(output.images, nsfw, strict=True))
         results = []

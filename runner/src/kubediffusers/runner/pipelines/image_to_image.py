@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from PIL import Image
@@ -24,11 +25,14 @@ class ImageToImagePipeline(BatchedPipeline):
 
     def shared_arguments(self, work: Work) -> dict[str, Any]:
         p = work.params
-        return {
+        arguments = {
             "strength": p.strength,
             "guidance_scale": p.guidance_scale,
             "num_inference_steps": p.num_inference_steps,
         }
+        if "image_guidance_scale" in inspect.signature(self.pipe.__call__).parameters:
+            arguments["image_guidance_scale"] = p.image_guidance_scale  # pix2pix-style checkpoints only
+        return arguments
 
     def warmup_work(self) -> Work:
         height, width = self.default_size()

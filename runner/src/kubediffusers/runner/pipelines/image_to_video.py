@@ -16,6 +16,8 @@ class ImageToVideoPipeline(PerSeedPipeline):
 
     task = Task.IMAGE_TO_VIDEO
     diffusers_class = "StableVideoDiffusionPipeline"
+    # SVD's EDM-style Euler schedule (v-prediction, Karras sigmas) is part of the model.
+    per_request_scheduler = False
 
     @property
     def default_frames(self) -> int:
