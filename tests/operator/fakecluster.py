@@ -3,7 +3,9 @@
 KMock stores, merges, serves and streams objects. A real API server also stamps
 uid/generation/creationTimestamp, turns generateName into a name,
 and its garbage collector deletes objects whose owners are gone; these are added
-here so the tests can observe them. What stays out (see docs/operator.md): admission,
+here so the tests can observe them. Like a real API server (and unlike bare KMock, which
+stores whatever is posted), it answers 404 for resources it does not serve, e.g. KEDA's
+until ``register_keda`` installs them. What stays out (see docs/operator.md): admission,
 optimistic concurrency (resourceVersion stays "1"), schema validation and defaulting, real server-side-apply field ownership, controllers
 (Deployment -> ReplicaSet -> Pods, the kubelet); tests play the controllers' part by
 writing pods and statuses through the API.
@@ -23,6 +25,9 @@ CRD_RESOURCE = "kubediffusers.io/v1alpha1/inferencepipelines"
 
 class FakeCluster(kmock.KubernetesEmulator):
     async def _handle(self, request: kmock.Request) -> Any:
+        if request.resource is not None and request.resource.plural and request.resource not in set(self._get_resources()):
+            # The API server's answer for a resource no CRD or built-in defines.
+            raise kmock.KubernetesError(status=404, reason="NotFound", message="the server could not find the requested resource")
         data = request.data
         if request.resource is not None and isinstance(data, dict):
             meta = data.setdefault("metadata", {})
@@ -75,3 +80,19 @@ def register_resources(cluster: FakeCluster) -> None:
         verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
         subresources={"status", "scale"},
     )
+
+
+KEDA_RESOURCE = "keda.sh/v1alpha1/scaledobjects"
+KEDA_HTTP_RESOURCE = "http.keda.sh/v1alpha1/httpscaledobjects"
+
+
+def register_keda(cluster: FakeCluster, *, http_add_on: bool = True) -> None:
+    """What installing KEDA (and its HTTP add-on) adds to the API: their CRDs' resources."""
+    verbs = {"create", "delete", "get", "list", "patch", "update", "watch"}
+    cluster.resources[KEDA_RESOURCE] = kmock.ResourceInfo(
+        kind="ScaledObject", singular="scaledobject", namespaced=True, shortnames={"so"}, verbs=verbs, subresources={"status"}
+    )
+    if http_add_on:
+        cluster.resources[KEDA_HTTP_RESOURCE] = kmock.ResourceInfo(
+            kind="HTTPScaledObject", singular="httpscaledobject", namespaced=True, shortnames={"httpso"}, verbs=verbs, subresources={"status"}
+        )

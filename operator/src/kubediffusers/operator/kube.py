@@ -25,6 +25,8 @@ _PLURALS = {
     "Secret": "secrets",
     "Pod": "pods",
     "NetworkPolicy": "networkpolicies",
+    "ScaledObject": "scaledobjects",
+    "HTTPScaledObject": "httpscaledobjects",
 }
 
 

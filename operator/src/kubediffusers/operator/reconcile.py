@@ -12,11 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import names
+from . import autoscaling, names
 from .apply import apply
 from .builders import build_children, build_network_policy
 from .checks import Problem, References, check, effective_replicas, secret_refs
 from .kube import ApiError, Kube, object_path, path_of
+from .layout import storage_status
 from .pipeline import Pipeline
 from .settings import OperatorSettings
 from .spec import API_VERSION, PLURAL, SpecError
@@ -83,11 +84,21 @@ async def reconcile(
         problems.append(Problem("InvalidSpec", str(exc)))
     replicas = pod_hash = None
     observed = Observed(deployment=None, pods=[])
+    scaling = autoscaling.ScalingPlan()
+    extra_conditions: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {}
+    port = pipeline.spec.service.port if pipeline is not None else None
     if pipeline is not None:
         problems += check(pipeline, await gather_references(kube, pipeline))
     if pipeline is not None and not any(p.blocking for p in problems):
+        scaling = await autoscaling.plan(kube, pipeline, settings)
+        problems += scaling.problems
         replicas = effective_replicas(pipeline, problems)
-        children = build_children(pipeline, settings, replicas=replicas)
+        children = build_children(pipeline, settings, replicas=replicas, keda=scaling.build)
+        if scaling.build and autoscaling.scales_to_zero(pipeline):
+            port = settings.http_interceptor_port  # the Service is an ExternalName to the interceptor
+        if pipeline.spec.autoscaling is None and (paused := await autoscaling.leftover(kube, pipeline, settings)) is not None:
+            children.append(paused)  # turned off: KEDA lets go of spec.replicas (see builders/autoscaling.py)
         if not pipeline.spec.network_policy.enabled:
             # One made before, when it was enabled, is neutralised rather than deleted (see builders/network_policy.py).
             policy = build_network_policy(pipeline, inert=True)
@@ -110,6 +121,10 @@ async def reconcile(
                 deployment=await kube.get(object_path("apps/v1", "Deployment", namespace, name)),
                 pods=await kube.list(object_path("v1", "Pod", namespace), names.selector_string(name)),
             )
+            condition, scaling_status = await autoscaling.observe(kube, pipeline, scaling)
+            extra_conditions += [condition] if condition is not None else []
+            extra["autoscaling"] = scaling_status
+            extra["storage"] = storage_status(pipeline.spec, name, observed.pods, pod_hash)
     status = derive_status(
         name=name,
         namespace=namespace,
@@ -118,9 +133,11 @@ async def reconcile(
         observed=observed,
         previous=previous,
         now=now(),
-        port=pipeline.spec.service.port if pipeline is not None else None,
+        port=port,
         replicas=replicas,
         pod_hash=pod_hash,
+        extra_conditions=extra_conditions,
+        extra=extra,
     )
     written = False
     if status_changed(previous, status):

@@ -125,8 +125,13 @@ def derive_status(
     port: int | None,
     replicas: int | None,
     pod_hash: str | None,
+    extra_conditions: Sequence[Json] = (),
+    extra: Mapping[str, Any] | None = None,
 ) -> Json:
-    """The whole new status. ``replicas`` is what the operator asked the Deployment for."""
+    """The whole new status. ``replicas`` is what the operator asked the Deployment for.
+
+    ``extra_conditions`` and ``extra`` (more status fields) come from other parts, e.g. autoscaling and the storage layout.
+    """
     previous = previous or {}
     blocking = [p for p in problems if p.blocking]
     warnings = [p for p in problems if not p.blocking]
@@ -151,6 +156,7 @@ def derive_status(
     else:
         valid = _condition("Valid", True, "SpecValid", "the spec and everything it refers to are valid")
     conditions = [valid, _model_condition(states, resolved), _available_condition(ready_total, desired, deployment, reason, message)]
+    conditions += [dict(c) for c in extra_conditions]
 
     status: Json = {
         "phase": phase.value,
@@ -162,6 +168,7 @@ def derive_status(
         "selector": names.selector_string(name),
         "url": names.service_url(name, namespace, port) if port is not None else previous.get("url"),
         "model": {"resolvedRevision": resolved},
+        **(extra or {}),
     }
     return status
 

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from .. import names
+from ..layout import per_pod_volume, single_node, storage_layout
 from ..pipeline import Pipeline
 from ..settings import OperatorSettings
 from .env import build_fetch_env, build_runner_env
@@ -75,6 +76,9 @@ def build_pod_spec(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, 
         if resources:
             runner["resources"] = resources
     claim = spec.storage.existing_claim or names.claim_name(pipeline.name)
+    models = {"name": "models", "persistentVolumeClaim": {"claimName": claim}}
+    if storage_layout(spec) == "PerPod":
+        models = per_pod_volume(spec, pipeline.name)  # each pod's own claim, made and deleted with it (layout.py)
     pod: dict[str, Any] = {
         "securityContext": {
             "runAsNonRoot": True,
@@ -90,7 +94,7 @@ def build_pod_spec(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, 
         "initContainers": [fetch],
         "containers": [runner],
         "volumes": [
-            {"name": "models", "persistentVolumeClaim": {"claimName": claim}},
+            models,
             {"name": "tmp", "emptyDir": {}},
         ],
     }
@@ -134,7 +138,7 @@ def build_deployment(pipeline: Pipeline, settings: OperatorSettings, replicas: i
 
 def _strategy(pipeline: Pipeline) -> dict[str, Any]:
     storage = pipeline.spec.storage
-    single_node = not storage.existing_claim and "ReadWriteMany" not in storage.access_modes
-    if single_node:
+    shared_single_node = storage_layout(pipeline.spec) == "Shared" and not storage.existing_claim and single_node(storage.access_modes)
+    if shared_single_node:
         return {"type": "Recreate"}
     return {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
