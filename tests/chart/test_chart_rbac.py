@@ -118,6 +118,9 @@ def test_declared_rules_cover_every_kind_the_builders_make() -> None:
     children = build_children(Pipeline.from_manifest(body), OperatorSettings())
     granted = flatten(permissions.namespace_rules())
     assert {c["kind"] for c in children} == {"PersistentVolumeClaim", "Deployment", "Service"}
+    body["spec"]["autoscaling"] = {"minReplicas": 0, "maxReplicas": 2, "prometheusAddress": "http://prom:9090"}
+    children += build_children(Pipeline.from_manifest(body), OperatorSettings())
+    assert {c["kind"] for c in children} >= {"ScaledObject", "HTTPScaledObject"}
     for child in children:
         group = child["apiVersion"].rpartition("/")[0]
         for verb in ("get", "create", "patch"):  # apply.py: get, create when missing, server-side apply when drifted
