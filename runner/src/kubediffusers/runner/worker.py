@@ -75,10 +75,15 @@ class InferenceWorker:
         self._last_batch_requests = 1
         # Moving average of a pipeline call's time, used to tell clients when to retry.
         self._avg_seconds = 1.0
+        metrics.watch(self)  # in flight, busy seconds, queued work (metrics.py)
 
     @property
     def depth(self) -> int:
         return len(self._pending)
+
+    @property
+    def average_call_seconds(self) -> float:
+        return self._avg_seconds
 
     @property
     def busy(self) -> bool:
