@@ -133,3 +133,22 @@ async def test_no_prometheus_address_makes_no_keda_object(keda: FakeCluster, ope
     await eventually(lambda: condition(cluster, "Autoscaling").get("reason") == "PrometheusAddressMissing", what="PrometheusAddressMissing")
     assert "autoscaling.prometheusAddress" in condition(cluster, "Autoscaling")["message"]
     assert deployment(cluster) is not None and keda_writes(cluster) == []
+
+
+def test_the_load_simulation_runs_and_scales_out_after_the_burst() -> None:
+    """hack/sim_autoscaling.py (its figures are in docs/scaling.md) against the emulator, shortened."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "hack" / "sim_autoscaling.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--duration", "75", "--burst-at", "5", "--every", "5", "--cold-start", "10"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split() for line in result.stdout.splitlines() if line[:1] == " " and line.split()[0].isdigit()]
+    spec_replicas = [int(row[7]) for row in rows]
+    assert spec_replicas[0] == 1 and max(spec_replicas) > 1  # the burst scaled the pipeline out
+    assert "the operator carried" in result.stdout
+    bad = subprocess.run([sys.executable, str(script), "--min", "3", "--max", "2"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--min <= --max" in bad.stderr

@@ -124,6 +124,7 @@ def test_scale_to_zero_builds_the_interceptor_route_with_the_service_name_kept()
     }
     assert httpso["spec"]["hosts"] == ["sd", "sd.ns1", "sd.ns1.svc", "sd.ns1.svc.cluster.local", "sd.example.com"]
     assert httpso["spec"]["timeouts"] == {"conditionWait": "900s", "responseHeader": "125s"}
+    assert httpso["spec"]["scalingMetric"] == {"concurrency": {"targetValue": 4}}  # targetQueueDepth 3 queued + 1 running
     triggers = {t["name"]: t for t in by["ScaledObject", "sd"]["spec"]["triggers"]}
     assert triggers["http-pending"] == {
         "type": "external-push",

@@ -22,6 +22,7 @@ KEDA stops its scale loop and removes its HPA, and spec.replicas is the user's a
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .. import names
@@ -171,6 +172,9 @@ def build_http_scaled_object(pipeline: Pipeline) -> dict[str, Any]:
             "port": names.RUNNER_PORT,
         },
         "replicas": {"min": auto.min_replicas, "max": auto.max_replicas},
+        # Requests open at the interceptor per replica (queued plus running): the external-push
+        # trigger's target, so a burst that arrives at zero scales out at once, not one by one.
+        "scalingMetric": {"concurrency": {"targetValue": interceptor_concurrency_target(auto)}},
         "scaledownPeriod": auto.cooldown_seconds,
         "timeouts": {
             # Held while a replica starts: download (per-pod storage), load, warm-up.
@@ -180,6 +184,11 @@ def build_http_scaled_object(pipeline: Pipeline) -> dict[str, Any]:
         },
     }
     return with_hash({"apiVersion": KEDA_HTTP_API_VERSION, "kind": "HTTPScaledObject", "metadata": meta, "spec": spec})
+
+
+def interceptor_concurrency_target(auto: AutoscalingSpec) -> int:
+    """The same load per replica as the Prometheus triggers, counted at the interceptor."""
+    return max(1, math.ceil(auto.target_in_flight if auto.target_in_flight is not None else auto.target_queue_depth + 1))
 
 
 def build_backend_service(pipeline: Pipeline) -> dict[str, Any]:
