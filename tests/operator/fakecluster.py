@@ -25,7 +25,7 @@ CRD_RESOURCE = "kubediffusers.io/v1alpha1/inferencepipelines"
 
 class FakeCluster(kmock.KubernetesEmulator):
     async def _handle(self, request: kmock.Request) -> Any:
-        if request.resource is not None and request.resource.plural and request.resource not in set(self._get_resources()):
+        if request.resource is not None and request.resource.plural and request.resource not in self._resources:  # declared ones only
             # The API server's answer for a resource no CRD or built-in defines.
             raise kmock.KubernetesError(status=404, reason="NotFound", message="the server could not find the requested resource")
         data = request.data

@@ -97,8 +97,11 @@ async def reconcile(
         children = build_children(pipeline, settings, replicas=replicas, keda=scaling.build)
         if scaling.build and autoscaling.scales_to_zero(pipeline):
             port = settings.http_interceptor_port  # the Service is an ExternalName to the interceptor
-        if pipeline.spec.autoscaling is None and (paused := await autoscaling.leftover(kube, pipeline, settings)) is not None:
-            children.append(paused)  # turned off: KEDA lets go of spec.replicas (see builders/autoscaling.py)
+        # Turned off: KEDA lets go of spec.replicas (see builders/autoscaling.py). Looked for only
+        # while the status still names a ScaledObject, so other pipelines cost no extra request.
+        if pipeline.spec.autoscaling is None and (previous or {}).get("autoscaling"):
+            paused = await autoscaling.leftover(kube, pipeline, settings)
+            children += [paused] if paused is not None else []
         if not pipeline.spec.network_policy.enabled:
             # One made before, when it was enabled, is neutralised rather than deleted (see builders/network_policy.py).
             policy = build_network_policy(pipeline, inert=True)
