@@ -14,7 +14,7 @@ PORT ?= 8000
 MODEL_DIR := $(CACHE)/models
 PYTEST_ARGS ?=
 
-.PHONY: run test lint venv openapi bench clean
+.PHONY: run test lint venv generate openapi graph bench clean
 
 venv: $(STAMP)
 
@@ -57,12 +57,24 @@ test: lint
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)"; fi; \
 	exit $$rc
 
+# Every generated file: the CRD and its field reference (docs/crd.md), the
+# chart's copy of the CRDs, and the runner's OpenAPI document. Tests fail when
+# any of them is stale.
+generate: $(STAMP)
+	$(BIN)/python hack/gen_crd.py
+	$(BIN)/python hack/sync_chart_crds.py
+	$(BIN)/python hack/gen_openapi.py
+
 openapi: $(STAMP)
 	$(BIN)/python hack/gen_openapi.py
 
+# Import circles and the runner's upward imports (docs/architecture.md, "Runner").
+graph: $(STAMP)
+	$(BIN)/python hack/import_graph.py
+
 # Serving overhead on the tiny model: HTTP end to end vs a direct pipeline call.
 bench: $(STAMP)
-	$(BIN)/kubediffusers-bench --tiny --model-dir $(MODEL_DIR) --serving --runs 30
+	$(BIN)/kubediffusers-bench serving --tiny --model-dir $(MODEL_DIR) --runs 30
 
 clean:
 	rm -rf $(VENV) $(CACHE)

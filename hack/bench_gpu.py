@@ -12,7 +12,7 @@ the toy-size architecture, plus the cold start with torch.compile on a CPU:
 
     .venv/bin/python hack/bench_gpu.py --scale tiny
 
-Each step is one `kubediffusers-bench --arch ...` process (a fresh CUDA context
+Each step is one `kubediffusers-bench arch --arch ...` process (a fresh CUDA context
 and compile state per step); every figure line names the device it ran on.
 """
 
@@ -25,9 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-BENCH = [sys.executable, "-m", "kubediffusers.runner.bench_arch"]
+BENCH = [sys.executable, "-m", "kubediffusers.runner.dev.bench", "arch"]
 
-# name -> arguments of kubediffusers-bench --arch
+# name -> arguments of kubediffusers-bench arch --arch
 FULL = {
     # Target: HTTP median <= 25 ms and >= 3x stock (H100). Profile printed for the "where the time goes" part.
     "sd-turbo": [
@@ -137,7 +137,7 @@ def main() -> int:
     failed = 0
     for name in names:
         command = BENCH + steps[name] + ["--model-dir", args.model_dir, "--work-dir", args.work_dir] + extra
-        header = f"== {name}: kubediffusers-bench {' '.join(steps[name] + extra)}  ({time.strftime('%Y-%m-%d %H:%M:%S')})"
+        header = f"== {name}: kubediffusers-bench arch {' '.join(steps[name] + extra)}  ({time.strftime('%Y-%m-%d %H:%M:%S')})"
         print(header, flush=True)
         if out:
             out.write(header + "\n")

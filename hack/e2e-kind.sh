@@ -11,6 +11,9 @@
 # These development machines have no container engine, so this script is the
 # real-cluster check; the tests only parse it (bash -n, shellcheck).
 #
+# After the image, an edit phase changes the Service port, removes an env entry,
+# grows the claim and switches storage.deletePolicy, checking each on the cluster.
+#
 # Variables: CLUSTER (kind cluster name), E2E_MODEL (Hugging Face repo id, a
 # text-to-image checkpoint with safetensors weights), E2E_TIMEOUT (wait for Ready),
 # LOCAL_PORT (port-forward), E2E_OUTPUT (where the image goes, default .cache/e2e-image.png),
@@ -44,6 +47,30 @@ WORK="$(mktemp -d)"
 PORT_FORWARD_PID=""
 
 log() { printf '\n==> %s\n' "$*"; }
+
+# until WHAT CMD...: run CMD every 2 s until it succeeds, for at most 3 minutes.
+until_ok() {
+  local what="$1"
+  shift
+  for _ in $(seq 1 90); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 2
+  done
+  echo "e2e-kind: not reached in 3 minutes: ${what}" >&2
+  return 1
+}
+ipl_patch() { kubectl patch inferencepipeline -n "${NAMESPACE}" "${PIPELINE}" --type merge -p "$1"; }
+jsonpath() { kubectl get -n "${NAMESPACE}" "$1" -o "jsonpath=$2"; }
+service_port_is() { [[ "$(jsonpath "svc/${PIPELINE}" '{.spec.ports[*].port}')" == "$1" ]]; }
+runner_env_has() { jsonpath "deploy/${PIPELINE}" '{.spec.template.spec.containers[0].env[*].name}' | tr ' ' '\n' | grep -qx "$1"; }
+runner_env_lacks() { ! runner_env_has "$1"; }
+claim_owned() { [[ -n "$(jsonpath "pvc/${PIPELINE}-models" '{.metadata.ownerReferences[*].uid}')" ]]; }
+claim_not_owned() { ! claim_owned; }
+storage_reason() { jsonpath "inferencepipeline/${PIPELINE}" '{.status.conditions[?(@.type=="StorageReady")].reason}'; }
+storage_reported() {
+  [[ -n "$(storage_reason)" ]] &&
+    [[ "$(jsonpath "inferencepipeline/${PIPELINE}" '{.status.observedGeneration}')" == "$(jsonpath "inferencepipeline/${PIPELINE}" '{.metadata.generation}')" ]]
+}
 
 cleanup() {
   local rc=$?
@@ -151,6 +178,35 @@ fi
 mkdir -p "$(dirname "${E2E_OUTPUT}")"
 cp "${WORK}/image.png" "${E2E_OUTPUT}"
 log "OK: ${E2E_OUTPUT} ($(wc -c <"${WORK}/image.png") bytes)"
+
+# ---- edit phase: ordinary spec edits on a real API server (server-side apply field
+# ownership, immutable claim fields, owner references under admission)
+
+log "edit: service.port 80 -> 8080 (the old port goes, no duplicate \"http\")"
+ipl_patch '{"spec":{"service":{"port":8080}}}'
+until_ok "Service on port 8080 only" service_port_is 8080
+
+log "edit: add then remove a runner env entry"
+ipl_patch '{"spec":{"runner":{"env":[{"name":"KUBEDIFFUSERS_DEVICE","value":"cpu"},{"name":"E2E_EDIT","value":"1"}]}}}'
+until_ok "E2E_EDIT in the Deployment" runner_env_has E2E_EDIT
+ipl_patch '{"spec":{"runner":{"env":[{"name":"KUBEDIFFUSERS_DEVICE","value":"cpu"}]}}}'
+until_ok "E2E_EDIT removed from the Deployment" runner_env_lacks E2E_EDIT
+
+log "edit: grow the claim 15Gi -> 16Gi (kind's local-path class cannot expand: StorageResizeRejected; an expanding class: Resizing, then AsSpecified)"
+ipl_patch '{"spec":{"storage":{"size":"16Gi"}}}'
+until_ok "StorageReady reported for the new size" storage_reported
+kubectl get inferencepipeline -n "${NAMESPACE}" "${PIPELINE}" \
+  -o jsonpath='{.status.conditions[?(@.type=="StorageReady")]}{"\n"}'
+
+log "edit: storage.deletePolicy Delete -> Retain -> Delete (the claim's owner reference goes and comes back)"
+ipl_patch '{"spec":{"storage":{"deletePolicy":"Retain"}}}'
+until_ok "claim without owner reference" claim_not_owned
+ipl_patch '{"spec":{"storage":{"deletePolicy":"Delete"}}}'
+until_ok "claim owned by the pipeline again" claim_owned
+kubectl get inferencepipeline -n "${NAMESPACE}" "${PIPELINE}" -o wide
+log "OK: edits applied"
+
+# ---- KEDA phase (E2E_KEDA=1): autoscaling and scale to zero
 
 if [[ "${E2E_KEDA}" != "1" ]]; then
   log "E2E_KEDA=${E2E_KEDA}: skipping the KEDA phase"

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests" / "operator")]
+sys.path[:0] = [str(ROOT)]  # the emulator: tests.operator.fakecluster
 
 NS = "sim"
 NAME = "burst"
@@ -93,11 +93,11 @@ async def run(args: argparse.Namespace) -> int:
     import kmock
     import kopf
     import yaml
-    from fakecluster import FakeCluster, register_keda, register_resources
 
     import kubediffusers.operator.handlers  # noqa: F401  (registers the handlers with kopf)
     from kubediffusers.operator.runtime import Runtime
     from kubediffusers.operator.settings import OperatorSettings
+    from tests.operator.fakecluster import FakeCluster, register_keda, register_resources
 
     async with FakeCluster() as cluster, kmock.Server(cluster):
         register_resources(cluster)

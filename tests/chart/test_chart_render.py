@@ -8,6 +8,7 @@ from typing import Any
 
 import helm_python as helm
 import pytest
+import yaml
 
 from kubediffusers.operator.settings import ENV_PREFIX, OperatorSettings
 
@@ -79,7 +80,7 @@ def test_default_install_is_cluster_wide_with_the_default_images() -> None:
     assert env["KUBEDIFFUSERS_OPERATOR_PEERING_NAME"] == "kubediffusers"
     probe = container["livenessProbe"]["httpGet"]
     assert probe == {"path": "/healthz", "port": "health"}
-    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}, {"name": "metrics", "containerPort": 8081, "protocol": "TCP"}]
     assert env["KUBEDIFFUSERS_OPERATOR_LIVENESS_ENDPOINT"] == "http://0.0.0.0:8080/healthz"
     for obj in objects:
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
@@ -186,5 +187,9 @@ def test_notes_tell_the_next_three_commands(values: dict[str, Any]) -> None:
     text = notes(values)
     namespace = {id(NON_DEFAULT): "team-a"}.get(id(values), NAMESPACE)
     assert f"kubectl apply -n {namespace} -f" in text and "examples/sd-turbo.yaml" in text
+    # The example of the chart's own release, not of main (whose CRD may be newer than the installed one).
+    version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
+    assert f"https://raw.githubusercontent.com/kubediffusers/kubediffusers/v{version}/examples/sd-turbo.yaml" in text
+    assert "/main/" not in text
     assert f"kubectl get ipl -n {namespace} sd-turbo -w" in text
     assert f"kubectl port-forward -n {namespace} svc/sd-turbo 8080:80" in text and "curl -s localhost:8080/text-to-image" in text

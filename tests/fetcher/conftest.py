@@ -1,3 +1,3 @@
 """Fixtures of the fetcher tests; the Hub stand-in itself lives in fetch_standin.py."""
 
-from .fetch_standin import fetch_env, hub, run  # noqa: F401  (fixtures)
+from .fetch_standin import fetch_env, hub, in_process, run  # noqa: F401  (fixtures)

@@ -12,7 +12,15 @@ The stand-in answers exactly what huggingface_hub (2.x) asks while downloading:
 
 It never advertises Xet (no ``X-Xet-Hash``), so huggingface_hub uses plain HTTP even with hf_xet installed.
 Fault injection: ``cut_after[path] = n`` (first GET sends n bytes then drops the connection),
-``fail_get[path] = k`` (the next k GETs answer 500), ``delay_per_chunk`` (slow transfer).
+``fail_get[path] = k`` (the next k GETs answer 500), ``delay_per_chunk`` (slow transfer), ``slow[path]`` (one slow file), ``corrupt`` (a flipped byte in a body).
+Hostile behaviours: ``hang`` (requests whose path contains one of these strings are read and never
+answered, e.g. ``"/tree/"`` for a file listing that never comes), ``strip_ids`` (the revision listing
+carries sizes but no ``blobId``/``lfs``, as some mirrors serve it; the tree keeps its ``oid``, which
+huggingface_hub requires), and :class:`SilentServer` (accepts connections, never answers anything).
+
+Strict where huggingface_hub and the fetcher rely on it: sizes and ids only with ``?blobs=True``, the
+commit in ``X-Repo-Commit``, ``X-Linked-Etag``/``X-Linked-Size`` for LFS files, ``Range: bytes=<start>-``
+(a start past the end is a 416, as on any HTTP server), 404 for unknown routes.
 """
 
 from __future__ import annotations
@@ -95,6 +103,11 @@ class HubStandIn:
         self.fail_get: dict[str, int] = {}
         self.delay_per_chunk = 0.0
         self.chunk_size = 16 * 1024
+        self.slow: dict[str, float] = {}  # path -> seconds before each chunk of its body (overrides delay_per_chunk)
+        self.hang: set[str] = set()
+        self.corrupt: set[str] = set()  # files whose body has one byte flipped (the headers stay true)
+        self.strip_ids = False
+        self.released = threading.Event()  # set on stop: hanging handlers return
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -122,6 +135,7 @@ class HubStandIn:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def stop(self) -> None:
+        self.released.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -202,6 +216,10 @@ class _Handler(BaseHTTPRequestHandler):
         hub.record(Seen(self.command, parts.path, {k.lower(): v for k, v in self.headers.items()}))
         segs = [unquote(s) for s in parts.path.split("/")[1:]]
         query = parse_qs(parts.query)
+        if any(h in parts.path for h in hub.hang):
+            hub.released.wait()  # read the request, never answer
+            self.close_connection = True
+            return
         try:
             if segs[:2] == ["api", "models"] and len(segs) >= 6 and segs[4] in ("revision", "tree"):
                 model_id = f"{segs[2]}/{segs[3]}"
@@ -236,7 +254,9 @@ class _Handler(BaseHTTPRequestHandler):
         siblings = []
         for path in sorted(repo.files):
             sib: dict = {"rfilename": path}
-            if with_blobs:
+            if with_blobs and self.standin.strip_ids:
+                sib["size"] = repo.entry(path)["size"]
+            elif with_blobs:
                 e = repo.entry(path)
                 sib.update(size=e["size"], blobId=e["oid"])
                 if "lfs" in e:
@@ -302,10 +322,15 @@ class _Handler(BaseHTTPRequestHandler):
         status = 200
         rng = self.headers.get("Range")
         if rng and rng.startswith("bytes=") and rng.endswith("-"):
+            if int(rng[6:-1]) >= len(data):
+                self._error(416, None, f"Range Not Satisfiable: {rng}")
+                return
             start = int(rng[6:-1])
             status = 206
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
         body = data[start:]
+        if path in hub.corrupt and body:
+            body = bytes([body[0] ^ 0x01]) + body[1:]
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
@@ -318,10 +343,48 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
+        delay = hub.slow.get(path, hub.delay_per_chunk)
         for i in range(0, len(body), hub.chunk_size):
-            if hub.delay_per_chunk:
-                time.sleep(hub.delay_per_chunk)
+            if delay:
+                time.sleep(delay)
             self.wfile.write(body[i : i + hub.chunk_size])
+
+
+class SilentServer:
+    """A server that accepts every connection and never sends a byte (a stuck proxy, a black-holed mirror)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self.accepted = 0
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        self._sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            self._held.append(conn)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for conn in self._held:
+            conn.close()
+        self._sock.close()
 
 
 def rand(n: int, seed: str) -> bytes:
@@ -370,6 +433,9 @@ def pipeline_files() -> dict[str, bytes]:
         "tokenizer/special_tokens_map.json": j({"bos_token": "<s>"}),
         "tokenizer/tokenizer_config.json": j({"model_max_length": 77}),
         "scheduler/scheduler_config.json": j({"_class_name": "PNDMScheduler"}),
+        # model_index.json says [null, null]: diffusers never loads it, so it is never fetched
+        "safety_checker/config.json": j({"_class_name": "StableDiffusionSafetyChecker"}),
+        "safety_checker/model.safetensors": rand(30_000, "safety"),
         "vae_old/diffusion_pytorch_model.safetensors": rand(10_000, "vaeold"),
     }
 
@@ -463,6 +529,43 @@ def start_fetch(env: dict[str, str], *args: str, **extra_env: str) -> subprocess
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+@pytest.fixture
+def in_process(hub, tmp_path, monkeypatch):
+    """Run main() in this process against the stand-in (tests/conftest.py sets HF_HUB_OFFLINE for the suite)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for key in [k for k in os.environ if k.startswith(("KUBEDIFFUSERS_", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
+    term = tmp_path / "termination-log"
+    argv = [
+        "--model-id",
+        "tiny-org/tiny-sd",
+        "--model-dir",
+        str(tmp_path / "models"),
+        "--termination-log",
+        str(term),
+        "--retries",
+        "0",
+        "--max-workers",
+        "1",
+        "--progress-interval",
+        "0",
+    ]
+    # main() quiets huggingface_hub's logging and bars for the process: put them back afterwards
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+    from huggingface_hub.utils import logging as hf_logging
+
+    bars_were_disabled, verbosity = are_progress_bars_disabled(), hf_logging.get_verbosity()
+    yield argv, term
+    hf_logging.set_verbosity(verbosity)
+    if not bars_were_disabled:
+        enable_progress_bars()
 
 
 @pytest.fixture

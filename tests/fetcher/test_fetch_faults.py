@@ -14,7 +14,6 @@ import os
 import pathlib
 from collections import namedtuple
 
-import pytest
 from filelock import FileLock
 
 from kubediffusers.runner.fetch import read_marker
@@ -26,43 +25,6 @@ from kubediffusers.runner.fetch.progress import ProgressReporter, TrackedFile, h
 from .fetch_standin import DEFAULT_FILES, pipeline_files
 
 MODEL = "tiny-org/tiny-sd"
-
-
-@pytest.fixture
-def in_process(hub, tmp_path, monkeypatch):
-    """Run main() in this process against the stand-in (tests/conftest.py sets HF_HUB_OFFLINE for the suite)."""
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    for key in [k for k in os.environ if k.startswith(("KUBEDIFFUSERS_", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"))]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
-    term = tmp_path / "termination-log"
-    argv = [
-        "--model-id",
-        MODEL,
-        "--model-dir",
-        str(tmp_path / "models"),
-        "--termination-log",
-        str(term),
-        "--retries",
-        "0",
-        "--max-workers",
-        "1",
-        "--progress-interval",
-        "0",
-    ]
-    # main() quiets huggingface_hub's logging and bars for the process: put them back afterwards
-    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
-    from huggingface_hub.utils import logging as hf_logging
-
-    bars_were_disabled, verbosity = are_progress_bars_disabled(), hf_logging.get_verbosity()
-    yield argv, term
-    hf_logging.set_verbosity(verbosity)
-    if not bars_were_disabled:
-        enable_progress_bars()
 
 
 class _QuotaFile:
@@ -132,21 +94,40 @@ def test_a_second_fetcher_waits_for_the_lock_and_times_out_when_asked(hub, fetch
     assert hub.seen() == []  # it never started on the Hub
 
 
-def test_progress_measures_what_is_on_disk(tmp_path):
-    blobs = tmp_path / "blobs"
+def test_progress_measures_what_is_on_disk_without_any_id(tmp_path):
+    """Done = the snapshot's entry exists; in flight = the partial files: no blob id or sha256 needed."""
+    sha = "0" * 40
+    blobs, snap = tmp_path / "blobs", tmp_path / "snapshots" / sha
     blobs.mkdir()
-    (blobs / "aaa").write_bytes(b"x" * 1000)  # complete
+    snap.mkdir(parents=True)
+    (blobs / "aaa").write_bytes(b"x" * 1000)  # complete, linked from the snapshot
+    (snap / "a").symlink_to(blobs / "aaa")
     (blobs / "bbb.1234abcd.incomplete").write_bytes(b"x" * 300)  # in flight
-    files = [TrackedFile("a", 1000, "aaa"), TrackedFile("b", 1000, "bbb"), TrackedFile("c", 2000, "ccc")]
+    files = [TrackedFile("a", 1000, None), TrackedFile("b", 1000, None), TrackedFile("c", 2000, None)]
     now = [0.0]
     lines: list[str] = []
-    reporter = ProgressReporter(tmp_path, files, interval=0, say=lines.append, clock=lambda: now[0])
+    reporter = ProgressReporter(tmp_path, sha, files, interval=1, say=lines.append, clock=lambda: now[0])
     reporter.start()
+    reporter.stop()
     assert reporter.measure().done_bytes == 1300 and reporter.measure().done_files == 1
     (blobs / "ccc.5678.incomplete").write_bytes(b"x" * 1000)
     now[0] = 2.0
     line = reporter.line(reporter.measure())
     assert line == "progress: 2.3 kB of 4.0 kB (58%), 500 B/s, 1 of 3 files, about 3s left"
+    for name, size in (("b", 1000), ("c", 2000)):
+        (blobs / name).write_bytes(b"x" * size)
+        (snap / name).symlink_to(blobs / name)
+    for tmp in blobs.glob("*.incomplete"):
+        tmp.unlink()
+    now[0] = 4.0
+    final = reporter.finish()
+    assert lines[-1] == "progress (final): 4.0 kB of 4.0 kB (100%), 675 B/s, 3 of 3 files"
+    assert final.done_files == 3 and reporter.downloaded_bytes == 4000 - 1300
+
+
+def test_progress_without_sizes_prints_bytes_only(tmp_path):
+    reporter = ProgressReporter(tmp_path, "0" * 40, [TrackedFile("a", 0, None)], interval=0, say=print, clock=lambda: 1.0)
+    assert reporter.line(reporter.measure()).startswith("progress: 0 B, ")
 
 
 def test_human_bytes():

@@ -124,7 +124,18 @@ def test_ignore_patterns_replace_the_forbidden_formats():
 
 
 def test_pipeline_folders_follow_diffusers_rule():
-    assert pipeline_folders(INDEX) == {"unet", "vae", "text_encoder", "tokenizer", "scheduler", "safety_checker", "feature_extractor"}
+    # [null, null] (safety_checker, feature_extractor here) is a component diffusers sets to None: not a folder to fetch
+    assert pipeline_folders(INDEX) == {"unet", "vae", "text_encoder", "tokenizer", "scheduler"}
+    assert "safety_checker" in pipeline_folders({**INDEX, "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"]})
+    assert "x" in pipeline_folders({"x": [None, "SomeClass"]})  # only both null means "absent"
+
+
+def test_null_null_components_are_not_fetched():
+    assert "safety_checker/model.safetensors" in FILES  # the folder is in the repository...
+    for variant in (None, "fp16"):
+        assert not any(f.startswith(("safety_checker/", "feature_extractor/")) for f in select_files(FILES, model_index=INDEX, variant=variant).files)
+    listed = {**INDEX, "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"]}
+    assert "safety_checker/model.safetensors" in select_files(FILES, model_index=listed, variant=None).files
 
 
 def test_exact_patterns_escape_fnmatch_characters():

@@ -11,6 +11,7 @@ import fnmatch
 import io
 import json
 import re
+import shlex
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -66,24 +67,64 @@ def program(argv: list[str]) -> str:
     return argv[0]
 
 
+def global_args(instructions: list[dict[str, Any]]) -> dict[str, str]:
+    """ARG defaults declared before the first FROM (the only ones a FROM can use)."""
+    args: dict[str, str] = {}
+    for ins in instructions:
+        if ins["instruction"] == "FROM":
+            break
+        if ins["instruction"] == "ARG":
+            name, _, default = ins["value"].partition("=")
+            args[name.strip()] = default.strip().strip('"')
+    return args
+
+
+def expand(value: str, args: dict[str, str]) -> str:
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        assert name in args, f"${name} has no default"
+        return args[name]
+
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", sub, value)
+
+
+DIGEST = re.compile(r"^(?P<repository>[\w./-]+):(?P<tag>[\w.-]+)@sha256:[0-9a-f]{64}$")
+
+
 @pytest.mark.parametrize("name", IMAGES)
-def test_multi_stage_with_pinned_base_images(name: str) -> None:
+def test_multi_stage_with_bases_pinned_by_digest(name: str) -> None:
     instructions = parse(IMAGES[name])
+    args = global_args(instructions)
     froms = values(instructions, "FROM")
     assert len(froms) >= 2, "not a multi-stage build"
     stage_names = set()
     for value in froms:
         parts = value.split()
-        image = parts[0]
         assert len(parts) == 3 and parts[1].upper() == "AS", f"unnamed stage: FROM {value}"
+        image = expand(parts[0], args)
         stage_names.add(parts[2])
         if image in stage_names:
             continue
-        repository, _, tag = image.rpartition(":")
-        assert repository and tag, f"{image}: no tag"
+        match = DIGEST.match(image)
+        assert match, f"FROM {parts[0]} = {image}: not <repository>:<tag>@sha256:<64 hex digits> (a tag moves, a digest does not)"
+        tag = match.group("tag")
         assert tag != "latest" and re.search(r"\d+\.\d+", tag), f"{image}: not a versioned tag"
+        # Debian's current stable (trixie), not the frozen previous one (bookworm).
+        assert "bookworm" not in tag and "bullseye" not in tag, f"{image}: an old Debian release"
     copies = values(final(instructions), "COPY")
     assert any(c.startswith("--from=build ") for c in copies), "the final stage does not take the build stage's result"
+
+
+def test_both_images_share_one_base() -> None:
+    bases = {name: global_args(parse(path))["PYTHON_IMAGE"] for name, path in IMAGES.items()}
+    assert len(set(bases.values())) == 1, bases
+
+
+def test_the_tests_run_the_images_python_minor_version() -> None:
+    import sys
+
+    tag = DIGEST.match(global_args(parse(IMAGES["runner"]))["PYTHON_IMAGE"])
+    assert tag and tag.group("tag").startswith(f"{sys.version_info.major}.{sys.version_info.minor}-"), tag
 
 
 @pytest.mark.parametrize("name", IMAGES)
@@ -95,15 +136,109 @@ def test_final_stage_runs_as_a_numeric_non_root_user(name: str) -> None:
     assert not gid or (gid.isdigit() and int(gid) > 0)
 
 
+CONSTRAINTS = ROOT / "requirements" / "constraints.txt"
+
+
+def pins() -> dict[str, str]:
+    out = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        name, sep, version = line.strip().partition("==")
+        if sep:
+            out[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return out
+
+
+def pip_installs(name: str) -> list[list[str]]:
+    """The argument lists of every `pip install` in the Dockerfile, with ARG defaults expanded."""
+    instructions = parse(IMAGES[name])
+    args = global_args(instructions)
+    runs = " ".join(values(instructions, "RUN"))
+    return [shlex.split(expand(m, args)) for m in re.findall(r"pip install ([^&]+)", runs)]
+
+
 @pytest.mark.parametrize("name", IMAGES)
 def test_dependencies_are_pinned_by_the_constraints(name: str) -> None:
-    runs = " ".join(values(parse(IMAGES[name]), "RUN"))
-    installs = re.findall(r"pip install ([^&]+)", runs)
+    installs = pip_installs(name)
     assert installs, "no pip install"
-    for args in installs:
-        assert re.search(r"-c \S*constraints\.txt", args), f"unpinned install: pip install {args}"
+    for argv in installs:
+        # The whole constraints file as copied (no filtered copy that drops pins).
+        assert argv[argv.index("-c") + 1] == "requirements/constraints.txt", f"unpinned install: pip install {argv}"
+        for requirement in argv:
+            assert "==" not in requirement and not re.search(r"[<>~]=?", requirement), f"a version outside the constraints: {requirement}"
+    # The project is built with the pinned backend (an isolated build would fetch any setuptools).
+    assert installs[0][-1] == "setuptools" and pins()["setuptools"]
+    project = installs[-1]
+    assert project[-1] in ("./runner", "./operator") and "--no-build-isolation" in project
     copies = values(parse(IMAGES[name]), "COPY")
-    assert any("requirements/constraints.txt" in c for c in copies)
+    assert any(c.split()[0] == "requirements/constraints.txt" for c in copies)
+    assert not re.search(r"grep[^&]*constraints", " ".join(values(parse(IMAGES[name]), "RUN"))), "the constraints are filtered"
+
+
+def test_every_runtime_dependency_and_the_build_backend_are_pinned() -> None:
+    """Everything the images install that pip would otherwise pick freely."""
+    pinned = pins()
+    for project in ("runner", "operator"):
+        data = tomllib.loads((ROOT / project / "pyproject.toml").read_text())
+        requirements = [*data["project"]["dependencies"], *data["build-system"]["requires"]]
+        for requirement in requirements:
+            dist = re.split(r"[\s\[<>=~!;]", requirement, maxsplit=1)[0]
+            assert re.sub(r"[-_.]+", "-", dist).lower() in pinned, f"{project}: {requirement} is not pinned in constraints.txt"
+    # uvicorn[standard]'s extras, which its own metadata leaves unpinned.
+    for extra in ("httptools", "uvloop", "watchfiles", "websockets", "python-dotenv", "pyyaml"):
+        assert extra in pinned, extra
+
+
+def test_runner_image_installs_exactly_the_constraints_torch() -> None:
+    """The torch that runs in the image is the torch the tests run (up to the build's local label)."""
+    pin = pins()["torch"]
+    import torch
+
+    assert torch.__version__.split("+")[0] == pin, f"the tests run torch {torch.__version__}, the constraints pin {pin}"
+    instructions = parse(IMAGES["runner"])
+    args = global_args(instructions)
+    # Not a torch image: its torch would win over (or clash with) the pinned one.
+    assert not any("torch" in expand(v.split()[0], args) for v in values(instructions, "FROM"))
+    torch_installs = [argv for argv in pip_installs("runner") if "torch" in argv]
+    assert len(torch_installs) == 1, torch_installs
+    argv = torch_installs[0]
+    assert argv[argv.index("-c") + 1] == "requirements/constraints.txt"  # so torch==<pin>, and only that
+    # The index is a build argument, PyPI (whose Linux wheel bundles CUDA) by default.
+    assert "--index-url" in argv and args["TORCH_INDEX_URL"] == "https://pypi.org/simple"
+    assert "${TORCH_INDEX_URL}" in " ".join(values(instructions, "RUN"))
+    assert "TORCH_INDEX_URL" in values(stages(instructions)[0], "ARG")  # re-declared in the build stage
+    # The build fails unless the installed torch is the constraints' one.
+    check = next(run for run in values(instructions, "RUN") if "torch.__version__" in run)
+    assert "requirements/constraints.txt" in check and "assert torch.__version__.split('+')[0] == pin" in check
+    # torch pins its CUDA wheels (cuda-toolkit, nvidia-*) with ==; what it leaves open is pinned here.
+    assert {"triton", "cuda-bindings", "cuda-pathfinder"} <= set(pins())
+
+
+def test_runner_image_has_a_c_compiler_for_triton() -> None:
+    """torch.compile's Triton kernels compile a C launcher at run time (pytorch#116696)."""
+    stage = final(parse(IMAGES["runner"]))
+    runs = " ".join(values(stage, "RUN"))
+    assert re.search(r"apt-get install -y --no-install-recommends [^&]*\bgcc\b", runs)
+    assert "libc6-dev" in runs and "rm -rf /var/lib/apt/lists" in runs
+    assert "CC=/usr/bin/gcc" in " ".join(values(stage, "ENV"))
+
+
+def test_operator_image_leaves_the_kubernetes_client_out() -> None:
+    data = tomllib.loads((ROOT / "operator" / "pyproject.toml").read_text())
+    assert not any(d.startswith("kubernetes") for d in data["project"]["dependencies"])
+    assert any(d.startswith("kubernetes") for d in data["project"]["optional-dependencies"]["kubeconfig"])
+    runs = " ".join(values(parse(IMAGES["operator"]), "RUN"))
+    assert '! /opt/kubediffusers/bin/python -c "import kubernetes"' in runs
+    assert not any("[" in argv[-1] for argv in pip_installs("operator")), "an extra would bring the client back"
+    # The operator's own code never imports it (kopf's login_via_client is optional, see runtime.login).
+    for path in (ROOT / "operator" / "src").rglob("*.py"):
+        assert not re.search(r"^\s*(import|from) kubernetes\b", path.read_text(), re.M), path
+
+
+def test_runner_image_licence_label_names_the_bundled_gpl_encoder() -> None:
+    labels = " ".join(values(final(parse(IMAGES["runner"])), "LABEL"))
+    assert "GPL-2.0-or-later" in labels and "Apache-2.0" in labels
+    docs = (ROOT / "docs" / "security.md").read_text()
+    assert "libx264" in docs and "GPL-2.0-or-later" in docs
 
 
 def test_operator_image_runs_kopf_through_the_operator_console_script_with_liveness() -> None:
@@ -155,8 +290,6 @@ def test_runner_image_bakes_in_no_weights_and_no_kopf() -> None:
     for forbidden in ("huggingface-cli", "hf download", "kubediffusers-fetch", "snapshot_download", ".safetensors", "kubediffusers-tiny-model"):
         assert forbidden not in text, forbidden
     assert "operator" not in " ".join(values(instructions, "COPY"))
-    base = values(instructions, "FROM")[0].split()[0]
-    assert base.startswith("pytorch/pytorch:") and "cuda" in base and "runtime" in base
 
 
 def dockerignore_excludes(path: str, patterns: list[str]) -> bool:

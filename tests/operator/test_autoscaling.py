@@ -11,14 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fakecluster import KEDA_HTTP_RESOURCE, KEDA_RESOURCE, FakeCluster, register_keda
-from ophelpers import manifest
-from test_operator_kopf import NS, PIPELINES, call, cluster, create_pipeline, deployment, eventually, obj, operator, pipeline_status
 
 from kubediffusers.operator.builders.autoscaling import PAUSED_ANNOTATION
 from kubediffusers.operator.runtime import Runtime
+from tests.operator.fakecluster import KEDA_HTTP_RESOURCE, KEDA_RESOURCE, FakeCluster, register_keda
+from tests.operator.helpers import NS, PIPELINES, call, create_pipeline, deployment, manifest, obj, pipeline_status
+from tests.operator.helpers import settle as eventually
 
-__all__ = ["cluster", "operator"]  # the emulator and the real operator, shared with test_operator_kopf.py
 pytestmark = pytest.mark.slow
 
 PROMETHEUS = "http://prometheus.monitoring:9090"

@@ -2,7 +2,7 @@
 
 The schemas are the openAPIV3Schema of the CRDs of KEDA v2.20.1 and the HTTP add-on
 v0.15.0 (tests/operator/data, commits in their headers), made as strict as the API
-server (unknown fields refused) by ophelpers.to_jsonschema.
+server (unknown fields refused) by tests.operator.helpers.to_jsonschema.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from ophelpers import K8S_VERSIONS, KEDA_SCHEMAS, manifest, validate_keda, validate_object
 
 from kubediffusers.operator.builders import build_children
 from kubediffusers.operator.builders.autoscaling import (
@@ -29,6 +28,7 @@ from kubediffusers.operator.cli import main
 from kubediffusers.operator.pipeline import Pipeline
 from kubediffusers.operator.settings import OperatorSettings
 from kubediffusers.operator.spec import SpecError
+from tests.operator.helpers import K8S_VERSIONS, KEDA_SCHEMAS, manifest, validate_keda, validate_object
 
 SETTINGS = OperatorSettings(runner_image="runner:test", prometheus_address="http://prometheus.monitoring:9090")
 AUTO = {"minReplicas": 1, "maxReplicas": 4, "targetQueueDepth": 3}

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from ophelpers import K8S_VERSIONS, example_docs, manifest, validate_object
 
 from kubediffusers.operator import names
 from kubediffusers.operator.builders import build_children, build_claim, build_deployment, build_fetch_env, build_runner_env, build_service
 from kubediffusers.operator.pipeline import Pipeline
 from kubediffusers.operator.settings import OperatorSettings
+from tests.operator.helpers import K8S_VERSIONS, example_docs, manifest, validate_object
 
 SETTINGS = OperatorSettings(runner_image="registry.example/runner:1", hf_endpoint="https://hub.mirror.example")
 
@@ -138,9 +138,10 @@ def test_objects_and_names() -> None:
     assert runner["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     startup = runner["startupProbe"]
     assert startup["httpGet"]["path"] == "/readyz" and startup["failureThreshold"] * startup["periodSeconds"] >= 3600
-    assert pod["volumes"] == [{"name": "models", "persistentVolumeClaim": {"claimName": "sd-models"}}, {"name": "tmp", "emptyDir": {}}]
+    assert pod["volumes"] == [{"name": "models", "persistentVolumeClaim": {"claimName": "sd-models"}}, {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}}]
     assert pod["securityContext"]["fsGroup"] == 1000 and pod["automountServiceAccountToken"] is False
-    assert "resources" not in runner and "nodeSelector" not in pod
+    # The operator's default requests (settings.runner_cpu_request/_memory_request): never BestEffort.
+    assert runner["resources"] == {"requests": {"cpu": "1", "memory": "4Gi"}} and "nodeSelector" not in pod
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # a ReadWriteOnce claim cannot host two pods on two nodes
 
 
@@ -183,7 +184,7 @@ def test_runner_env_contract() -> None:
         "KUBEDIFFUSERS_MODEL_ID": "stabilityai/sd-turbo",
         "KUBEDIFFUSERS_MODEL_REVISION": "v1.0",
         "KUBEDIFFUSERS_MODEL_VARIANT": "fp16",
-        "KUBEDIFFUSERS_DTYPE": "bfloat16",
+        "KUBEDIFFUSERS_MODEL_DTYPE": "bfloat16",
         "KUBEDIFFUSERS_MODEL_DIR": "/models",
         "KUBEDIFFUSERS_DEVICE": "cuda:0",  # the spec's env override wins
         "KUBEDIFFUSERS_HOST": "0.0.0.0",
@@ -200,7 +201,7 @@ def test_runner_env_contract() -> None:
         "EXTRA": "1",
     }
     minimal = env_map(build_runner_env(pipeline_of(manifest()), SETTINGS))
-    assert minimal["KUBEDIFFUSERS_DTYPE"] == "auto" and "KUBEDIFFUSERS_MODEL_VARIANT" not in minimal
+    assert not {"KUBEDIFFUSERS_MODEL_DTYPE", "KUBEDIFFUSERS_MODEL_VARIANT"} & set(minimal)  # the runner's defaults apply
     assert not any(k.startswith("KUBEDIFFUSERS_MAX") or k == "KUBEDIFFUSERS_AUTH_TOKEN" for k in minimal)
 
 
@@ -259,8 +260,8 @@ OPTIMIZED = {
             "channelsLast": True,
             "fuseQkv": True,
             "compile": {"unet": True, "vae": True, "mode": "max-autotune"},
-            "deepCacheInterval": 3,
-            "tinyVae": "madebyollin/taesd",
+            "deepcacheInterval": 3,
+            "tinyVaeId": "madebyollin/taesd",
             "vaeSlicing": True,
         },
     }
@@ -331,3 +332,13 @@ def test_tasks_agree_with_the_runner() -> None:
     from kubediffusers.operator.spec import Task
 
     assert [t.value for t in Task] == [t.value for t in runner_settings.Task]
+
+
+@pytest.mark.parametrize(("name", "doc"), example_docs(), ids=[n for n, _ in example_docs()])
+def test_every_example_container_requests_cpu_and_memory(name: str, doc: dict[str, Any]) -> None:
+    """As a namespace with a cpu/memory ResourceQuota requires (requests default to limits, as the API server does)."""
+    pod = build_deployment(pipeline_of(doc), SETTINGS)["spec"]["template"]["spec"]
+    for container in pod["initContainers"] + pod["containers"]:
+        resources = container.get("resources") or {}
+        requested = set(resources.get("requests") or {}) | set(resources.get("limits") or {})
+        assert {"cpu", "memory"} <= requested, (name, container["name"], resources)

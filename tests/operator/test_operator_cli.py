@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-from ophelpers import EXAMPLES, K8S_VERSIONS, manifest, validate_object
 
 from kubediffusers.operator import local
 from kubediffusers.operator.builders import build_runner_env
@@ -17,6 +16,7 @@ from kubediffusers.operator.cli import main
 from kubediffusers.operator.crd import build_crd
 from kubediffusers.operator.pipeline import Pipeline
 from kubediffusers.operator.settings import OperatorSettings
+from tests.operator.helpers import EXAMPLES, K8S_VERSIONS, manifest, validate_object
 
 
 def write(tmp_path: Path, *docs: dict[str, Any]) -> Path:

@@ -10,21 +10,21 @@ import copy
 from typing import Any
 
 import pytest
-from fakecluster import FakeCluster
-from ophelpers import K8S_VERSIONS, manifest, validate_object
-from test_operator_kopf import NS, call, cluster, create_pipeline, deployment, eventually, obj, operator, pipeline_status
 
 from kubediffusers.operator import names
 from kubediffusers.operator.builders import build_children, build_claim, build_deployment
-from kubediffusers.operator.layout import storage_layout, storage_status
+from kubediffusers.operator.layout import storage_layout
 from kubediffusers.operator.pipeline import Pipeline
 from kubediffusers.operator.runtime import Runtime
 from kubediffusers.operator.settings import OperatorSettings
 from kubediffusers.operator.spec import SpecError
+from kubediffusers.operator.status import storage_status
+from tests.operator.fakecluster import FakeCluster
+from tests.operator.helpers import K8S_VERSIONS, NS, call, create_pipeline, deployment, manifest, obj, pipeline_status, validate_object
+from tests.operator.helpers import settle as eventually
 
 SETTINGS = OperatorSettings(runner_image="runner:test")
 SHA = "89abcdef0123456789abcdef0123456789abcdef"
-__all__ = ["cluster", "operator"]  # the emulator and the real operator, shared with test_operator_kopf.py
 
 
 def pipeline(**spec: Any) -> Pipeline:

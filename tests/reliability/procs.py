@@ -19,7 +19,7 @@ import httpx
 import psutil
 from PIL import Image
 
-from kubediffusers.runner.tiny import ensure_tiny_model, tiny_model_id
+from kubediffusers.runner.dev.tiny import ensure_tiny_model, tiny_model_id
 
 RUNNER = Path(sys.executable).parent / "kubediffusers-runner"
 

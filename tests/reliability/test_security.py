@@ -37,7 +37,7 @@ EVERYTHING: dict[str, Any] = {
         "logLevel": "debug",
         "maxQueueSize": 4,
         "maxBatchSize": 4,
-        "optimizations": {"compile": {"unet": True, "mode": "max-autotune"}, "tinyVae": "madebyollin/taesd", "deepCacheInterval": 2},
+        "optimizations": {"compile": {"unet": True, "mode": "max-autotune"}, "tinyVaeId": "madebyollin/taesd", "deepcacheInterval": 2},
         "authSecretRef": {"name": "api", "key": "token"},
         "env": [{"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"}],
     },

@@ -17,7 +17,7 @@ import diffusers
 import pytest
 import transformers
 
-from kubediffusers.runner import archs
+from kubediffusers.runner.dev import archs
 
 REAL = ["sd-turbo", "sd15", "sdxl", "svd"]
 
@@ -105,7 +105,8 @@ def test_harness_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "kubediffusers.runner.bench",
+            "kubediffusers.runner.dev.bench",
+            "arch",
             "--arch",
             "tiny-sd",
             "--size",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.runner.metrics_helpers import metric
+from tests.runner.helpers import metric
 
 BODY = {"prompt": "a cat", "num_inference_steps": 1}
 

@@ -10,13 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-
-def assert_error(r, status: int, fragment: str) -> None:  # type: ignore[no-untyped-def]
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"detail"} and isinstance(body["detail"]["msg"], str)
-    assert fragment in body["detail"]["msg"], body
-    assert "Traceback" not in r.text
+from tests.runner.helpers import assert_error
 
 
 @pytest.mark.parametrize(
@@ -80,7 +74,7 @@ def _png_header_only(width: int, height: int) -> bytes:
 @pytest.fixture(scope="module")
 def i2i(model_dir) -> TestClient:  # type: ignore[no-untyped-def]
     from kubediffusers.runner.app import create_app
-    from tests.runner.conftest import ready_client, settings_for
+    from tests.runner.helpers import ready_client, settings_for
 
     yield from ready_client(create_app(settings_for(model_dir, "image-to-image", max_upload_bytes=200_000)))
 

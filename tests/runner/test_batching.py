@@ -12,9 +12,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.runner.conftest import wait_until
-from tests.runner.metrics_helpers import metric
-from tests.runner.test_queue import gated
+from tests.runner.helpers import gated, metric, wait_until
 
 
 def pixels(item: dict[str, Any]) -> np.ndarray:

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import io
 
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.runner.conftest import STEPS
-
-
-def decode(url: str) -> Image.Image:
-    prefix = "data:image/png;base64,"
-    assert url.startswith(prefix)
-    return Image.open(io.BytesIO(base64.b64decode(url[len(prefix) :])))
+from tests.runner.helpers import STEPS, decode
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -17,10 +17,7 @@ from kubediffusers.runner.app import create_app
 from kubediffusers.runner.errors import InvalidInput, QueueFull
 from kubediffusers.runner.jobs import JobStore
 from kubediffusers.runner.worker import Job
-from tests.runner.conftest import STEPS, ThreadedServer, ready_client, settings_for
-from tests.runner.media import mp4_frames, png
-from tests.runner.test_bad_input import assert_error
-from tests.runner.test_generation import decode
+from tests.runner.helpers import STEPS, ThreadedServer, assert_error, decode, mp4_frames, png, ready_client, settings_for
 
 BODY = {"prompt": "a lighthouse", "num_inference_steps": STEPS, "seed": 7}
 ASYNC = {"Prefer": "respond-async"}
@@ -300,5 +297,5 @@ def test_delete_cancels_running_and_queued_jobs_and_forgets_finished_ones(client
     assert client.get(f"/jobs/{running}").json()["status"] == "failed"  # cancelled stays cancelled
     assert_error(client.get(f"/jobs/{queued}/result"), 410, "cancelled")
     assert client.delete(f"/jobs/{later}").status_code == 204
-    assert_error(client.get(f"/jobs/{later}"), 404, "no job")
-    assert_error(client.delete(f"/jobs/{later}"), 404, "no job")
+    assert_error(client.get(f"/jobs/{later}"), 404, "deleted with DELETE")
+    assert_error(client.delete(f"/jobs/{later}"), 404, "deleted with DELETE")

@@ -13,7 +13,7 @@ import torch
 from kubediffusers.runner import optimizations
 from kubediffusers.runner.errors import ModelUnavailable
 from kubediffusers.runner.model import find_snapshot
-from tests.runner.conftest import settings_for
+from tests.runner.helpers import settings_for
 
 
 def load(model_dir: Path, **options: Any) -> tuple[Any, list[str]]:
@@ -93,7 +93,7 @@ def test_offload_and_compile_do_not_mix(model_dir: Path) -> None:
 
 
 def test_tiny_vae_from_the_cache_decodes_in_place_of_the_vae(model_dir: Path) -> None:
-    from kubediffusers.runner.tiny import TINY_VAE_ID, ensure_tiny_vae
+    from kubediffusers.runner.dev.tiny import TINY_VAE_ID, ensure_tiny_vae
 
     ensure_tiny_vae(model_dir)
     pipe, applied = load(model_dir, tiny_vae_id=TINY_VAE_ID)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -13,44 +10,9 @@ import pytest
 import torch
 
 from kubediffusers.runner.app import create_app
-from tests.runner.conftest import ThreadedServer, settings_for, wait_until
+from tests.runner.helpers import ThreadedServer, gated, settings_for, wait_until
 
 BODY = {"prompt": "a cat", "num_inference_steps": 1}
-
-
-class Gate:
-    """Wraps the loaded pipeline's run so a test decides when generation ends."""
-
-    def __init__(self, pipeline: Any) -> None:
-        self.pipeline = pipeline
-        self.real_run = pipeline.run
-        self.release = threading.Event()
-        self.entered = threading.Semaphore(0)
-        self.calls = 0
-
-    def run(self, work: Any, on_step: Any = None) -> Any:
-        self.calls += 1
-        self.entered.release()
-        while not self.release.wait(0.01):
-            if on_step is not None:
-                on_step(0, 1)  # lets cancellation through, like a real denoising step
-        return self.real_run(work, on_step)
-
-    def wait_entered(self) -> None:
-        assert self.entered.acquire(timeout=30), "generation never started"
-
-
-@contextmanager
-def gated(app_or_client: Any) -> Iterator[Gate]:
-    app = getattr(app_or_client, "app", app_or_client)
-    pipeline = app.state.context.model.pipeline
-    gate = Gate(pipeline)
-    pipeline.run = gate.run
-    try:
-        yield gate
-    finally:
-        gate.release.set()
-        pipeline.run = gate.real_run
 
 
 def test_health_answers_during_generation(make_client) -> None:
@@ -143,8 +105,8 @@ def test_a_request_whose_client_left_before_its_turn_is_dropped(model_dir) -> No
             with pytest.raises(httpx.ReadTimeout):
                 httpx.post(server.url + "/text-to-image", json=BODY, timeout=0.5)
 
-        impatient()  # queued, then the client hangs up
-        assert httpx.get(server.url + "/health").json()["queue_depth"] == 1
+        impatient()  # queued, then the client hangs up: noticed at once, its slot is free
+        wait_until(lambda: httpx.get(server.url + "/health").json()["queue_depth"] == 0, what="the abandoned request unqueued")
         gate.release.set()
         assert first.result(timeout=60).status_code == 200
         wait_until(lambda: httpx.get(server.url + "/health").json()["queue_depth"] == 0, what="queue drained")

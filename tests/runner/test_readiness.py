@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kubediffusers.runner.app import create_app
-from kubediffusers.runner.tiny import ensure_tiny_model, tiny_model_id
-from tests.runner.conftest import settings_for, wait_until
+from kubediffusers.runner.dev.tiny import ensure_tiny_model, tiny_model_id
+from tests.runner.helpers import settings_for, wait_until
 
 
 def error_client(settings) -> TestClient:  # type: ignore[no-untyped-def]

@@ -10,9 +10,9 @@ import pytest
 from prometheus_client import Gauge
 
 from kubediffusers.runner.metrics import BusyClock, Metrics, queued_work_seconds
-from tests.runner.conftest import wait_until
-from tests.runner.metrics_helpers import metric
-from tests.runner.test_queue import BODY, gated
+from tests.runner.helpers import gated, metric, wait_until
+
+BODY = {"prompt": "a cat", "num_inference_steps": 1}
 
 
 @dataclass

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from kubediffusers.runner.tiny import tiny_model_id
-from tests.runner.conftest import free_port, wait_until
+from kubediffusers.runner.dev.tiny import tiny_model_id
+from tests.runner.helpers import free_port, wait_until
 
 RUNNER = Path(sys.executable).parent / "kubediffusers-runner"
 

@@ -18,11 +18,11 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBEDIFFUSERS_TASK", "image-to-image")
     monkeypatch.setenv("KUBEDIFFUSERS_MODEL_ID", "stabilityai/sd-turbo")
     monkeypatch.setenv("KUBEDIFFUSERS_MODEL_VARIANT", "fp16")
-    monkeypatch.setenv("KUBEDIFFUSERS_DTYPE", "bfloat16")
+    monkeypatch.setenv("KUBEDIFFUSERS_MODEL_DTYPE", "bfloat16")
     monkeypatch.setenv("KUBEDIFFUSERS_MAX_QUEUE_SIZE", "3")
     monkeypatch.setenv("KUBEDIFFUSERS_AUTH_TOKEN", "p4ss-w0rd")
     s = load_settings()
-    assert s.task is Task.IMAGE_TO_IMAGE and s.model_variant == "fp16" and s.dtype is DType.BFLOAT16
+    assert s.task is Task.IMAGE_TO_IMAGE and s.model_variant == "fp16" and s.model_dtype is DType.BFLOAT16
     assert s.max_queue_size == 3 and s.auth_token is not None and s.auth_token.get_secret_value() == "p4ss-w0rd"
     assert s.model_dir == Path("/models") and s.port == 8000 and s.model_revision == "main"
     assert "p4ss-w0rd" not in repr(s)  # secrets never printed
@@ -64,8 +64,8 @@ def test_invalid_configuration_is_one_line(monkeypatch: pytest.MonkeyPatch, env:
 
 def test_runner_command_exits_2_with_one_line_on_bad_config() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEDIFFUSERS_")}
-    env.update(KUBEDIFFUSERS_TASK="text-to-image", KUBEDIFFUSERS_MODEL_ID="a/b", KUBEDIFFUSERS_DTYPE="float8")
+    env.update(KUBEDIFFUSERS_TASK="text-to-image", KUBEDIFFUSERS_MODEL_ID="a/b", KUBEDIFFUSERS_MODEL_DTYPE="float8")
     done = subprocess.run([str(RUNNER)], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "KUBEDIFFUSERS_DTYPE" in lines[0], done.stderr
+    assert len(lines) == 1 and "KUBEDIFFUSERS_MODEL_DTYPE" in lines[0], done.stderr

@@ -11,14 +11,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from kubediffusers.runner.dev.tiny import ensure_tiny_model, tiny_model_id
 from kubediffusers.runner.errors import ModelUnavailable
 from kubediffusers.runner.fetch.marker import repo_folder
 from kubediffusers.runner.pipelines.support import check_task_support, tasks_of
 from kubediffusers.runner.settings import Task
-from kubediffusers.runner.tiny import ensure_tiny_model, tiny_model_id
-from tests.runner.conftest import STEPS
-from tests.runner.media import half_mask, png
-from tests.runner.test_generation import decode
+from tests.runner.helpers import STEPS, decode, half_mask, png
 
 SDXL = tiny_model_id("text-to-image", "sdxl")
 
@@ -99,7 +97,7 @@ def test_tiny_builds_are_idempotent(model_dir: Path) -> None:
 
 def test_tiny_cli_refuses_an_architecture_that_cannot_serve_the_task(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "kubediffusers.runner.tiny", "--task", "image-to-video", "--arch", "sdxl", "--model-dir", str(tmp_path)],
+        [sys.executable, "-m", "kubediffusers.runner.dev.tiny", "--task", "image-to-video", "--arch", "sdxl", "--model-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,

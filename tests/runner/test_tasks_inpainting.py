@@ -11,11 +11,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from kubediffusers.runner.app import create_app
-from kubediffusers.runner.tiny import tiny_model_id
-from tests.runner.conftest import STEPS, ready_client, settings_for
-from tests.runner.media import half_mask, png
-from tests.runner.test_bad_input import assert_error
-from tests.runner.test_generation import decode
+from kubediffusers.runner.dev.tiny import tiny_model_id
+from tests.runner.helpers import STEPS, assert_error, decode, half_mask, png, ready_client, settings_for
 
 
 @pytest.fixture(scope="module")

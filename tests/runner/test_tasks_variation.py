@@ -9,10 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kubediffusers.runner.app import create_app
-from tests.runner.conftest import STEPS, ThreadedServer, ready_client, settings_for
-from tests.runner.media import png
-from tests.runner.test_bad_input import assert_error
-from tests.runner.test_generation import decode
+from tests.runner.helpers import STEPS, ThreadedServer, assert_error, decode, png, ready_client, settings_for
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kubediffusers.runner.app import create_app
-from tests.runner.conftest import ThreadedServer, ready_client, settings_for
-from tests.runner.media import mp4_frames, png
-from tests.runner.test_bad_input import assert_error
-from tests.runner.test_generation import decode
+from tests.runner.helpers import ThreadedServer, assert_error, decode, mp4_frames, png, ready_client, settings_for
 
 FAST = {"num_inference_steps": "1", "seed": "9"}
 

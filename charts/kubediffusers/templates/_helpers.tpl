@@ -61,3 +61,34 @@ app.kubernetes.io/component: operator
 {{- toJson (list .Release.Namespace) }}
 {{- end }}
 {{- end }}
+
+{{/* Names of runner.imagePullSecrets, comma-separated (KUBEDIFFUSERS_OPERATOR_IMAGE_PULL_SECRETS). */}}
+{{- define "kubediffusers.runnerPullSecrets" -}}
+{{- $names := list }}
+{{- range .Values.runner.imagePullSecrets }}{{ $names = append $names .name }}{{ end }}
+{{- join "," $names }}
+{{- end }}
+
+{{/* The operator's metrics port, which must differ from the liveness port. */}}
+{{- define "kubediffusers.metricsPort" -}}
+{{- if eq (int .Values.metrics.port) (int .Values.liveness.port) }}
+{{- fail (printf "metrics.port and liveness.port are both %v: the operator serves them on separate ports" .Values.metrics.port) }}
+{{- end }}
+{{- .Values.metrics.port }}
+{{- end }}
+
+{{/* Labels of the runner pods and Services the operator makes (operator/names.py). */}}
+{{- define "kubediffusers.runnerSelector" -}}
+app.kubernetes.io/name: kubediffusers-runner
+app.kubernetes.io/managed-by: kubediffusers-operator
+{{- end }}
+
+{{/* Where the runners are, for a monitor's namespaceSelector. */}}
+{{- define "kubediffusers.runnerNamespaceSelector" -}}
+{{- if eq .Values.watch.scope "cluster" }}
+any: true
+{{- else }}
+matchNames:
+  {{- include "kubediffusers.watchNamespaces" . | fromJsonArray | toYaml | nindent 2 }}
+{{- end }}
+{{- end }}

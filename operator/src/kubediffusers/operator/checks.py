@@ -69,7 +69,9 @@ def check(pipeline: Pipeline, refs: References) -> list[Problem]:
             )
         )
     for path, ref in secret_refs(pipeline).items():
-        keys = refs.secrets.get(ref.name)
+        if ref.name not in refs.secrets:
+            continue  # not read (OperatorSettings.check_secret_keys is off)
+        keys = refs.secrets[ref.name]
         if keys is None:
             problems.append(Problem("SecretNotFound", f"{path}: Secret {ref.name!r} not found in namespace {pipeline.namespace!r}"))
         elif ref.key not in keys:

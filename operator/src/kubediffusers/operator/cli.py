@@ -4,6 +4,7 @@ kubediffusers operator                 run the operator (configured by KUBEDIFFU
 kubediffusers render FILE [-n NS]      print the objects each InferencePipeline in FILE becomes
 kubediffusers local FILE [--port N]    run the pipeline in FILE on this machine
 kubediffusers crd                      print the CustomResourceDefinition
+kubediffusers crd --apply              server-side apply it (the chart's pre-upgrade hook Job)
 """
 
 from __future__ import annotations
@@ -80,7 +81,42 @@ def _operator(args: argparse.Namespace) -> int:
 def _crd(args: argparse.Namespace) -> int:
     from .crd import build_crd
 
-    sys.stdout.write(yaml.safe_dump(build_crd(), sort_keys=False))
+    if not args.apply:
+        sys.stdout.write(yaml.safe_dump(build_crd(), sort_keys=False))
+        return 0
+    import asyncio
+
+    return asyncio.run(_apply_crd(build_crd()))
+
+
+async def _apply_crd(crd: dict[str, object]) -> int:
+    """Server-side apply with the pod's service account (or a kubeconfig), as the hook Job does.
+
+    Needs only `patch` on this one CustomResourceDefinition (the chart's hook ClusterRole).
+    """
+    import kopf
+
+    from .kube import ApiError, Kube, path_of
+
+    settings = kopf.OperatorSettings()
+    try:
+        info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    except (kopf.LoginError, OSError, KeyError) as exc:
+        print(f"kubediffusers crd: cannot log in: {exc!r}", file=sys.stderr)
+        return 1
+    if info is None:
+        print("kubediffusers crd: no Kubernetes credentials (not in a pod, no kubeconfig)", file=sys.stderr)
+        return 1
+    kube = Kube(info)
+    try:
+        await kube.apply(crd)
+    except ApiError as exc:
+        print(f"kubediffusers crd: could not apply {path_of(crd)}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await kube.close()
+    name = crd["metadata"]["name"]  # type: ignore[index]
+    print(f"customresourcedefinition {name} applied (server-side)")
     return 0
 
 
@@ -102,7 +138,9 @@ def parser() -> argparse.ArgumentParser:
     loc.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: auto)")
     loc.add_argument("--dry-run", action="store_true", help="print the commands and environment, run nothing (tokens masked)")
     loc.set_defaults(fn=_local)
-    sub.add_parser("crd", help="print the InferencePipeline CustomResourceDefinition").set_defaults(fn=_crd)
+    crd = sub.add_parser("crd", help="print the InferencePipeline CustomResourceDefinition")
+    crd.add_argument("--apply", action="store_true", help="server-side apply it to the cluster instead (service account or kubeconfig)")
+    crd.set_defaults(fn=_crd)
     return root
 
 

@@ -7,7 +7,9 @@ authenticates once, the same way for kopf's watches and for its own writes.
 from __future__ import annotations
 
 import base64
+import builtins
 import json
+import os
 import ssl
 import tempfile
 from collections.abc import Mapping
@@ -25,6 +27,8 @@ _PLURALS = {
     "Secret": "secrets",
     "Pod": "pods",
     "NetworkPolicy": "networkpolicies",
+    "CustomResourceDefinition": "customresourcedefinitions",
+    "Event": "events",
     "ScaledObject": "scaledobjects",
     "HTTPScaledObject": "httpscaledobjects",
 }
@@ -68,24 +72,27 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
     if info.ca_data:
         data = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
         context.load_verify_locations(cadata=data if "BEGIN" in data else base64.b64decode(data).decode())
-    cert, key = info.certificate_path, info.private_key_path
-    if info.certificate_data or info.private_key_data:
-        # ssl wants files; write the in-memory key pair to private temp files once.
-        cert, key = _to_file(info.certificate_data), _to_file(info.private_key_data)
-    if cert:
-        context.load_cert_chain(str(cert), str(key) if key else None)
+    if info.certificate_data or info.private_key_data or info.certificate_path:
+        # ssl loads a key pair only from files: in-memory data (kubeconfig client-certificate-data,
+        # client-key-data) goes to a private directory that is removed as soon as it is loaded.
+        with tempfile.TemporaryDirectory(prefix="kubediffusers-") as private:
+            cert = _to_file(info.certificate_data, private, "client.crt") or info.certificate_path
+            key = _to_file(info.private_key_data, private, "client.key") or info.private_key_path
+            if cert:
+                context.load_cert_chain(str(cert), str(key) if key else None)
     return context
 
 
-def _to_file(data: str | bytes | None) -> str | None:
+def _to_file(data: str | bytes | None, directory: str, name: str) -> str | None:
     if not data:
         return None
     raw = data.encode() if isinstance(data, str) else data
     if b"BEGIN" not in raw:
         raw = base64.b64decode(raw)
-    with tempfile.NamedTemporaryFile(delete=False, prefix="kubediffusers-", suffix=".pem") as handle:
+    path = os.path.join(directory, name)
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
         handle.write(raw)
-        return handle.name
+    return path
 
 
 class Kube:
@@ -127,17 +134,22 @@ class Kube:
                 return None
             raise
 
-    async def list(self, path: str, label_selector: str | None = None) -> list[dict[str, Any]]:
-        params = {"labelSelector": label_selector} if label_selector else None
-        return list((await self.request("GET", path, params=params) or {}).get("items") or [])
-
-    async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        return await self.request("POST", path_of(obj, collection=True), body=obj, params={"fieldManager": MANAGER})
+    async def list(self, path: str, label_selector: str | None = None, field_selector: str | None = None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v}
+        return list((await self.request("GET", path, params=params or None) or {}).get("items") or [])
 
     async def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply: sets the fields in ``obj``, drops fields this manager set before and no longer sets."""
+        """Server-side apply: creates a missing object; sets the fields in ``obj``, drops fields this manager set before and no longer sets."""
         params = {"fieldManager": MANAGER, "force": "true"}
         return await self.request("PATCH", path_of(obj), body=obj, params=params, content_type="application/apply-patch+yaml")
+
+    async def replace_managed_fields(self, path: str, current: Mapping[str, Any], managed_fields: builtins.list[dict[str, Any]]) -> dict[str, Any]:
+        """Rewrite ``metadata.managedFields`` (the csaupgrade migration), only if the object is still the one read."""
+        patch: list[dict[str, Any]] = [{"op": "replace", "path": "/metadata/managedFields", "value": managed_fields}]
+        version = (current.get("metadata") or {}).get("resourceVersion")
+        if version:
+            patch.insert(0, {"op": "test", "path": "/metadata/resourceVersion", "value": version})
+        return await self.request("PATCH", path, body=patch, content_type="application/json-patch+json")
 
     async def patch_status(self, path: str, status: Mapping[str, Any]) -> dict[str, Any]:
         return await self.request("PATCH", path + "/status", body={"status": status}, content_type="application/merge-patch+json")

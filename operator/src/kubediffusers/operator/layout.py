@@ -23,7 +23,7 @@ ReadWriteMany claim (Shared); PerPod is the layout that works everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from . import names
@@ -58,26 +58,3 @@ def per_pod_volume(spec: InferencePipelineSpec, pipeline: str) -> dict[str, Any]
     if spec.storage.storage_class_name is not None:
         claim["storageClassName"] = spec.storage.storage_class_name
     return {"name": "models", "ephemeral": {"volumeClaimTemplate": {"metadata": {"labels": names.labels(pipeline)}, "spec": claim}}}
-
-
-def cached(pod: Mapping[str, Any]) -> bool:
-    """Whether the pod's model is in its cache: its fetch init container finished."""
-    from .status import inspect_pod  # status imports checks, which imports this module
-
-    state = inspect_pod(pod)
-    return state.resolved is not None or state.kind in ("ready", "loading", "crashing")
-
-
-def storage_status(spec: InferencePipelineSpec, pipeline: str, pods: Sequence[Mapping[str, Any]], pod_hash: str | None) -> dict[str, Any]:
-    """``status.storage``: the layout in use and how many replicas of the current spec have their model cached."""
-    layout = storage_layout(spec)
-    current = [
-        p
-        for p in pods
-        if not (p.get("metadata") or {}).get("deletionTimestamp")
-        and (pod_hash is None or ((p.get("metadata") or {}).get("annotations") or {}).get(names.POD_HASH_ANNOTATION) == pod_hash)
-    ]
-    status: dict[str, Any] = {"layout": layout, "cachedReplicas": sum(1 for p in current if cached(p))}
-    if layout == "Shared":
-        status["claim"] = spec.storage.existing_claim or names.claim_name(pipeline)
-    return status

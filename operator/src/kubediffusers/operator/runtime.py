@@ -10,17 +10,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from .kube import ApiError, Kube
+from .metrics import OperatorMetrics
+from .names import MANAGED_BY_LABEL, MANAGER
 from .reconcile import Result, reconcile
 from .settings import OperatorSettings
 from .spec import GROUP
 
 Key = tuple[str, str]
+# (group, plural) of the children the handlers watch.
+CHILD_RESOURCES = frozenset({("apps", "deployments"), ("", "services"), ("", "persistentvolumeclaims"), ("networking.k8s.io", "networkpolicies"), ("", "pods")})
+
+
+def _is_child(resource: kopf.Resource) -> bool:
+    return (resource.group, resource.plural) in CHILD_RESOURCES
+
+
 FINALIZER = f"{GROUP}/finalizer"
 WARNING_PHASES = frozenset({"Degraded", "Failed"})
 
@@ -32,6 +43,7 @@ class Runtime:
         self._kube: Kube | None = None
         self._triggers: dict[Key, asyncio.Event] = {}
         self._last_status: dict[Key, dict[str, Any]] = {}
+        self.metrics = OperatorMetrics()
 
     # ---- kopf activities
 
@@ -44,6 +56,13 @@ class Runtime:
         settings.peering.mandatory = not self.settings.standalone
         settings.posting.level = logging.INFO  # only kopf.event() calls: phase transitions
         settings.networking.request_timeout = 60
+        if self.settings.metrics_port:
+            self.metrics.serve(self.settings.metrics_port)
+        # Children are watched cluster-wide: let the API server filter them by label (kopf's
+        # labels= on the handlers alone filters client-side, after every pod of the cluster
+        # was sent) and page the initial listings, so a big cluster does not starve the operator.
+        settings.watching.label_selectors[_is_child] = f"{MANAGED_BY_LABEL}={MANAGER}"
+        settings.watching.chunk_size = self.settings.list_chunk_size
 
     def login(self, **kwargs: Any) -> kopf.ConnectionInfo | None:
         info = None
@@ -54,6 +73,7 @@ class Runtime:
         return info
 
     async def close(self) -> None:
+        self.metrics.close()
         if self._kube is not None:
             await self._kube.close()
             self._kube = None
@@ -83,25 +103,31 @@ class Runtime:
         try:
             while not stopped:
                 trigger.clear()
+                started = time.monotonic()
                 try:
                     result = await reconcile(body, self.kube(), self.settings, logger, self._last_status.get(key) or body.get("status"))
                 except ApiError as exc:
+                    self.metrics.failed("api", time.monotonic() - started)
                     failures += 1
                     delay = min(self.settings.retry_seconds * 2 ** min(failures - 1, 6), self.settings.resync_seconds)
                     logger.warning(f"Kubernetes API trouble, retrying in {delay:.1f}s: {exc}")
                 except Exception:  # a bug must not kill the loop: report, back off, retry
+                    self.metrics.failed("internal", time.monotonic() - started)
                     failures += 1
                     delay = min(self.settings.retry_seconds * 2 ** min(failures - 1, 6), self.settings.resync_seconds)
                     logger.exception(f"reconciliation failed, retrying in {delay:.1f}s")
                 else:
+                    self.metrics.reconciled(time.monotonic() - started)
                     failures = 0
                     delay = self.settings.resync_seconds
                     if result is not None:  # None: gone or being deleted; kopf stops this loop
+                        self.metrics.phase(key, result.phase)
                         self._announce(body, result, logger)
                 await _wait_any(trigger, stopped, delay)
         finally:
             if self._triggers.get(key) is trigger:
                 del self._triggers[key]
+                self.metrics.phase(key, None)
             self._last_status.pop(key, None)
 
     def _announce(self, body: Mapping[str, Any], result: Result, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:

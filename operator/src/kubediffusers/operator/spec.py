@@ -28,8 +28,12 @@ SHORT_NAMES = ["ipl"]
 QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-# Same rule as the runner's KUBEDIFFUSERS_MODEL_ID, so a spec that passes here passes there.
-MODEL_ID_PATTERN = r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$"
+# The runner's and the fetcher's own rules (kubediffusers.runner.settings), copied:
+# the operator does not import the runner. tests/runner/test_settings_contract.py
+# proves they agree, so a spec that passes here passes there.
+MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9_.\-]+)?$"
+REVISION_PATTERN = r"^[A-Za-z0-9_.\-/]+$"
+VARIANT_PATTERN = r"^[A-Za-z0-9_\-]+$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 
 
@@ -91,6 +95,12 @@ class SecretKeyRef(_Model):
     key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key inside the Secret whose value is used.")
 
 
+class LocalObjectReference(_Model):
+    """A Secret in the pipeline's namespace, by name (a Pod's imagePullSecrets entry)."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the Secret (type kubernetes.io/dockerconfigjson).")
+
+
 class ModelSpec(_Model):
     """Which Hugging Face model to serve."""
 
@@ -99,11 +109,11 @@ class ModelSpec(_Model):
         default="main",
         min_length=1,
         max_length=200,
-        pattern=r"^[\w.\-/]+$",
+        pattern=REVISION_PATTERN,
         description="Branch, tag or commit of the repository. The commit it resolved to is recorded in status.model.resolvedRevision.",
     )
     variant: str | None = Field(
-        default=None, max_length=64, pattern=r"^[\w.\-]+$", description="Weight variant to fetch and load, e.g. fp16. Unset for the default weights."
+        default=None, max_length=64, pattern=VARIANT_PATTERN, description="Weight variant to fetch and load, e.g. fp16. Unset for the default weights."
     )
     dtype: Literal["float16", "bfloat16", "float32"] | None = Field(
         default=None, description="Torch dtype the pipeline runs in. Unset: float16 on a GPU, float32 on a CPU."
@@ -160,12 +170,22 @@ class StorageSpec(_Model):
             raise ValueError("storage.layout PerPod gives each pod a claim of its own; it cannot be combined with storage.existingClaim")
         return self
 
+    @model_validator(mode="after")
+    def _read_write_once_pod_alone(self) -> StorageSpec:
+        if "ReadWriteOncePod" in self.access_modes and len(set(self.access_modes)) > 1:
+            raise ValueError("storage.accessModes: ReadWriteOncePod cannot be combined with other access modes (the API server rejects the claim)")
+        return self
+
 
 class ResourceRequirements(_Model):
     """Compute resources of the runner container."""
 
     limits: dict[str, Quantity] | None = Field(default=None, description="Resource limits, e.g. {nvidia.com/gpu: 1, memory: 16Gi}.")
     requests: dict[str, Quantity] | None = Field(default=None, description="Resource requests, e.g. {cpu: 2, memory: 12Gi}.")
+
+
+def _default_fetch_resources() -> ResourceRequirements:
+    return ResourceRequirements(requests={"cpu": "250m", "memory": "512Mi"}, limits={"cpu": "1", "memory": "2Gi"})
 
 
 class Toleration(_Model):
@@ -215,10 +235,10 @@ class OptimizationsSpec(_Model):
     channels_last: bool = Field(default=False, description="Run the UNet and VAE in channels_last memory format.")
     fuse_qkv: bool = Field(default=False, description="Fuse attention QKV projections into one matmul.")
     compile: CompileSpec = Field(default_factory=CompileSpec, description="torch.compile options; compiled kernels are cached on the model claim.")
-    deep_cache_interval: int = Field(
+    deepcache_interval: int = Field(
         default=0, ge=0, le=10, description="DeepCache: reuse high-level UNet features for this many steps (0 off; 2-3 for multi-step models)."
     )
-    tiny_vae: str | None = Field(
+    tiny_vae_id: str | None = Field(
         default=None,
         max_length=200,
         pattern=MODEL_ID_PATTERN,
@@ -248,6 +268,15 @@ class RunnerSpec(_Model):
         default=None, ge=1, le=10_000, description="Requests that may wait beyond the running one; more get 503 (runner default 16)."
     )
     request_timeout_seconds: float | None = Field(default=None, gt=0, le=86_400, description="A request not done by then gets 504 (runner default 300).")
+    drain_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        description=(
+            "After SIGTERM, how long the runner may take to finish running and queued work (new work gets 503) before failing the rest; "
+            "the pod's grace period follows. Unset: the request timeout."
+        ),
+    )
     max_batch_size: int | None = Field(
         default=None,
         ge=1,
@@ -291,6 +320,26 @@ class ServiceSpec(_Model):
 
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(default="ClusterIP", description="Service type.")
     port: int = Field(default=80, ge=1, le=65535, description="Service port; it forwards to the runner's port 8000 (named http).")
+    session_affinity: Literal["None", "ClientIP"] = Field(
+        default="None",
+        description=(
+            "ClientIP: the Service sends each client to the same runner pod, so that with several replicas an async job "
+            "(POST ...?async=true, then GET /jobs/{id}) is polled on the pod that holds it. Behind an ingress or gateway the "
+            "client is the proxy: then all its traffic goes to one pod."
+        ),
+    )
+    session_affinity_timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=86_400,
+        description="With sessionAffinity ClientIP: seconds a client sticks to its pod after its last request (Kubernetes default 10800).",
+    )
+
+    @model_validator(mode="after")
+    def _timeout_needs_client_ip(self) -> ServiceSpec:
+        if self.session_affinity_timeout_seconds is not None and self.session_affinity != "ClientIP":
+            raise ValueError("service.sessionAffinityTimeoutSeconds needs service.sessionAffinity: ClientIP")
+        return self
 
 
 class AutoscalingSpec(_Model):
@@ -360,6 +409,21 @@ class InferencePipelineSpec(_Model):
     resources: ResourceRequirements | None = Field(
         default=None, description="Compute resources of the runner container, e.g. {limits: {nvidia.com/gpu: 1}}. Unset: none (the runner uses the CPU)."
     )
+    fetch_resources: ResourceRequirements = Field(
+        default_factory=_default_fetch_resources,
+        description=(
+            "Compute resources of the fetch init container (a namespace with a cpu/memory ResourceQuota rejects pods whose containers, "
+            "init containers included, request none). Default: requests {cpu: 250m, memory: 512Mi}, limits {cpu: 1, memory: 2Gi}."
+        ),
+    )
+    rollout_strategy: Literal["Auto", "Recreate", "RollingUpdate"] = Field(
+        default="Auto",
+        description=(
+            "How a spec change replaces the pods. Auto: RollingUpdate (one extra pod at a time) only on a ReadWriteMany claim or with storage "
+            "layout PerPod (each new pod brings its own volume), else Recreate: on a ReadWriteOnce or ReadWriteOncePod claim the new pod "
+            "could not mount the claim (or would need a second GPU) while the old one runs."
+        ),
+    )
     node_selector: dict[str, str] | None = Field(default=None, description="Node labels the pods must match, as in a Pod spec.")
     tolerations: list[Toleration] | None = Field(default=None, description="Tolerations of the pods, as in a Pod spec (e.g. for tainted GPU nodes).")
     affinity: dict[str, Any] | None = Field(
@@ -369,6 +433,14 @@ class InferencePipelineSpec(_Model):
     )
     runtime_class_name: str | None = Field(default=None, max_length=253, description="RuntimeClass of the pods (e.g. nvidia).")
     priority_class_name: str | None = Field(default=None, max_length=253, description="PriorityClass of the pods.")
+    image_pull_secrets: list[LocalObjectReference] | None = Field(
+        default=None,
+        max_length=16,
+        description=(
+            "Secrets for pulling the runner image from a private registry, as in a Pod spec ([{name: regcred}]). "
+            "Unset: the operator's default (the chart's runner.imagePullSecrets); [] for none."
+        ),
+    )
     runner: RunnerSpec = Field(default_factory=RunnerSpec, description="The runner container.")
     service: ServiceSpec = Field(default_factory=ServiceSpec, description="The Service in front of the pods.")
     network_policy: NetworkPolicySpec = Field(
@@ -407,7 +479,7 @@ class Phase(StrEnum):
 class Condition(_Model):
     """One aspect of the pipeline's state, as in other Kubernetes objects."""
 
-    type: str = Field(description="Valid, ModelCached, Available or Autoscaling.")
+    type: str = Field(description="Valid, ModelCached, Available, StorageReady or Autoscaling.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="One CamelCase word saying why.")
     message: str = Field(default="", description="What a person should know, in a sentence.")
@@ -441,8 +513,11 @@ class InferencePipelineStatus(_Model):
     """Observed state, written by the operator."""
 
     phase: Phase | None = Field(default=None, description="Pending, Downloading, Loading, Ready, Degraded or Failed.")
+    reason: str | None = Field(default=None, description="Why the pipeline is in this phase, in one CamelCase word (the Reason column).")
     message: str | None = Field(default=None, description="Why the pipeline is in this phase.")
-    conditions: list[Condition] = Field(default_factory=list, description="Valid, ModelCached, Available and (with spec.autoscaling) Autoscaling conditions.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Valid, ModelCached, Available, StorageReady and (with spec.autoscaling) Autoscaling conditions."
+    )
     observed_generation: int | None = Field(default=None, description="metadata.generation this status was computed from.")
     replicas: int | None = Field(default=None, description="Runner pods that exist (for the scale subresource).")
     ready_replicas: int | None = Field(default=None, description="Runner pods that answer /readyz.")

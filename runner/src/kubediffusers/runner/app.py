@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kubediffusers.runner import __version__
 from kubediffusers.runner.auth import require_token
 from kubediffusers.runner.context import RunnerContext
 from kubediffusers.runner.errors import install_error_handlers
-from kubediffusers.runner.limits import BodyLimits
-from kubediffusers.runner.metrics import Metrics
-from kubediffusers.runner.routes import health, jobs, task_router
+from kubediffusers.runner.middleware import BodyLimits, RequestMetrics, TokenFirst
+from kubediffusers.runner.routes import health, jobs, task_routers
 from kubediffusers.runner.settings import RunnerSettings, Task
 
 DESCRIPTION = """\
@@ -43,44 +40,26 @@ def create_app(settings: RunnerSettings, *, tasks: list[Task] | None = None, loa
             await context.worker.stop()
             context.executor.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="kubediffusers runner", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # Swagger UI and ReDoc load their scripts from a public CDN: not on a runner that guards its routes.
+    # /openapi.json stays, for clients and generators.
+    guarded_docs = settings.auth_token is not None
+    app = FastAPI(
+        title="kubediffusers runner",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None if guarded_docs else "/docs",
+        redoc_url=None if guarded_docs else "/redoc",
+    )
     app.state.context = context
     install_error_handlers(app)
     app.include_router(health.router)
-    for task in tasks or [settings.task]:
-        app.include_router(task_router(task), dependencies=[Depends(require_token)])
-    # Async jobs of the served task; the same token guards them.
-    app.include_router(jobs.router, dependencies=[Depends(require_token)])
+    # The task's routes and its async jobs; the token guards them.
+    guarded = [router for task in tasks or [settings.task] for router in task_routers(task)] + [jobs.router]
+    for router in guarded:
+        app.include_router(router, dependencies=[Depends(require_token)])
     app.add_middleware(RequestMetrics, metrics=context.metrics)
+    token = settings.auth_token.get_secret_value() if settings.auth_token is not None else None
+    app.add_middleware(TokenFirst, token=token, guarded=[route for router in guarded for route in router.routes])
     app.add_middleware(BodyLimits, max_bytes=settings.max_upload_bytes, timeout_seconds=settings.body_timeout_seconds)
     return app
-
-
-class RequestMetrics:
-    """Counts requests by route template and status. A plain ASGI middleware:
-    it leaves ``receive`` alone, so handlers still see client disconnects."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            # Label by route template, never the raw path: unknown paths must not grow the series.
-            path = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(path, scope["method"], str(status)).inc()
-            self.metrics.request_seconds.labels(path).observe(time.perf_counter() - started)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
+from kubediffusers.runner.jobs import JobStore
 from kubediffusers.runner.metrics import Metrics
 from kubediffusers.runner.model import ModelHolder
 from kubediffusers.runner.settings import RunnerSettings
@@ -19,6 +21,7 @@ class RunnerContext:
     metrics: Metrics
     model: ModelHolder
     worker: InferenceWorker
+    jobs: JobStore
     executor: ThreadPoolExecutor
 
     @classmethod
@@ -37,9 +40,15 @@ class RunnerContext:
                 max_batch_size=settings.max_batch_size,
                 batch_window_seconds=settings.batch_window_ms / 1000,
             ),
+            jobs=JobStore(settings.job_ttl_seconds, settings.max_jobs, max_bytes=settings.max_job_bytes),
             executor=executor,
         )
 
 
 def get_context(request: Request) -> RunnerContext:
-    return request.app.state.context
+    context: RunnerContext = request.app.state.context
+    return context
+
+
+# The one way a route asks for the context.
+Context = Annotated[RunnerContext, Depends(get_context)]

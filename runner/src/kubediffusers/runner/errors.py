@@ -9,8 +9,9 @@ stack trace ever reaches a client.
 
 from __future__ import annotations
 
+import errno
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 class RunnerError(Exception):
     status_code = 500
     retry_after: int | None = None
+    headers: ClassVar[dict[str, str]] = {}  # sent with the answer (WWW-Authenticate)
 
     def __init__(self, msg: str, *, retry_after: int | None = None) -> None:
         super().__init__(msg)
@@ -39,6 +41,7 @@ class InvalidInput(RunnerError):
 
 class Unauthorized(RunnerError):
     status_code = 401
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}  # RFC 6750: which scheme to use
 
 
 class PayloadTooLarge(RunnerError):
@@ -55,6 +58,13 @@ class NotReady(RunnerError):
 class QueueFull(RunnerError):
     status_code = 503
     retry_after = 5
+
+
+class ShuttingDown(RunnerError):
+    """The runner is draining for shutdown: new work is refused, and work left at the drain deadline fails."""
+
+    status_code = 503
+    retry_after = 1
 
 
 class GpuOutOfMemory(RunnerError):
@@ -78,8 +88,32 @@ class InferenceFailed(RunnerError):
     status_code = 500
 
 
+class JobNotFound(RunnerError):
+    """No async job with that id here (never existed, or expired)."""
+
+    status_code = 404
+
+
+class JobNotFinished(RunnerError):
+    """The job's result was asked for while it is queued or running."""
+
+    status_code = 409
+
+
+class JobCancelled(RunnerError):
+    """The client cancelled the job with DELETE /jobs/{id}."""
+
+    status_code = 410
+
+
 class ModelUnavailable(Exception):
     """The model cannot be loaded; the message says why (shown in /health)."""
+
+
+def one_line(exc: BaseException, limit: int = 500) -> str:
+    """An exception as one line for a log, a status or a client: whitespace folded, bounded."""
+    text = " ".join(str(exc).split())
+    return text[:limit] if text else type(exc).__name__
 
 
 def error_body(msg: str, **extra: Any) -> dict[str, Any]:
@@ -91,19 +125,30 @@ def error_response(status_code: int, msg: str, *, retry_after: int | None = None
     return JSONResponse(error_body(msg, **extra), status_code=status_code, headers=headers)
 
 
+# A 422 reports this many errors at most, each location and message bounded:
+# a body of a million unknown keys once made a 161 MiB answer.
+MAX_REPORTED_ERRORS = 20
+MAX_LOC_CHARS = 100
+
+
 def _describe_validation(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+    found = exc.errors()
     errors = []
-    for err in exc.errors():
+    for err in found[:MAX_REPORTED_ERRORS]:
         # Drop 'input' and 'ctx': they can echo huge or binary request data.
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query")]
-        errors.append({"loc": loc, "msg": err.get("msg", "invalid"), "type": err.get("type", "")})
+        loc = [str(p)[:MAX_LOC_CHARS] for p in err.get("loc", ()) if p not in ("body", "query")]
+        errors.append({"loc": loc, "msg": one_line(ValueError(err.get("msg", "invalid")), 200), "type": err.get("type", "")})
     summary = "; ".join(f"{'.'.join(e['loc']) or 'request'}: {e['msg']}" for e in errors)
+    if len(found) > MAX_REPORTED_ERRORS:
+        summary += f"; and {len(found) - MAX_REPORTED_ERRORS} more errors"
     return summary or "invalid request", errors
 
 
 async def _runner_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RunnerError)
-    return error_response(exc.status_code, exc.msg, retry_after=exc.retry_after)
+    response = error_response(exc.status_code, exc.msg, retry_after=exc.retry_after)
+    response.headers.update(exc.headers)
+    return response
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -112,8 +157,17 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, msg, errors=errors)
 
 
+def _disk_full(exc: BaseException) -> bool:
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if _disk_full(exc):
+        # Uploads past 1 MiB are spooled to the temp directory; full, it is not the client's fault.
+        log.warning("the temp directory is full: an upload could not be spooled")
+        return error_response(507, "the runner's temp directory is full, so the upload could not be stored; retry later", retry_after=5)
     detail = exc.detail if isinstance(exc.detail, str) else "request failed"
     response = error_response(exc.status_code, detail)
     if exc.headers:

@@ -10,7 +10,8 @@ from PIL import Image
 
 from kubediffusers.runner.errors import InvalidInput
 
-ACCEPTED_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"}
+# MPO: multi-picture JPEGs, what many phones write; the first picture is used.
+ACCEPTED_FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "GIF", "TIFF"}
 
 
 def decode_image(data: bytes, *, field: str, max_pixels: int) -> Image.Image:

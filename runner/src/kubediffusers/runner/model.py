@@ -13,13 +13,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kubediffusers.runner.errors import ModelUnavailable, NotReady
+from kubediffusers.runner.errors import ModelUnavailable, NotReady, one_line
 from kubediffusers.runner.fetch.marker import read_marker
 from kubediffusers.runner.metrics import Metrics
 from kubediffusers.runner.pipelines import pipeline_class
-from kubediffusers.runner.pipelines.base import TaskPipeline, one_line
 from kubediffusers.runner.settings import RunnerSettings
+
+if TYPE_CHECKING:  # the pipeline layer imports torch: only when the model loads
+    from kubediffusers.runner.pipelines.base import TaskPipeline
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from kubediffusers.runner.errors import ModelUnavailable
+from kubediffusers.runner.errors import ModelUnavailable, one_line
 from kubediffusers.runner.settings import Attention, CpuOffload, RunnerSettings
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def load_tiny_vae(settings: RunnerSettings, dtype: torch.dtype) -> Any:
         return AutoencoderTiny.from_pretrained(path, dtype=dtype, use_safetensors=True, local_files_only=True)
     except Exception as exc:  # any failure here means the option cannot be honoured
         raise ModelUnavailable(
-            f"tiny VAE {settings.tiny_vae_id} is not usable from the cache ({' '.join(str(exc).split())[:300]}); "
+            f"tiny VAE {settings.tiny_vae_id} is not usable from the cache ({one_line(exc, 300)}); "
             "the fetcher downloads it when KUBEDIFFUSERS_TINY_VAE_ID is set"
         ) from None
 

@@ -13,6 +13,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "KUBEDIFFUSERS_"
 
+# What a model is named by, for the runner and the fetcher alike (the operator's
+# CRD keeps its own copy; tests/runner/test_settings_contract.py proves they agree).
+# ASCII classes, not \w: the CRD's patterns are checked by Kubernetes, whose \w is ASCII.
+MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9_.\-]+)?$"
+REVISION_PATTERN = r"^[A-Za-z0-9_.\-/]+$"
+# No dot: diffusers names variant weights <name>.<variant>.safetensors.
+VARIANT_PATTERN = r"^[A-Za-z0-9_\-]+$"
+
 
 class Task(StrEnum):
     TEXT_TO_IMAGE = "text-to-image"
@@ -50,17 +58,18 @@ class CpuOffload(StrEnum):
 class RunnerSettings(BaseSettings):
     """Settings of one runner process: one task, one model."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    # An empty variable is an unset one (the operator and `kubediffusers local` may write KEY="").
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True, env_ignore_empty=True)
 
     task: Task = Field(description="The one task this process serves; only its route exists.")
     model_id: str = Field(
         min_length=1,
-        pattern=r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$",
+        pattern=MODEL_ID_PATTERN,
         description="Hugging Face repository id, e.g. stabilityai/sd-turbo.",
     )
-    model_revision: str = Field(default="main", min_length=1, description="Branch, tag or commit of the model.")
-    model_variant: str | None = Field(default=None, description="Weight variant, e.g. fp16; unset for the default weights.")
-    dtype: DType = Field(default=DType.AUTO, description="Torch dtype the pipeline runs in.")
+    model_revision: str = Field(default="main", min_length=1, pattern=REVISION_PATTERN, description="Branch, tag or commit of the model.")
+    model_variant: str | None = Field(default=None, pattern=VARIANT_PATTERN, description="Weight variant, e.g. fp16; unset for the default weights.")
+    model_dtype: DType = Field(default=DType.AUTO, description="Torch dtype the pipeline runs in.")
     model_dir: Path = Field(default=Path("/models"), description="Hugging Face cache directory holding the model.")
     device: str = Field(
         default="auto",
@@ -86,6 +95,22 @@ class RunnerSettings(BaseSettings):
     max_video_frames: int = Field(default=25, ge=1, le=1000, description="Largest num_frames an image-to-video request may ask for.")
     job_ttl_seconds: float = Field(default=3600.0, gt=0, description="How long a finished async job's result is kept.")
     max_jobs: int = Field(default=100, ge=1, le=100_000, description="Most async jobs kept at once; the oldest finished go first.")
+    max_job_bytes: int = Field(
+        default=2 * 1024**3, ge=64 * 1024, description="Most bytes of async job results kept at once; past it the oldest finished go first."
+    )
+
+    # -- connections and shutdown ---------------------------------------------
+    drain_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        description="After SIGTERM, how long running and queued work may take to finish before it fails; unset: the request timeout.",
+    )
+    head_timeout_seconds: float = Field(default=10.0, gt=0, le=3600, description="A request line and headers not fully received by then get 408.")
+    write_timeout_seconds: float = Field(
+        default=20.0, gt=0, le=3600, description="A client taking less than 256 KiB of an answer in this long is disconnected."
+    )
+    max_connections: int = Field(default=1000, ge=1, le=1_000_000, description="Open connections; past it idle ones are closed, then only probes are answered.")
 
     # -- batching ----------------------------------------------------------
     max_batch_size: int = Field(
@@ -120,22 +145,29 @@ class RunnerSettings(BaseSettings):
     )
     tiny_vae_id: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$",
+        pattern=MODEL_ID_PATTERN,
         description="Repository of a tiny autoencoder (e.g. madebyollin/taesd) decoding in place of the VAE; fetched with the model.",
     )
     vae_slicing: bool = Field(default=False, description="Decode a batch one image at a time (less memory).")
     vae_tiling: bool = Field(default=False, description="Decode large images in tiles (less memory).")
     cpu_offload: CpuOffload = Field(default=CpuOffload.NONE, description="Keep components on the CPU until used, for small GPUs.")
 
-    @field_validator("model_variant", "tiny_vae_id", mode="before")
+    @field_validator("auth_token")
     @classmethod
-    def _empty_variant_is_none(cls, value: object) -> object:
-        return None if value == "" else value
-
-    @field_validator("auth_token", mode="before")
-    @classmethod
-    def _empty_token_is_none(cls, value: object) -> object:
-        return None if value == "" else value
+    def _token_can_be_sent(cls, value: SecretStr | None) -> SecretStr | None:
+        # A token no client can send locks every client out with nothing logged: refuse it at start-up.
+        # (The token itself is never part of the message.)
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if token != token.strip():
+            raise ValueError(
+                "the token starts or ends with whitespace (a secret made with `kubectl create secret --from-file` "
+                "of an echoed file ends with a newline: use `echo -n` or --from-literal)"
+            )
+        if not token.isascii() or not token.isprintable() or " " in token:
+            raise ValueError("the token must be printable ASCII without spaces, as an Authorization header carries it")
+        return value
 
     @model_validator(mode="after")
     def _sizes_consistent(self) -> RunnerSettings:
@@ -144,6 +176,10 @@ class RunnerSettings(BaseSettings):
         if self.cpu_offload is not CpuOffload.NONE and (self.compile_unet or self.compile_vae):
             raise ValueError("cpu_offload cannot be combined with torch.compile")
         return self
+
+    def resolved_drain_seconds(self) -> float:
+        # A synchronous request gets 504 at the request timeout: by then every accepted one has an answer.
+        return self.drain_seconds or self.request_timeout_seconds
 
     def resolved_compile_cache_dir(self) -> Path:
         return self.compile_cache_dir or self.model_dir / ".compile-cache"

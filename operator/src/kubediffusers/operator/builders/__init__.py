@@ -34,17 +34,24 @@ __all__ = [
 ]
 
 
-def build_children(pipeline: Pipeline, settings: OperatorSettings, replicas: int | None = None, keda: bool = True) -> list[dict[str, Any]]:
+def build_children(
+    pipeline: Pipeline,
+    settings: OperatorSettings,
+    replicas: int | None = None,
+    claim_modes: frozenset[str] | None = None,
+    keda: bool = True,
+) -> list[dict[str, Any]]:
     """Every object the pipeline becomes, in the order they should be created.
 
-    ``keda``: whether KEDA's objects can be made (the operator checks that KEDA is
-    installed first); without them a pipeline with spec.autoscaling runs as without it.
+    ``claim_modes``: the access modes of an existing claim. ``keda``: whether KEDA's
+    objects can be made (the operator checks that KEDA is installed first); without
+    them a pipeline with spec.autoscaling runs as without it.
     """
     children: list[dict[str, Any]] = []
     claim = build_claim(pipeline)
     if claim is not None:
         children.append(claim)
-    children.append(build_deployment(pipeline, settings, replicas=replicas))
+    children.append(build_deployment(pipeline, settings, replicas=replicas, claim_modes=claim_modes))
     if keda and pipeline.spec.autoscaling is not None:
         if scales_to_zero(pipeline):
             # The route to the pods exists before the user-facing Service points at the interceptor.

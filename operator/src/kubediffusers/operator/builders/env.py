@@ -7,12 +7,15 @@ runs in the cluster.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
+
+from pydantic import BaseModel
 
 from .. import names
 from ..pipeline import Pipeline
 from ..settings import OperatorSettings
-from ..spec import OptimizationsSpec, SecretKeyRef
+from ..spec import InferencePipelineSpec, SecretKeyRef
 
 PREFIX = "KUBEDIFFUSERS_"
 AUTH_TOKEN_VAR = f"{PREFIX}AUTH_TOKEN"
@@ -34,60 +37,64 @@ def _secret(name: str, ref: SecretKeyRef) -> EnvVar:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
 
 
+# The runner-facing groups of the spec and the prefix their fields take in the
+# runner's settings, so that a CR field and its setting share one name
+# (spec.runner.limits.maxPixels -> KUBEDIFFUSERS_MAX_PIXELS,
+# spec.model.id -> KUBEDIFFUSERS_MODEL_ID, compile.unet -> KUBEDIFFUSERS_COMPILE_UNET).
+# Of the spec's own fields only ``task`` is a runner setting; in the groups,
+# every field is one but those in NOT_SETTINGS (tokens, the image, extra env).
+RUNNER_FACING: dict[tuple[str, ...], str] = {
+    ("model",): "model_",
+    ("runner",): "",
+    ("runner", "limits"): "",
+    ("runner", "optimizations"): "",
+    ("runner", "optimizations", "compile"): "compile_",
+}
+TOP_LEVEL_SETTINGS = frozenset({"task"})
+NOT_SETTINGS = frozenset({"token_secret_ref", "image", "auth_secret_ref", "env"})
+# Written even at their default, so that a pod spec names what it serves.
+SPELLED_OUT = frozenset({"task", "model_id", "model_revision", "log_level"})
+
+
+def runner_facing(model: BaseModel, path: tuple[str, ...] = ()) -> Iterator[tuple[str, object, object]]:
+    """(runner setting, value, CR default) of each runner-facing field, in spec order."""
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        if (*path, name) in RUNNER_FACING:
+            yield from runner_facing(value, (*path, name))
+        elif name in TOP_LEVEL_SETTINGS if not path else name not in NOT_SETTINGS:
+            yield RUNNER_FACING.get(path, "") + name, value, info.get_default(call_default_factory=True)
+
+
+def runner_settings(spec: InferencePipelineSpec) -> dict[str, object]:
+    """The runner-facing spec flattened to runner setting names (snake_case).
+
+    A field at its default is left out (the CR's defaults are the runner's:
+    tests/runner/test_settings_contract.py), except ``SPELLED_OUT`` ones; so is
+    an unset (None) one, for which the runner's own default applies.
+    """
+    return {setting: value for setting, value, default in runner_facing(spec) if value is not None and (setting in SPELLED_OUT or value != default)}
+
+
+def setting_value(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def build_runner_env(pipeline: Pipeline, settings: OperatorSettings) -> list[EnvVar]:
-    """Environment of the runner container (names as in the runner's settings.py)."""
+    """Environment of the runner container: the runner-facing spec, then what the operator decides."""
     spec = pipeline.spec
-    runner = spec.runner
-    env: list[EnvVar] = [
-        _value(f"{PREFIX}TASK", spec.task.value),
-        _value(f"{PREFIX}MODEL_ID", spec.model.id),
-        _value(f"{PREFIX}MODEL_REVISION", spec.model.revision),
-    ]
-    if spec.model.variant:
-        env.append(_value(f"{PREFIX}MODEL_VARIANT", spec.model.variant))
+    env = [_value(f"{PREFIX}{name.upper()}", setting_value(value)) for name, value in runner_settings(spec).items()]
     env += [
-        _value(f"{PREFIX}DTYPE", spec.model.dtype or "auto"),
         _value(f"{PREFIX}MODEL_DIR", names.MODEL_DIR),
         _value(f"{PREFIX}DEVICE", "auto"),
         _value(f"{PREFIX}HOST", "0.0.0.0"),
         _value(f"{PREFIX}PORT", names.RUNNER_PORT),
-        _value(f"{PREFIX}LOG_LEVEL", runner.log_level),
         # The runner loads from the cache only; this makes the Hub library agree.
         _value("HF_HUB_OFFLINE", "1"),
     ]
-    optional = {
-        "MAX_QUEUE_SIZE": runner.max_queue_size,
-        "REQUEST_TIMEOUT_SECONDS": runner.request_timeout_seconds,
-        "MAX_PIXELS": runner.limits.max_pixels,
-        "MAX_STEPS": runner.limits.max_steps,
-        "MAX_IMAGES_PER_REQUEST": runner.limits.max_images_per_request,
-        "MAX_UPLOAD_BYTES": runner.limits.max_upload_bytes,
-        "MAX_BATCH_SIZE": runner.max_batch_size,
-        "BATCH_WINDOW_MS": runner.batch_window_ms,
-    }
-    env += [_value(f"{PREFIX}{key}", value) for key, value in optional.items() if value is not None]
-    env += _optimization_env(runner.optimizations)
-    if runner.auth_secret_ref is not None:
-        env.append(_secret(AUTH_TOKEN_VAR, runner.auth_secret_ref))
-    return _override(env, [_value(e.name, e.value) for e in runner.env])
-
-
-def _optimization_env(opt: OptimizationsSpec) -> list[EnvVar]:
-    """Only options that differ from the runner's defaults, so the pod spec stays short."""
-    values: dict[str, object] = {
-        "ATTENTION": opt.attention if opt.attention != "sdpa" else None,
-        "CHANNELS_LAST": opt.channels_last or None,
-        "FUSE_QKV": opt.fuse_qkv or None,
-        "COMPILE_UNET": opt.compile.unet or None,
-        "COMPILE_VAE": opt.compile.vae or None,
-        "COMPILE_MODE": opt.compile.mode if opt.compile.mode != "default" else None,
-        "DEEPCACHE_INTERVAL": opt.deep_cache_interval or None,
-        "TINY_VAE_ID": opt.tiny_vae,
-        "VAE_SLICING": opt.vae_slicing or None,
-        "VAE_TILING": opt.vae_tiling or None,
-        "CPU_OFFLOAD": opt.cpu_offload if opt.cpu_offload != "none" else None,
-    }
-    return [_value(f"{PREFIX}{k}", str(v).lower() if isinstance(v, bool) else v) for k, v in values.items() if v is not None]
+    if spec.runner.auth_secret_ref is not None:
+        env.append(_secret(AUTH_TOKEN_VAR, spec.runner.auth_secret_ref))
+    return _override(env, [_value(e.name, e.value) for e in spec.runner.env])
 
 
 def build_fetch_env(pipeline: Pipeline, settings: OperatorSettings) -> list[EnvVar]:

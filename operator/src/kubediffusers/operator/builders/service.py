@@ -11,15 +11,13 @@ from .meta import object_meta, with_hash
 
 def build_service(pipeline: Pipeline) -> dict[str, Any]:
     svc = pipeline.spec.service
-    return with_hash(
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": object_meta(pipeline, pipeline.name),
-            "spec": {
-                "type": svc.type,
-                "selector": names.selector_labels(pipeline.name),
-                "ports": [{"name": "http", "port": svc.port, "targetPort": "http", "protocol": "TCP"}],
-            },
-        }
-    )
+    spec: dict[str, Any] = {
+        "type": svc.type,
+        "selector": names.selector_labels(pipeline.name),
+        "ports": [{"name": "http", "port": svc.port, "targetPort": "http", "protocol": "TCP"}],
+        # Always set (server-side apply then also resets it when the spec goes back to None).
+        "sessionAffinity": svc.session_affinity,
+    }
+    if svc.session_affinity == "ClientIP" and svc.session_affinity_timeout_seconds is not None:
+        spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": svc.session_affinity_timeout_seconds}}
+    return with_hash({"apiVersion": "v1", "kind": "Service", "metadata": object_meta(pipeline, pipeline.name), "spec": spec})

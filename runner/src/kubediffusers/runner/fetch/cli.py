@@ -58,13 +58,21 @@ def main(argv: list[str] | None = None) -> int:
     # spares the init container a request for huggingface_hub's agent registry. Set it to 0 to opt back in.
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from .config import load
+    from .guard import GUARD
+    from .redact import REDACT
 
     termination_log: Path | None = Path(os.environ.get("KUBEDIFFUSERS_FETCH_TERMINATION_LOG") or DEFAULT_TERMINATION_LOG)
     token: str | None = None
+    REDACT.add_url(os.environ.get("HF_ENDPOINT") or "")
+    GUARD.termination_log, GUARD.write_termination = termination_log, write_termination_message
     try:
         settings, args = load(argv)
-        termination_log = settings.fetch_termination_log
+        termination_log = GUARD.termination_log = settings.fetch_termination_log
+        GUARD.arm(settings.fetch_deadline_seconds)  # from here on, SIGTERM and the deadline end the fetch cleanly
         _configure_hub_output(settings.fetch_progress_bars)
+        from . import http
+
+        http.install(connect=settings.fetch_connect_timeout_seconds, read=settings.fetch_read_timeout_seconds)
         token = _token()
         from .core import Console, fetch
 
@@ -79,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("Interrupted: the fetch was interrupted", 130, termination_log, token)
     except Exception as exc:
         return _fail(one_line(f"FetchFailed: {type(exc).__name__}: {exc}"), EXIT_FAILED, termination_log, token)
+    finally:
+        GUARD.disarm()
 
     if result is None:  # dry run
         return EXIT_OK
@@ -92,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(line: str, code: int, termination_log: Path | None, token: str | None) -> int:
-    if token and len(token) >= 4:
-        line = line.replace(token, "***")
+    from .redact import REDACT
+
+    REDACT.add(token)
+    line = REDACT(line)
     print(line, file=sys.stderr, flush=True)
     write_termination_message(termination_log, line)
     return code

@@ -16,9 +16,17 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from kubediffusers.runner.settings import ENV_PREFIX, Task, describe_validation_error  # pydantic only: cheap to import
+from kubediffusers.runner.settings import (  # pydantic only: cheap to import
+    ENV_PREFIX,
+    MODEL_ID_PATTERN,
+    REVISION_PATTERN,
+    VARIANT_PATTERN,
+    Task,
+    describe_validation_error,
+)
 
 from .errors import ConfigError
+from .redact import mask_url
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -33,16 +41,16 @@ class FetchSettings(BaseSettings):
     task: Task | None = Field(default=None, description="The task the runner will serve; recorded in the marker (the files are the same).")
     model_id: str = Field(
         min_length=1,
-        pattern=r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$",
+        pattern=MODEL_ID_PATTERN,
         description="Hugging Face repository id, e.g. stabilityai/sd-turbo.",
     )
-    model_revision: str = Field(default="main", min_length=1, max_length=255, pattern=r"^[^\s]+$", description="Branch, tag or commit.")
-    model_variant: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]+$", description="Weight variant, e.g. fp16; unset for the default.")
+    model_revision: str = Field(default="main", min_length=1, max_length=255, pattern=REVISION_PATTERN, description="Branch, tag or commit.")
+    model_variant: str | None = Field(default=None, pattern=VARIANT_PATTERN, description="Weight variant, e.g. fp16; unset for the default.")
     model_dir: Path = Field(default=Path("/models"), description="Hugging Face cache directory (cache_dir).")
 
     tiny_vae_id: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$",
+        pattern=MODEL_ID_PATTERN,
         description="Also fetch this tiny autoencoder repository (e.g. madebyollin/taesd) at main.",
     )
 
@@ -60,6 +68,15 @@ class FetchSettings(BaseSettings):
     fetch_max_workers: int = Field(default=8, ge=1, le=64, description="Files downloaded in parallel.")
     fetch_check_free_space: bool = Field(default=True, description="Fail early when the volume has less free space than the download needs.")
     fetch_refresh: bool = Field(default=False, description="Ignore an existing marker and resolve the revision again (e.g. a moved branch).")
+    fetch_connect_timeout_seconds: float = Field(default=10.0, gt=0, le=600, description="Longest wait to connect to the Hub, per request.")
+    fetch_read_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="Longest wait for the Hub's next bytes (an answer, or more of a body), per request."
+    )
+    fetch_deadline_seconds: float | None = Field(
+        default=21600.0, gt=0, description="The whole fetch (lock wait included) ends after this many seconds; unset or empty: no deadline."
+    )
+    fetch_checksums: bool = Field(default=True, description="Check every downloaded LFS file against the Hub's sha256 before marking the snapshot complete.")
+    fetch_verify: bool = Field(default=False, description="With a marker: re-hash every file against the sha256 it records, and repair what differs.")
 
     def for_tiny_vae(self) -> FetchSettings:
         """The same fetch for the tiny VAE repository: its main branch, default weights."""
@@ -73,7 +90,7 @@ class FetchSettings(BaseSettings):
             }
         )
 
-    @field_validator("model_variant", "task", "fetch_lock_timeout_seconds", "tiny_vae_id", mode="before")
+    @field_validator("model_variant", "task", "fetch_lock_timeout_seconds", "fetch_deadline_seconds", "tiny_vae_id", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -92,7 +109,13 @@ class FetchSettings(BaseSettings):
 
     @property
     def endpoint(self) -> str:
+        """``HF_ENDPOINT`` as given (it may carry credentials: print :attr:`endpoint_display` instead)."""
         return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+    @property
+    def endpoint_display(self) -> str:
+        """The endpoint with any ``user:password@`` masked: for logs, messages and the marker."""
+        return mask_url(self.endpoint)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--lock-timeout", dest="fetch_lock_timeout_seconds", type=float, help="longest wait for another fetcher")
     add("--max-workers", dest="fetch_max_workers", type=int, help="parallel file downloads")
     add("--refresh", dest="fetch_refresh", action="store_const", const=True, help="ignore an existing marker")
+    add("--connect-timeout", dest="fetch_connect_timeout_seconds", type=float, help="seconds to connect, per request")
+    add("--read-timeout", dest="fetch_read_timeout_seconds", type=float, help="seconds to wait for the Hub's next bytes, per request")
+    add("--deadline", dest="fetch_deadline_seconds", type=float, help="seconds the whole fetch may take")
+    add("--verify", dest="fetch_verify", action="store_const", const=True, help="re-check a complete snapshot's sha256 sums")
     add("--dry-run", action="store_true", help="print the files that would be fetched, download nothing")
     return p
 

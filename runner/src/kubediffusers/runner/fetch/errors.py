@@ -20,6 +20,8 @@ EXIT_DISK = 5  # disk full, storage not writable
 EXIT_UNREACHABLE = 6  # connection errors or 5xx after the retries
 EXIT_NO_WEIGHTS = 7  # the repository has no usable safetensors (for the variant)
 EXIT_LOCK_TIMEOUT = 8
+EXIT_DEADLINE = 9  # the whole fetch took longer than KUBEDIFFUSERS_FETCH_DEADLINE_SECONDS
+EXIT_INTEGRITY = 10  # a file's sha256 differs from the Hub's
 
 
 class FetchError(Exception):

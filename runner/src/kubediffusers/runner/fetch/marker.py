@@ -50,6 +50,8 @@ def marker_path(model_dir: Path, model_id: str, revision: str, variant: str | No
 class MarkerFile:
     path: str
     size: int
+    #: the Hub's sha256 of the file (LFS files), checked after the download; None when the Hub gives none
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ class Marker:
             revision=str(data["revision"]),
             variant=data.get("variant") or None,
             resolved_commit=str(data["resolved_commit"]),
-            files=tuple(MarkerFile(path=str(f["path"]), size=int(f["size"])) for f in data["files"]),
+            files=tuple(MarkerFile(path=str(f["path"]), size=int(f["size"]), sha256=f.get("sha256") or None) for f in data["files"]),
             completed_at=str(data.get("completed_at", "")),
             allow_patterns=_tuple(data.get("allow_patterns")),
             ignore_patterns=_tuple(data.get("ignore_patterns")),
@@ -168,3 +170,23 @@ def write_marker(marker: Marker) -> Path:
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def file_sha256(path: Path, chunk: int = 8 * 1024 * 1024) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def corrupted_files(marker: Marker) -> list[tuple[str, str, str]]:
+    """``(path, expected sha256, found sha256)`` for every file whose recorded sha256 no longer matches its bytes."""
+    bad = []
+    for f in marker.files:
+        if f.sha256 is None:
+            continue
+        found = file_sha256(marker.snapshot_path / f.path)
+        if found != f.sha256:
+            bad.append((f.path, f.sha256, found))
+    return bad

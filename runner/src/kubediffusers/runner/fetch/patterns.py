@@ -75,8 +75,16 @@ class Selection:
 
 
 def pipeline_folders(model_index: Mapping[str, object]) -> set[str]:
-    """Component folder names a diffusers ``model_index.json`` declares (same rule as diffusers)."""
-    return {key for key, value in model_index.items() if not key.startswith("_") and isinstance(value, (list, tuple)) and len(value) == 2}
+    """Component folder names a diffusers ``model_index.json`` declares (same rule as diffusers).
+
+    An entry ``[null, null]`` (e.g. ``safety_checker`` in SD 1.x repositories saved without one) is a
+    component diffusers sets to None and never loads, so its folder is not fetched.
+    """
+    return {
+        key
+        for key, value in model_index.items()
+        if not key.startswith("_") and isinstance(value, (list, tuple)) and len(value) == 2 and any(v is not None for v in value)
+    }
 
 
 def _weight_kind(name: str, variant: str | None) -> str | None:

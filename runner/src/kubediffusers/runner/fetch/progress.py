@@ -3,11 +3,17 @@
 Instead of hooking into huggingface_hub's progress bars (their internals change
 between versions, and fast backends such as hf_xet report differently), a
 background thread looks at the cache itself every few seconds: a file is done
-when its blob ``blobs/<etag>`` exists, and a file in flight is the size of its
-``blobs/<etag>.<random>.incomplete``. So the numbers are what is really on disk,
-whichever transfer backend wrote it, and plain text without control characters::
+when its entry ``snapshots/<sha>/<path>`` exists (a link to its complete blob),
+and the bytes in flight are the sizes of the ``blobs/*.incomplete`` files. This
+needs nothing from the listing but the sizes (some mirrors give no blob ids), and
+the numbers are what is really on disk, whichever transfer backend wrote it, in
+plain text without control characters::
 
     progress: 1.2 GB of 3.4 GB (35%), 45.6 MB/s, 5 of 21 files, about 48s left
+    progress (final): 3.4 GB of 3.4 GB (100%), 44.9 MB/s, 21 of 21 files
+
+Under the fetch lock every partial file of the repository is this fetcher's:
+those of dead fetchers were removed before the download (see ``partials.py``).
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ def human_seconds(s: float) -> str:
 class TrackedFile:
     path: str
     size: int
-    etag: str | None  # the blob's name in the cache: the LFS sha256, else the git blob id
+    etag: str | None  # the listing's id of the file (LFS sha256, else git blob id); some mirrors give none
+    sha256: str | None = None  # the Hub's sha256 of an LFS file, from the listing
 
 
 @dataclass(frozen=True)
@@ -50,11 +57,12 @@ class Snapshot:
 
 
 class ProgressReporter:
-    """Prints a progress line every ``interval`` seconds while a download runs."""
+    """Prints a progress line every ``interval`` seconds while a download runs, and a final one."""
 
     def __init__(
         self,
         repo_dir: Path,
+        commit: str,
         files: list[TrackedFile],
         *,
         interval: float,
@@ -62,6 +70,7 @@ class ProgressReporter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.blobs = Path(repo_dir) / "blobs"
+        self.snapshot = Path(repo_dir) / "snapshots" / commit
         self.files = files
         self.total_bytes = sum(f.size for f in files)
         self.interval = interval
@@ -71,38 +80,42 @@ class ProgressReporter:
         self._thread: threading.Thread | None = None
         self.start_bytes = 0
         self.started = clock()
+        self.final: Snapshot | None = None
 
     def measure(self) -> Snapshot:
         done_bytes = done_files = 0
         for f in self.files:
-            if f.etag is None:
-                continue
-            blob = self.blobs / f.etag
             try:
-                if blob.is_file():
-                    done_bytes += f.size
+                entry = self.snapshot / f.path
+                if entry.is_file():  # follows the link to the complete blob
+                    done_bytes += entry.stat().st_size
                     done_files += 1
-                    continue
-                partial = 0
-                for tmp in self.blobs.glob(f"{f.etag}.*incomplete"):
-                    try:
-                        partial = max(partial, tmp.stat().st_size)
-                    except OSError:  # renamed or removed meanwhile
-                        pass
-                done_bytes += min(partial, f.size)
-            except OSError:
+            except OSError:  # a link being replaced
                 pass
-        return Snapshot(done_bytes, done_files)
+        partial = 0
+        try:
+            for tmp in self.blobs.glob("*.incomplete"):
+                try:
+                    partial += tmp.stat().st_size
+                except OSError:  # renamed into place or removed meanwhile
+                    pass
+        except OSError:
+            pass
+        done = done_bytes + partial
+        if self.total_bytes:
+            done = min(done, self.total_bytes)
+        return Snapshot(done, done_files)
 
     def line(self, snap: Snapshot) -> str:
         elapsed = max(self.clock() - self.started, 1e-6)
         rate = max(snap.done_bytes - self.start_bytes, 0) / elapsed
-        pct = 100.0 * snap.done_bytes / self.total_bytes if self.total_bytes else 100.0
-        text = (
-            f"progress: {human_bytes(snap.done_bytes)} of {human_bytes(self.total_bytes)} ({pct:.0f}%),"
-            f" {human_bytes(rate)}/s, {snap.done_files} of {len(self.files)} files"
-        )
-        if rate > 0 and snap.done_bytes < self.total_bytes:
+        if self.total_bytes:
+            pct = 100.0 * snap.done_bytes / self.total_bytes
+            amount = f"{human_bytes(snap.done_bytes)} of {human_bytes(self.total_bytes)} ({pct:.0f}%)"
+        else:  # the listing gave no sizes
+            amount = human_bytes(snap.done_bytes)
+        text = f"progress: {amount}, {human_bytes(rate)}/s, {snap.done_files} of {len(self.files)} files"
+        if rate > 0 and self.total_bytes and snap.done_bytes < self.total_bytes:
             text += f", about {human_seconds((self.total_bytes - snap.done_bytes) / rate)} left"
         return text
 
@@ -125,6 +138,20 @@ class ProgressReporter:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def finish(self) -> Snapshot:
+        """Stop, and print the final line: what is on disk now."""
+        self.stop()
+        self.final = self.measure()
+        if self.interval > 0:
+            self.say(self.line(self.final).replace("progress:", "progress (final):", 1))
+        return self.final
+
+    @property
+    def downloaded_bytes(self) -> int:
+        """Bytes this run added to the disk (files already cached are not counted)."""
+        final = self.final if self.final is not None else self.measure()
+        return max(final.done_bytes - self.start_bytes, 0)
 
     def __enter__(self) -> ProgressReporter:
         return self.start()

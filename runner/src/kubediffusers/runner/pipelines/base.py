@@ -12,8 +12,8 @@ import gc
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field, replace
+from collections.abc import Hashable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,44 +21,17 @@ import torch
 from PIL import Image
 
 from kubediffusers.runner import optimizations
-from kubediffusers.runner.errors import GpuOutOfMemory, InvalidInput, ModelUnavailable
+from kubediffusers.runner.errors import GpuOutOfMemory, InvalidInput, ModelUnavailable, one_line
+from kubediffusers.runner.params import TaskParams
 from kubediffusers.runner.pipelines.support import check_task_support
 from kubediffusers.runner.settings import DType, RunnerSettings, Task
+from kubediffusers.runner.types import GeneratedImage, StepCallback, Work
 
 log = logging.getLogger(__name__)
 
 # Component libraries a checkpoint may name in model_index.json; anything else
 # would be code shipped inside the repository, which is never run.
 TRUSTED_LIBRARIES = {"diffusers", "transformers", None}
-
-
-@dataclass
-class Work:
-    """One validated request, ready for the GPU thread."""
-
-    params: Any  # the route's pydantic params model
-    seed: int
-    num_images: int
-    images: dict[str, Image.Image] = field(default_factory=dict)
-
-    @property
-    def seeds(self) -> list[int]:
-        # Image i uses seed + i, so any image can be reproduced alone.
-        return [self.seed + i for i in range(self.num_images)]
-
-
-@dataclass
-class GeneratedImage:
-    image: Image.Image
-    seed: int
-    nsfw: bool = False
-
-
-class Cancelled(Exception):
-    """Raised between denoising steps when nobody waits for the result any more."""
-
-
-StepCallback = Callable[[int, int], None]  # (steps done, total steps); may raise Cancelled
 
 
 class TaskPipeline(ABC):
@@ -70,10 +43,15 @@ class TaskPipeline(ABC):
 
     # -- loading -----------------------------------------------------------
 
+    # The diffusers class whose from_pretrained loads the checkpoint (an auto
+    # pipeline picks the concrete class from model_index.json).
+    diffusers_class: ClassVar[str]
+
     @classmethod
-    @abstractmethod
     def auto_class(cls) -> Any:
-        """The diffusers class whose from_pretrained picks the concrete pipeline."""
+        import diffusers
+
+        return getattr(diffusers, cls.diffusers_class)
 
     @classmethod
     def load(cls, snapshot: Path, settings: RunnerSettings) -> TaskPipeline:
@@ -81,7 +59,7 @@ class TaskPipeline(ABC):
         check_task_support(snapshot, cls.task, settings.model_id)
         quiet_libraries()
         device = settings.resolved_device()
-        dtype = torch_dtype(settings.dtype, device)
+        dtype = torch_dtype(settings.model_dtype, device)
         try:
             pipe = cls.auto_class().from_pretrained(
                 snapshot,
@@ -98,6 +76,15 @@ class TaskPipeline(ABC):
         log.info("optimizations: %s", ", ".join(applied) or "none")
         return cls(pipe, device)
 
+    # -- preparing a request ----------------------------------------------
+
+    @abstractmethod
+    def prepare(self, params: Any, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
+        """Turn a request within the runner's limits (``params.check_limits``
+        passed) and its decoded uploads into work for this model: what depends
+        on the model (native size, size step, noise level, frames) is decided
+        here, and the size it will generate is checked (``inputs``)."""
+
     # -- inference ---------------------------------------------------------
 
     @abstractmethod
@@ -105,7 +92,8 @@ class TaskPipeline(ABC):
         """Task-specific keyword arguments of the diffusers call."""
 
     def steps_of(self, work: Work) -> int:
-        return int(work.params.num_inference_steps)
+        params: TaskParams = work.params
+        return params.steps_run()
 
     @abstractmethod
     def run(self, work: Work, on_step: StepCallback | None = None) -> list[Any]:
@@ -268,8 +256,3 @@ def free_accelerator_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:500] if text else type(exc).__name__

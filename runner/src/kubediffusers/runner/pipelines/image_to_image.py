@@ -4,22 +4,19 @@ from typing import Any
 
 from PIL import Image
 
-from kubediffusers.runner.pipelines.base import BatchedPipeline, Work
-from kubediffusers.runner.settings import Task
+from kubediffusers.runner.inputs import fit_image
+from kubediffusers.runner.params import ImageToImageParams
+from kubediffusers.runner.pipelines.base import BatchedPipeline
+from kubediffusers.runner.settings import RunnerSettings, Task
+from kubediffusers.runner.types import Work
 
 
 class ImageToImagePipeline(BatchedPipeline):
     task = Task.IMAGE_TO_IMAGE
+    diffusers_class = "AutoPipelineForImage2Image"
 
-    @classmethod
-    def auto_class(cls) -> Any:
-        from diffusers import AutoPipelineForImage2Image
-
-        return AutoPipelineForImage2Image
-
-    def steps_of(self, work: Work) -> int:
-        # img2img skips the first (1 - strength) of the schedule.
-        return max(1, int(work.params.num_inference_steps * work.params.strength))
+    def prepare(self, params: ImageToImageParams, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
+        return Work.of(params, image=fit_image(images["image"], params.height, params.width, settings))
 
     def per_item_arguments(self, work: Work) -> dict[str, Any]:
         p = work.params
@@ -34,8 +31,6 @@ class ImageToImagePipeline(BatchedPipeline):
         }
 
     def warmup_work(self) -> Work:
-        from kubediffusers.runner.routes.image_to_image import ImageToImageParams
-
         height, width = self.default_size()
         image = Image.new("RGB", (width, height), (127, 127, 127))
         params = ImageToImageParams.model_construct(prompt="warm-up", negative_prompt="", strength=1.0, guidance_scale=1.0, num_inference_steps=1)

@@ -4,21 +4,18 @@ from typing import Any
 
 from PIL import Image
 
-from kubediffusers.runner.pipelines.base import Work
-from kubediffusers.runner.pipelines.per_seed import GeneratedVideo, PerSeedPipeline, unet_size_multiple
-from kubediffusers.runner.settings import Task
+from kubediffusers.runner.inputs import check_frames, fit_image
+from kubediffusers.runner.params import ImageToVideoParams
+from kubediffusers.runner.pipelines.per_seed import PerSeedPipeline, unet_size_multiple
+from kubediffusers.runner.settings import RunnerSettings, Task
+from kubediffusers.runner.types import GeneratedVideo, Work
 
 
 class ImageToVideoPipeline(PerSeedPipeline):
     """Stable Video Diffusion: animates one still image."""
 
     task = Task.IMAGE_TO_VIDEO
-
-    @classmethod
-    def auto_class(cls) -> Any:
-        from diffusers import StableVideoDiffusionPipeline
-
-        return StableVideoDiffusionPipeline
+    diffusers_class = "StableVideoDiffusionPipeline"
 
     @property
     def default_frames(self) -> int:
@@ -29,6 +26,11 @@ class ImageToVideoPipeline(PerSeedPipeline):
     def size_multiple(self) -> int:
         # The spatio-temporal UNet needs latents that halve evenly at every level.
         return unet_size_multiple(self.pipe, self.pipe.vae_scale_factor)
+
+    def prepare(self, params: ImageToVideoParams, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
+        params.num_frames = params.num_frames or self.default_frames
+        check_frames(params.num_frames, settings)
+        return Work.of(params, image=fit_image(images["image"], params.height, params.width, settings, multiple=self.size_multiple))
 
     def call_arguments(self, work: Work) -> dict[str, Any]:
         p = work.params
@@ -51,8 +53,6 @@ class ImageToVideoPipeline(PerSeedPipeline):
         return GeneratedVideo(frames=list(output.frames[0]), seed=seed, fps=work.params.fps)
 
     def warmup_work(self) -> Work:
-        from kubediffusers.runner.routes.image_to_video import ImageToVideoParams
-
         height, width = self.default_size()
         params = ImageToVideoParams.model_construct(
             num_frames=2,

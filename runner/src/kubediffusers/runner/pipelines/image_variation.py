@@ -4,9 +4,11 @@ from typing import Any
 
 from PIL import Image
 
-from kubediffusers.runner.pipelines.base import Work
+from kubediffusers.runner.inputs import check_generated_size
+from kubediffusers.runner.params import ImageVariationParams
 from kubediffusers.runner.pipelines.per_seed import PerSeedPipeline
-from kubediffusers.runner.settings import Task
+from kubediffusers.runner.settings import RunnerSettings, Task
+from kubediffusers.runner.types import Work
 
 
 class ImageVariationPipeline(PerSeedPipeline):
@@ -14,13 +16,14 @@ class ImageVariationPipeline(PerSeedPipeline):
     embedding (lambdalabs/sd-image-variations-diffusers), no prompt."""
 
     task = Task.IMAGE_VARIATION
+    diffusers_class = "StableDiffusionImageVariationPipeline"
     legacy_callback = True
 
-    @classmethod
-    def auto_class(cls) -> Any:
-        from diffusers import StableDiffusionImageVariationPipeline
-
-        return StableDiffusionImageVariationPipeline
+    def prepare(self, params: ImageVariationParams, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
+        # One side alone is held to the limit with the model's native other side (height=4096 alone generated 64x4096).
+        check_generated_size(params.height, params.width, self.default_size(), settings)
+        # The CLIP feature extractor resizes the image itself; any readable image within the upload limits will do.
+        return Work.of(params, image=images["image"])
 
     def call_arguments(self, work: Work) -> dict[str, Any]:
         p = work.params
@@ -34,8 +37,6 @@ class ImageVariationPipeline(PerSeedPipeline):
         }
 
     def warmup_work(self) -> Work:
-        from kubediffusers.runner.routes.image_variation import ImageVariationParams
-
         params = ImageVariationParams.model_construct(height=None, width=None, guidance_scale=1.0, num_inference_steps=1)
         image = Image.new("RGB", (64, 64), (127, 127, 127))
         return Work(params=params, seed=0, num_images=1, images={"image": image})

@@ -4,9 +4,11 @@ from typing import Any
 
 from PIL import Image
 
-from kubediffusers.runner.pipelines.base import Work
+from kubediffusers.runner.inputs import fit_image, match_mask
+from kubediffusers.runner.params import InpaintingParams
 from kubediffusers.runner.pipelines.per_seed import PerSeedPipeline
-from kubediffusers.runner.settings import Task
+from kubediffusers.runner.settings import RunnerSettings, Task
+from kubediffusers.runner.types import Work
 
 
 class InpaintingPipeline(PerSeedPipeline):
@@ -15,16 +17,15 @@ class InpaintingPipeline(PerSeedPipeline):
     UNet) and plain SD/SDXL checkpoints alike."""
 
     task = Task.INPAINTING
+    diffusers_class = "AutoPipelineForInpainting"
 
-    @classmethod
-    def auto_class(cls) -> Any:
-        from diffusers import AutoPipelineForInpainting
-
-        return AutoPipelineForInpainting
-
-    def steps_of(self, work: Work) -> int:
-        # Like img2img, only strength x steps of the schedule run.
-        return max(1, int(work.params.num_inference_steps * work.params.strength))
+    def prepare(self, params: InpaintingParams, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
+        image = images["image"]
+        mask = match_mask(images["mask_image"], image)
+        picture = fit_image(image, params.height, params.width, settings)
+        if mask.size != picture.size:
+            mask = mask.resize(picture.size, Image.Resampling.NEAREST)
+        return Work.of(params, image=picture, mask_image=mask)
 
     def call_arguments(self, work: Work) -> dict[str, Any]:
         p = work.params
@@ -43,8 +44,6 @@ class InpaintingPipeline(PerSeedPipeline):
         }
 
     def warmup_work(self) -> Work:
-        from kubediffusers.runner.routes.inpainting import InpaintingParams
-
         height, width = self.default_size()
         params = InpaintingParams.model_construct(prompt="warm-up", negative_prompt="", strength=1.0, guidance_scale=1.0, num_inference_steps=1)
         images = {"image": Image.new("RGB", (width, height), (127, 127, 127)), "mask_image": Image.new("L", (width, height), 255)}

@@ -9,21 +9,12 @@ reproduced alone from its seed, at the cost of batching on the GPU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from PIL import Image
 
-from kubediffusers.runner.pipelines.base import GeneratedImage, StepCallback, TaskPipeline, Work, call_pipeline
-
-
-@dataclass
-class GeneratedVideo:
-    frames: list[Image.Image]
-    seed: int
-    fps: int
-    nsfw: bool = False
+from kubediffusers.runner.pipelines.base import TaskPipeline, call_pipeline
+from kubediffusers.runner.types import GeneratedImage, StepCallback, Work
 
 
 class PerSeedPipeline(TaskPipeline):

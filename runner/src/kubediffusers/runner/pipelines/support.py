@@ -15,8 +15,10 @@ from pathlib import Path
 
 from kubediffusers.runner.errors import ModelUnavailable
 from kubediffusers.runner.settings import Task
+from kubediffusers.runner.tasks import TASKS
 
-_IMAGE_TASKS = frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING})
+# Tasks with a diffusers auto pipeline: it picks the concrete class from the checkpoint.
+_IMAGE_TASKS = frozenset(spec.task for spec in TASKS.values() if not spec.families)
 
 # Text-to-image families. When their UNet takes the 9-channel inpainting input
 # (sd-inpainting, SDXL inpainting 0.1) the checkpoint serves inpainting only.
@@ -31,12 +33,9 @@ _TEXT_TO_IMAGE_FAMILIES = {
     "StableDiffusionXLInpaintPipeline",
 }
 
-# Families with exactly one task: no auto pipeline maps them anywhere else.
-_SINGLE_TASK_FAMILIES = {
-    "StableVideoDiffusionPipeline": Task.IMAGE_TO_VIDEO,
-    "StableDiffusionUpscalePipeline": Task.UPSCALE,
-    "StableDiffusionImageVariationPipeline": Task.IMAGE_VARIATION,
-}
+# Families with exactly one task (the registry rows' ``families``): no auto
+# pipeline maps them anywhere else.
+_SINGLE_TASK_FAMILIES = {family: spec.task for spec in TASKS.values() for family in spec.families}
 
 # What each task without an auto pipeline needs, for the error message.
 _REQUIRED_FAMILY = {task: family for family, task in _SINGLE_TASK_FAMILIES.items()}

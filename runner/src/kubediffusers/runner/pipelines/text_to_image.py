@@ -2,18 +2,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubediffusers.runner.pipelines.base import BatchedPipeline, Work
-from kubediffusers.runner.settings import Task
+from PIL import Image
+
+from kubediffusers.runner.inputs import check_generated_size
+from kubediffusers.runner.params import TextToImageParams
+from kubediffusers.runner.pipelines.base import BatchedPipeline
+from kubediffusers.runner.settings import RunnerSettings, Task
+from kubediffusers.runner.types import Work
 
 
 class TextToImagePipeline(BatchedPipeline):
     task = Task.TEXT_TO_IMAGE
+    diffusers_class = "AutoPipelineForText2Image"
 
-    @classmethod
-    def auto_class(cls) -> Any:
-        from diffusers import AutoPipelineForText2Image
-
-        return AutoPipelineForText2Image
+    def prepare(self, params: TextToImageParams, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
+        # One side given: the other is the model's native one, and the pixel limit is
+        # on the pair (height=8192 alone was a 8192x512 image past any limit: minutes of CPU, or an OOM).
+        check_generated_size(params.height, params.width, self.default_size(), settings)
+        return Work.of(params)
 
     def per_item_arguments(self, work: Work) -> dict[str, Any]:
         # "" and None are the same unconditional prompt to diffusers; "" fits a list.
@@ -30,6 +36,4 @@ class TextToImagePipeline(BatchedPipeline):
         }
 
     def warmup_work(self) -> Work:
-        from kubediffusers.runner.routes.text_to_image import TextToImageParams
-
         return Work(params=TextToImageParams(prompt="warm-up", num_inference_steps=1), seed=0, num_images=1)

@@ -1,30 +1,24 @@
-"""One route module per task; only the served task's router is mounted."""
+"""The runner's routers: health, the served task's generated route, async jobs.
+
+A compatibility route set (another API's paths with their own request and
+response models, e.g. livepeer's or PICO's) is a router module beside
+``generate`` that reuses ``delivery`` and the registry, mounted in
+``task_routers``.
+"""
 
 from __future__ import annotations
 
-from importlib import import_module
-
 from fastapi import APIRouter
 
+from kubediffusers.runner.routes.generate import task_router
 from kubediffusers.runner.settings import Task
-
-_ROUTERS: dict[Task, str] = {
-    Task.TEXT_TO_IMAGE: "text_to_image",
-    Task.IMAGE_TO_IMAGE: "image_to_image",
-    Task.INPAINTING: "inpainting",
-    Task.IMAGE_TO_VIDEO: "image_to_video",
-    Task.UPSCALE: "upscale",
-    Task.IMAGE_VARIATION: "image_variation",
-}
+from kubediffusers.runner.tasks import TASKS, spec_of
 
 
-def task_router(task: Task) -> APIRouter:
-    try:
-        module = _ROUTERS[task]
-    except KeyError:
-        raise ValueError(f"task {task.value!r} has no route in this runner") from None
-    return import_module(f"{__name__}.{module}").router
+def task_routers(task: Task) -> list[APIRouter]:
+    """The routers a runner serving ``task`` mounts behind its token."""
+    return [task_router(spec_of(task))]
 
 
 def served_tasks() -> list[Task]:
-    return list(_ROUTERS)
+    return list(TASKS)

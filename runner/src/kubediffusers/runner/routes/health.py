@@ -3,14 +3,15 @@ generation runs because none of them touches the inference thread."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
-from kubediffusers.runner.context import RunnerContext, get_context
+from kubediffusers.runner.context import Context, RunnerContext
+from kubediffusers.runner.errors import NotReady, error_response
 from kubediffusers.runner.model import ModelState
 
 router = APIRouter(tags=["health"])
@@ -39,7 +40,7 @@ def health_of(ctx: RunnerContext) -> Health:
 
 
 @router.get("/health", summary="State, Idle/Busy and queue depth")
-async def health(ctx: Annotated[RunnerContext, Depends(get_context)]) -> Health:
+async def health(ctx: Context) -> Health:
     return health_of(ctx)
 
 
@@ -53,17 +54,16 @@ async def healthz() -> dict[str, str]:
     summary="Readiness: model loaded and warmed up",
     responses={503: {"description": "Not ready; detail.msg says why"}},
 )
-async def readyz(ctx: Annotated[RunnerContext, Depends(get_context)]) -> Response:
+async def readyz(ctx: Context) -> Response:
+    if ctx.worker.draining is not None:
+        # Unready at once on SIGTERM, so the Service stops sending work while the accepted work finishes.
+        return error_response(503, ctx.worker.draining, retry_after=NotReady.retry_after, status="DRAINING")
     if ctx.model.ready:
         return JSONResponse({"status": "ready"})
-    return JSONResponse(
-        {"detail": {"msg": ctx.model.reason, "status": ctx.model.state.value}},
-        status_code=503,
-        headers={"Retry-After": "10"},
-    )
+    return error_response(503, ctx.model.reason, retry_after=NotReady.retry_after, status=ctx.model.state.value)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(ctx: Annotated[RunnerContext, Depends(get_context)]) -> Response:
+async def metrics(ctx: Context) -> Response:
     ctx.metrics.queue_depth.set(ctx.worker.depth)
     return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)

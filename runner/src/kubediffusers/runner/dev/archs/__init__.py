@@ -8,7 +8,7 @@ sequence lengths, attention heads), so GPU speed can be measured on a machine
 that cannot reach the Hub. ``tiny-sd`` is the SD shape at toy size, so the same
 code runs on a CPU in seconds.
 
-The tokenizer is generated (see :func:`kubediffusers.runner.tiny._tiny_tokenizer`):
+The tokenizer is generated (see :func:`kubediffusers.runner.dev.tiny._tiny_tokenizer`):
 prompts are padded to 77 tokens, so compute does not depend on its vocabulary.
 """
 
@@ -85,7 +85,7 @@ def build_component(arch: str, name: str, device: Any = "cpu", dtype: Any = None
 
         cls = getattr(transformers, class_name)
         if class_name.endswith("Tokenizer"):
-            from kubediffusers.runner.tiny import _tiny_tokenizer
+            from kubediffusers.runner.dev.tiny import _tiny_tokenizer
 
             return _tiny_tokenizer()
         if class_name.endswith(("ImageProcessor", "FeatureExtractor")):
@@ -133,8 +133,8 @@ def save_random_checkpoint(arch: str, model_dir: Path, dtype: Any = None, device
     """
     import torch
 
+    from kubediffusers.runner.dev.tiny import _ensure_snapshot
     from kubediffusers.runner.fetch.marker import repo_folder
-    from kubediffusers.runner.tiny import _ensure_snapshot
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -20,6 +20,7 @@ from typing import Any
 
 from kubediffusers.runner.fetch.marker import repo_folder
 from kubediffusers.runner.settings import Task
+from kubediffusers.runner.tasks import TASKS
 
 TINY_ORG = "kubediffusers"
 # Bumped whenever the tiny architectures change, so stale caches are rebuilt.
@@ -346,14 +347,8 @@ ARCHITECTURES: dict[str, Callable[[Path], None]] = {
     "sd-image-variation": build_stable_diffusion_image_variation,
 }
 
-DEFAULT_ARCHITECTURE: dict[Task, str] = {
-    Task.TEXT_TO_IMAGE: "sd",
-    Task.IMAGE_TO_IMAGE: "sd",
-    Task.INPAINTING: "sd-inpainting",
-    Task.IMAGE_TO_VIDEO: "svd",
-    Task.UPSCALE: "sd-x4-upscaler",
-    Task.IMAGE_VARIATION: "sd-image-variation",
-}
+# The registry row's tiny architecture: kubediffusers/tiny-<task> is built with it.
+DEFAULT_ARCHITECTURE: dict[Task, str] = {task: spec.tiny_arch for task, spec in TASKS.items()}
 
 # Which tasks each architecture can serve (mirrors what real checkpoints of that shape do).
 ARCHITECTURE_TASKS: dict[str, frozenset[Task]] = {
@@ -395,7 +390,7 @@ TINY_VAE_ID = f"{TINY_ORG}/tiny-taesd"
 
 
 def build_tiny_autoencoder(folder: Path) -> None:
-    """A TAESD-shaped AutoencoderTiny (runner.optimizations.tinyVae)."""
+    """A TAESD-shaped AutoencoderTiny (runner.optimizations.tinyVaeId)."""
     import torch
     from diffusers import AutoencoderTiny
 

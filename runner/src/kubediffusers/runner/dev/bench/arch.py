@@ -1,0 +1,306 @@
+"""`kubediffusers-bench arch --arch ARCH`: stock diffusers vs this runner, side by side.
+
+One run, one harness, one request, on a real-size architecture with random
+weights (:mod:`kubediffusers.runner.dev.archs`; no Hub access needed):
+
+- ``stock``: ``DiffusionPipeline.from_pretrained(..., torch_dtype=float16)``,
+  the attention processor diffusers picks, no compile, a plain ``pipe(...)`` call;
+- ``optimized``: this runner's :meth:`TaskPipeline.load` with the chosen
+  optimizations, called in process as the runner's worker calls it;
+- ``http``: a real ``kubediffusers-runner`` process with the same
+  optimizations (runner settings), a keep-alive client in this process.
+
+Each figure line carries the device name. Optional: ``--cold-start`` (process
+start to ``/readyz`` 200 with a cold and a warm compile cache, and without
+compile), ``--batching`` (the ``batching`` bench on this architecture),
+``--profile`` (where one optimized call spends its time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubediffusers.runner.dev.bench import harness
+from kubediffusers.runner.dev.bench.harness import Request, RunnerProcess
+from kubediffusers.runner.dev.bench.tools import Batching, batching_bench
+from kubediffusers.runner.settings import DType, RunnerSettings, Task
+
+# Targets from the issue, on an H100-class GPU: (arch, size, steps, guided) -> text.
+TARGETS = {
+    ("sd-turbo", 512, 1, False): "HTTP median <= 25 ms and >= 3x faster than stock",
+    ("sdxl", 1024, 30, True): "optimized/HTTP median <= 1.1 s",
+}
+GPU_PRESET = {
+    "attention": "sdpa",
+    "channels_last": "true",
+    "fuse_qkv": "true",
+    "compile_unet": "true",
+    "compile_vae": "true",
+    "compile_mode": "max-autotune",
+}
+CPU_PRESET = {"attention": "sdpa", "channels_last": "true", "fuse_qkv": "true"}
+PRESETS: dict[str, dict[str, str]] = {"gpu": GPU_PRESET, "cpu": CPU_PRESET, "none": {}}
+
+
+@dataclass
+class Figures:
+    name: str
+    times: list[float] = field(default_factory=list)
+    images_per_call: int = 1
+    peak_memory: str = "n/a"
+    load_seconds: float | None = None
+    warmup_seconds: float | None = None
+    extra: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    def line(self, device: str, what: str) -> str:
+        load = f"{self.load_seconds:.2f} s" if self.load_seconds is not None else "n/a"
+        warm = f"{self.warmup_seconds:.2f} s" if self.warmup_seconds is not None else "n/a"
+        return (
+            f"[{device}] {what} | {self.name:<9} | median {self.median * 1000:9.1f} ms | p90 {harness.p90(self.times) * 1000:9.1f} ms | "
+            f"{self.images_per_call / self.median:8.2f} img/s | peak GPU mem {self.peak_memory} | load {load} | "
+            f"warm-up/compile {warm} | {len(self.times)} runs{self.extra}"
+        )
+
+
+@dataclass
+class ArchRun:
+    """One arch bench's parameters, after defaults (``from_args``)."""
+
+    arch: str
+    model_id: str
+    model_dir: Path
+    work_dir: Path
+    device: str
+    dtype: str
+    request: Request
+    runs: int
+    warmup_runs: int
+    optimizations: dict[str, str]
+    port: int
+    timeout: float
+
+    def runner_settings(self, compile_cache: Path | None) -> dict[str, object]:
+        """What a runner process of this run is configured with (runner setting -> value)."""
+        values: dict[str, object] = {
+            "task": Task.TEXT_TO_IMAGE.value,
+            "model_id": self.model_id,
+            "model_dir": self.model_dir,
+            "device": self.device,
+            "model_dtype": self.dtype,
+            "log_level": "info",
+            "max_images_per_request": max(4, self.request.batch_size),
+            **self.optimizations,
+        }
+        if compile_cache is not None:
+            values["compile_cache_dir"] = compile_cache
+        return values
+
+    def runner(self, name: str, compile_cache: Path | None, **extra: object) -> RunnerProcess:
+        return RunnerProcess(self.port, {**self.runner_settings(compile_cache), **extra}, self.work_dir / f"{name}.log")
+
+
+# -- the three ways -------------------------------------------------------
+
+
+def bench_stock(run: ArchRun, snapshot: Path) -> Figures:
+    import torch
+    from diffusers import DiffusionPipeline
+
+    from kubediffusers.runner.pipelines.base import torch_dtype
+
+    harness.reset_peak()
+    started = time.perf_counter()
+    pipe = DiffusionPipeline.from_pretrained(snapshot, torch_dtype=torch_dtype(DType(run.dtype), run.device), use_safetensors=True, local_files_only=True)
+    pipe = pipe.to(run.device)
+    harness.sync()
+    load = time.perf_counter() - started
+    pipe.set_progress_bar_config(disable=True)
+
+    def call(seed: int) -> None:
+        request = run.request.json(seed)
+        generator = torch.Generator("cpu").manual_seed(request.pop("seed"))
+        pipe(**request, generator=generator)
+
+    warm = harness.warm(call, run.warmup_runs)
+    times = harness.timed(call, run.runs)
+    return Figures("stock", times, run.request.batch_size, harness.peak_memory(), load, warm)  # the pipeline is freed on return
+
+
+def bench_optimized(run: ArchRun, snapshot: Path, profile: bool = False) -> Figures:
+    harness.reset_peak()
+    settings = RunnerSettings(**{**run.runner_settings(run.work_dir / "compile-cache-in-process"), "warmup": False})  # type: ignore[arg-type]
+    pipeline, load = harness.load_pipeline(settings, snapshot)
+    call = harness.direct_call(pipeline, run.request)
+    warm = harness.warm(call, run.warmup_runs)
+    times = harness.timed(call, run.runs)
+    figures = Figures("optimized", times, run.request.batch_size, harness.peak_memory(), load, warm)
+    if profile:
+        _profile(call, run.arch)
+    return figures  # the pipeline is freed on return
+
+
+def _profile(call: Any, arch: str) -> None:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        call(0)
+        harness.sync()
+    key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    print(f"profile of one optimized call ({arch}, top 20 by {key}):")
+    print(prof.key_averages().table(sort_by=key, row_limit=20))
+
+
+def bench_http(run: ArchRun) -> Figures:
+    """HTTP end to end, with the seconds from process start to /readyz 200."""
+    import httpx
+
+    cache = run.work_dir / "compile-cache-http"
+    shutil.rmtree(cache, ignore_errors=True)
+    started = time.monotonic()
+    with run.runner("runner-http", cache) as server, httpx.Client(timeout=run.timeout) as client:
+        server.wait_ready(client, run.timeout)
+        ready = time.monotonic() - started
+
+        def call(seed: int) -> None:
+            client.post(server.url + "/text-to-image", json=run.request.json(seed)).raise_for_status()
+
+        warm = harness.warm(call, run.warmup_runs)
+        times = harness.timed(call, run.runs)
+        peak = harness.metric(client, server.url, "kubediffusers_gpu_memory_peak_bytes")
+        load = harness.metric(client, server.url, "kubediffusers_model_load_seconds")
+        runner_warmup = harness.metric(client, server.url, "kubediffusers_warmup_seconds") or 0.0
+    return Figures(
+        "http",
+        times,
+        run.request.batch_size,
+        f"{peak / 2**30:.2f} GiB" if peak else "n/a (CPU)",
+        load,
+        runner_warmup + warm,
+        extra=f" | process start to ready {ready:.2f} s",
+    )
+
+
+def cold_start(run: ArchRun, device: str) -> None:
+    """Process start to /readyz 200: no compile, compile with a cold cache, compile with a warm cache."""
+    import httpx
+
+    compiling = any(_is_true(run.optimizations.get(k)) for k in ("compile_unet", "compile_vae"))
+    cache = run.work_dir / "compile-cache-cold-start"
+    shutil.rmtree(cache, ignore_errors=True)
+    starts: list[tuple[str, dict[str, object]]] = [("no compile", {"compile_unet": False, "compile_vae": False})]
+    if compiling:
+        starts += [("compile, cold compile cache", {}), ("compile, warm compile cache", {})]
+    else:
+        print(f"[{device}] cold start: compile is off in this run's optimizations; only the no-compile start is measured")
+    for i, (what, extra) in enumerate(starts):
+        started = time.monotonic()
+        with run.runner(f"runner-cold-start-{i}", cache, **extra) as server, httpx.Client(timeout=run.timeout) as client:
+            server.wait_ready(client, run.timeout)
+            ready = time.monotonic() - started
+            load = harness.metric(client, server.url, "kubediffusers_model_load_seconds")
+            warm = harness.metric(client, server.url, "kubediffusers_warmup_seconds")
+        print(
+            f"[{device}] cold start {run.arch} ({what}): process start to /readyz 200 {ready:.2f} s "
+            f"(model load {load or 0:.2f} s, warm-up {warm or 0:.2f} s; checkpoint on local disk at {run.model_dir})"
+        )
+
+
+def _is_true(value: object) -> bool:
+    return str(value).lower() in {"1", "true", "yes", "on"}
+
+
+# -- driver ---------------------------------------------------------------
+
+
+def from_args(args: argparse.Namespace) -> ArchRun:
+    """The run's parameters: the architecture's defaults where the command line left them out."""
+    import torch
+
+    from kubediffusers.runner.dev.archs import arch_folder, random_model_id
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    turbo, tiny = args.arch == "sd-turbo", args.arch.startswith("tiny")
+    size = args.size
+    if size is None:
+        # tiny: a CPU-sized request; the tiny UNet's native 256 takes seconds per call on a CPU
+        size = 64 if tiny else int(json.loads((arch_folder(args.arch) / "unet" / "config.json").read_text())["sample_size"]) * 8
+    steps = args.steps if args.steps is not None else (1 if turbo else (2 if tiny else 30))
+    guidance = args.guidance_scale if args.guidance_scale is not None else (0.0 if turbo else 7.5)
+    preset = args.preset if args.preset != "auto" else ("gpu" if device.startswith("cuda") else "cpu")
+    work_dir = args.work_dir.resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return ArchRun(
+        arch=args.arch,
+        model_id=random_model_id(args.arch),
+        model_dir=args.model_dir.resolve(),
+        work_dir=work_dir,
+        device=device,
+        dtype=args.dtype,
+        request=Request(args.prompt, steps, size, size, args.batch_size, guidance),
+        runs=args.runs,
+        warmup_runs=args.warmup_runs,
+        optimizations={**PRESETS[preset], **dict(args.optimize)},
+        port=args.port,
+        timeout=args.timeout,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from kubediffusers.runner.dev.archs import SOURCES, save_random_checkpoint
+    from kubediffusers.runner.pipelines.base import quiet_libraries
+
+    quiet_libraries()
+    run = from_args(args)
+    device = harness.device_name(run.device)
+    started = time.perf_counter()
+    snapshot = save_random_checkpoint(run.arch, run.model_dir)
+    r = run.request
+    guided = r.guidance_scale > 1
+    what = (
+        f"{run.arch} {r.width}x{r.height} {r.steps} step{'s' if r.steps != 1 else ''} "
+        f"{'CFG ' + format(r.guidance_scale, 'g') if guided else 'no CFG'} batch {r.batch_size}"
+    )
+    print(f"[{device}] {run.arch}: {SOURCES.get(run.arch, '')}, random weights, checkpoint ready in {time.perf_counter() - started:.1f} s at {snapshot}")
+    opts = ", ".join(f"{k}={v}" for k, v in run.optimizations.items()) or "none"
+    print(f"[{device}] dtype {run.dtype}; optimized/http settings: {opts}")
+
+    results: dict[str, Figures] = {}
+    if "stock" in args.modes:
+        results["stock"] = bench_stock(run, snapshot)
+        print(results["stock"].line(device, what), flush=True)
+    if "optimized" in args.modes:
+        results["optimized"] = bench_optimized(run, snapshot, profile=args.profile)
+        print(results["optimized"].line(device, what), flush=True)
+    if "http" in args.modes:
+        results["http"] = bench_http(run)
+        print(results["http"].line(device, what), flush=True)
+    if "stock" in results:
+        for name in ("optimized", "http"):
+            if name in results:
+                print(f"[{device}] {what} | {name} vs stock: {results['stock'].median / results[name].median:.2f}x faster (median)")
+    if "optimized" in results and "http" in results:
+        print(f"[{device}] {what} | HTTP overhead ratio (http/optimized median): {results['http'].median / results['optimized'].median:.3f}")
+    target = TARGETS.get((run.arch, r.width, r.steps, guided))
+    if target:
+        print(f"[{device}] target for {what} (issue, H100): {target}")
+    if args.cold_start:
+        cold_start(run, device)
+    if args.batching:
+        print(f"[{device}] batching, {run.arch} (throughput over HTTP, batching off vs on):")
+        batching = Batching(args.max_batch_size, args.batch_window_ms, tuple(args.clients), run.runs)
+        one_image = Request(r.prompt, r.steps, r.height, r.width, 1, r.guidance_scale)
+        batching_bench(run.runner_settings(run.work_dir / "compile-cache-batching"), one_image, batching, run.port, run.work_dir)
+    return 0

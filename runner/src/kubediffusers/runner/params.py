@@ -1,0 +1,208 @@
+"""Every task's request model, below both the routes and the pipelines.
+
+Each field is spelled once here: the shared aliases (steps, seed, images,
+height, width, guidance, strength) carry the bounds, a task's field adds only
+its own description or default. The runner's own limits (from its settings)
+are checked by ``check_limits``, a method of the models, before anything is
+read or queued. Model-dependent checks (native size, noise level, frames)
+belong to the pipeline's ``prepare``; size checks live in ``inputs``.
+
+A field every task gains (loras, scheduler, output_format, ...) goes on
+``TaskParams``; one every image task gains goes on ``GenerationParams``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import File, UploadFile
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kubediffusers.runner.errors import InvalidInput
+from kubediffusers.runner.settings import RunnerSettings
+
+MAX_SEED = 2**63 - 1 - 64  # torch seeds are 64-bit; leave room for seed + i
+
+# Field types shared by the task parameter models.
+Steps = Annotated[int, Field(ge=1, le=1000, description="Denoising steps: more is slower and finer. The runner's limit applies.")]
+Seed = Annotated[int | None, Field(ge=0, le=MAX_SEED, description="Seed of the first image; image i uses seed + i. Random when unset.")]
+NumImages = Annotated[int, Field(ge=1, le=64, description="How many images to generate. The runner's limit applies.")]
+Height = Annotated[int | None, Field(ge=8, le=8192, description="Height in pixels, a multiple of 8. Default: the model's native size.")]
+Width = Annotated[int | None, Field(ge=8, le=8192, description="Width in pixels, a multiple of 8. Default: the model's native size.")]
+Guidance = Annotated[float, Field(ge=0, le=50, allow_inf_nan=False)]
+Strength = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+Prompt = Annotated[str, Field(min_length=1, max_length=4000, description="What to generate.")]
+NegativePrompt = Annotated[str, Field(max_length=4000, description="What to steer away from.")]
+
+
+def upload(description: str) -> object:
+    """An uploaded image field (multipart/form-data)."""
+    return File(description=description)
+
+
+class TaskParams(BaseModel):
+    """What every task's request has: steps and a seed, and the runner's limits on them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_inference_steps: Steps = 50
+    seed: Seed = None
+
+    @property
+    def num_outputs(self) -> int:
+        """Outputs (images, or videos) the request makes."""
+        return 1
+
+    def steps_run(self) -> int:
+        """Denoising steps one output actually runs."""
+        return self.num_inference_steps
+
+    @classmethod
+    def upload_fields(cls) -> list[str]:
+        """Names of the uploaded files the request carries (none: a JSON body)."""
+        return [name for name, info in cls.model_fields.items() if info.annotation is UploadFile]
+
+    def uploads(self) -> dict[str, UploadFile]:
+        return {name: getattr(self, name) for name in self.upload_fields()}
+
+    def check_limits(self, settings: RunnerSettings) -> None:
+        """The runner's limits, from its settings; raises InvalidInput."""
+        if "num_inference_steps" not in self.model_fields_set:
+            # The default must never break a runner configured with fewer steps.
+            self.num_inference_steps = min(self.num_inference_steps, settings.max_steps)
+        if self.num_inference_steps > settings.max_steps:
+            raise InvalidInput(f"num_inference_steps is {self.num_inference_steps}; this runner allows at most {settings.max_steps}")
+
+
+class ImagesParams(TaskParams):
+    """A request for several images, one seed each."""
+
+    num_images_per_prompt: NumImages = 1
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_images_per_prompt
+
+    def check_limits(self, settings: RunnerSettings) -> None:
+        super().check_limits(settings)
+        if self.num_images_per_prompt > settings.max_images_per_request:
+            raise InvalidInput(f"num_images_per_prompt is {self.num_images_per_prompt}; this runner allows at most {settings.max_images_per_request}")
+
+
+class GenerationParams(ImagesParams):
+    """Parameters every prompted image-generating task shares."""
+
+    prompt: Prompt
+    negative_prompt: NegativePrompt = ""
+    guidance_scale: Annotated[
+        Guidance,
+        Field(description="How strongly the prompt guides the image (0 or 1 disables classifier-free guidance; sd-turbo wants 0)."),
+    ] = 7.5
+    num_inference_steps: Annotated[Steps, Field(description="Denoising steps: more is slower and finer (sd-turbo: 1-4). The runner's limit applies.")] = 50
+    seed: Seed = None
+
+
+class StrengthParams(GenerationParams):
+    """img2img-style tasks: only strength x steps of the schedule run."""
+
+    strength: Strength = 1.0
+
+    def steps_run(self) -> int:
+        return max(1, int(self.num_inference_steps * self.strength))
+
+    def check_limits(self, settings: RunnerSettings) -> None:
+        super().check_limits(settings)
+        if int(self.num_inference_steps * self.strength) < 1:
+            raise InvalidInput("strength x num_inference_steps must be at least 1 so that one step runs")
+
+
+class TextToImageParams(GenerationParams):
+    """Generate images from a text prompt."""
+
+    height: Height = None
+    width: Width = None
+
+
+class ImageToImageParams(StrengthParams):
+    """Transform an uploaded image guided by a prompt."""
+
+    image: Annotated[UploadFile, upload("The image to transform (PNG, JPEG, WebP, ...).")]
+    strength: Annotated[Strength, Field(description="How much to change the image: 0 keeps it, 1 ignores it. Only strength x steps steps run.")] = 0.8
+    height: Annotated[Height, Field(description="Resize the input to this height first (a multiple of 8). Default: the input's.")] = None
+    width: Annotated[Width, Field(description="Resize the input to this width first (a multiple of 8). Default: the input's.")] = None
+
+
+class UpscaleParams(GenerationParams):
+    """Upscale an image four times per side (the SD x4 upscaler), guided by a prompt describing it."""
+
+    image: Annotated[UploadFile, upload("The image to upscale. Its sides are trimmed to multiples of 8; the output is 4x larger per side.")]
+    noise_level: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=350,
+            description="Noise added to the input first: more lets the model invent detail, less stays faithful. At most the model's max_noise_level (350).",
+        ),
+    ] = 20
+
+
+class ImageVariationParams(ImagesParams):
+    """Variations of an image, without a prompt: the model is conditioned on the image's CLIP embedding."""
+
+    image: Annotated[UploadFile, upload("The image to make variations of (PNG, JPEG, WebP, ...).")]
+    guidance_scale: Annotated[Guidance, Field(description="How closely the variations follow the image (1 or less disables guidance).")] = 3.0
+    height: Height = None
+    width: Width = None
+
+
+class InpaintingParams(StrengthParams):
+    """Repaint the masked part of an image, guided by a prompt."""
+
+    image: Annotated[UploadFile, upload("The image to edit (PNG, JPEG, WebP, ...).")]
+    mask_image: Annotated[
+        UploadFile,
+        upload("White where to repaint, black where to keep. The same size as image, or the same aspect ratio (it is then scaled to the image)."),
+    ]
+    strength: Annotated[
+        Strength,
+        Field(description="How much the masked area changes: 1 repaints it from noise, less keeps more of the original. Only strength x steps steps run."),
+    ] = 1.0
+    height: Annotated[Height, Field(description="Resize image and mask to this height first (a multiple of 8). Default: the image's.")] = None
+    width: Annotated[Width, Field(description="Resize image and mask to this width first (a multiple of 8). Default: the image's.")] = None
+
+
+_VIDEO_SIDE = "to this {side} first; a multiple of the model's size step (64 for SVD). Default: the image's, trimmed to that step."
+
+
+class ImageToVideoParams(TaskParams):
+    """Animate an image with Stable Video Diffusion."""
+
+    image: Annotated[UploadFile, upload("The first frame of the video (PNG, JPEG, WebP, ...).")]
+    height: Annotated[Height, Field(description="Resize the image " + _VIDEO_SIDE.format(side="height"))] = None
+    width: Annotated[Width, Field(description="Resize the image " + _VIDEO_SIDE.format(side="width"))] = None
+    num_frames: Annotated[
+        int | None,
+        # At least 2: guidance rises from the first frame to the last, and diffusers
+        # mis-sizes its batch for a single frame.
+        Field(ge=2, le=1000, description="Frames to generate, at least 2. Default: the model's (14 for SVD, 25 for SVD-XT). The runner's limit applies."),
+    ] = None
+    fps: Annotated[int, Field(ge=1, le=60, description="Frames per second: conditions the motion and is the mp4's frame rate.")] = 7
+    motion_bucket_id: Annotated[int, Field(ge=0, le=1023, description="How much motion: higher moves more (SVD was trained on 0-255).")] = 127
+    noise_aug_strength: Annotated[
+        float,
+        Field(ge=0, le=1, allow_inf_nan=False, description="Noise added to the image: more frees the video from it, with more motion."),
+    ] = 0.02
+    decode_chunk_size: Annotated[
+        int | None,
+        Field(ge=1, le=1000, description="Frames the VAE decodes at once: fewer saves GPU memory, more is faster. Default: all."),
+    ] = None
+    num_inference_steps: Steps = 25
+    min_guidance_scale: Annotated[Guidance, Field(description="Guidance on the first frame; it rises linearly over the frames.")] = 1.0
+    max_guidance_scale: Annotated[Guidance, Field(description="Guidance on the last frame (1 or less disables guidance).")] = 3.0
+    seed: Annotated[Seed, Field(description="Seed of the video. Random when unset.")] = None
+
+    @model_validator(mode="after")
+    def _guidance_rises(self) -> ImageToVideoParams:
+        if self.min_guidance_scale > self.max_guidance_scale:
+            raise ValueError("min_guidance_scale must not exceed max_guidance_scale")
+        return self

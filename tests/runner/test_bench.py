@@ -1,0 +1,36 @@
+"""The benchmark CLI's tools on the tiny model (the arch tool: test_archs.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.runner.helpers import free_port
+
+BENCH = [sys.executable, "-m", "kubediffusers.runner.dev.bench"]
+
+
+def bench(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([*BENCH, *args], capture_output=True, text=True, timeout=300, env=env, check=False)
+
+
+def test_pipeline_and_serving_print_their_figures(model_dir: Path) -> None:
+    common = ["--tiny", "--model-dir", str(model_dir), "--runs", "2", "--steps", "1"]
+    result = bench("pipeline", *common)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pipeline load time:" in result.stdout and "average time per output:" in result.stdout
+    result = bench("serving", *common, "--configs", "64:1", "--port", str(free_port()))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "overhead ratio" in result.stdout
+
+
+def test_bad_invocations_say_why_in_one_line() -> None:
+    result = bench("serving", "--task", "upscale", "--tiny", "--runs", "2")
+    assert result.returncode == 1 and result.stderr.strip() == "kubediffusers-bench: serving measures the text-to-image route"
+    result = bench("pipeline", "--runs", "2")
+    assert result.returncode == 1 and result.stderr.strip() == "kubediffusers-bench: --model-id is required unless --tiny is given"
+    assert bench("pipeline", "--runs", "1").returncode == 2
+    assert bench().returncode == 2

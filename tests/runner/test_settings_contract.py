@@ -1,0 +1,167 @@
+"""One name and one rule per setting, from the InferencePipeline CR to the runner.
+
+The operator cannot import the runner (no torch in its image), so it keeps its
+own copies of the model patterns and flattens the runner-facing spec by name;
+these tests hold the two distributions to one contract.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from kubediffusers.operator import spec as operator_spec
+from kubediffusers.operator.builders.env import NOT_SETTINGS, RUNNER_FACING, build_runner_env, runner_facing
+from kubediffusers.operator.pipeline import Pipeline
+from kubediffusers.operator.settings import OperatorSettings
+from kubediffusers.runner import settings as runner_settings
+from kubediffusers.runner.fetch.config import FetchSettings
+from kubediffusers.runner.settings import RunnerSettings
+
+
+def runner_facing_fields() -> list[tuple[str, str, Any]]:
+    """(runner setting, CR default) of every runner-facing field of a default spec."""
+    spec = operator_spec.InferencePipelineSpec(task="text-to-image", model={"id": "a/b"})
+    return [(setting, default) for setting, _, default in runner_facing(spec)]
+
+
+LEAVES = runner_facing_fields()
+
+
+@pytest.mark.parametrize(("setting", "default"), LEAVES, ids=[leaf[0] for leaf in LEAVES])
+def test_every_runner_facing_field_is_a_runner_setting_with_the_same_default(setting: str, default: Any) -> None:
+    assert setting in RunnerSettings.model_fields, f"the spec field of {setting} has no runner setting of that name"
+    runner_default = RunnerSettings.model_fields[setting].default
+    if default is not None:  # unset (None) in the CR: the runner's default applies
+        assert default == runner_default, f"the spec defaults {setting} to {default!r}, the runner to {runner_default!r}"
+
+
+def test_every_spec_group_is_runner_facing_or_not_a_setting() -> None:
+    """A new group under spec.model or spec.runner must be listed in RUNNER_FACING (or be no setting)."""
+    for path in RUNNER_FACING:
+        cls: Any = operator_spec.InferencePipelineSpec
+        for name in path:
+            cls = cls.model_fields[name].annotation
+        for name, info in cls.model_fields.items():
+            nested = isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+            assert not nested or (*path, name) in RUNNER_FACING or name in NOT_SETTINGS, (path, name)
+
+
+def test_the_leaves_cover_the_spec_groups() -> None:
+    settings = {leaf[0] for leaf in LEAVES}
+    assert {
+        "task",
+        "model_id",
+        "model_revision",
+        "model_variant",
+        "model_dtype",
+        "log_level",
+        "max_pixels",
+        "compile_unet",
+        "deepcache_interval",
+        "tiny_vae_id",
+    } <= settings
+
+
+def full_spec() -> dict[str, Any]:
+    """A spec with every runner-facing field away from its default."""
+    return {
+        "task": "image-to-image",
+        "model": {"id": "org/model", "revision": "v2", "variant": "fp16", "dtype": "bfloat16"},
+        "runner": {
+            "logLevel": "debug",
+            "maxQueueSize": 7,
+            "requestTimeoutSeconds": 12.5,
+            "drainSeconds": 40,
+            "maxBatchSize": 4,
+            "batchWindowMs": 15,
+            "limits": {"maxPixels": 65536, "maxSteps": 20, "maxImagesPerRequest": 3, "maxUploadBytes": 4096},
+            "optimizations": {
+                "attention": "default",
+                "channelsLast": True,
+                "fuseQkv": True,
+                "compile": {"unet": True, "vae": True, "mode": "reduce-overhead"},
+                "deepcacheInterval": 2,
+                "tinyVaeId": "madebyollin/taesd",
+                "vaeSlicing": True,
+                "vaeTiling": True,
+            },
+        },
+    }
+
+
+def test_every_runner_facing_field_reaches_the_runner_with_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = {"apiVersion": "kubediffusers.io/v1alpha1", "kind": "InferencePipeline", "metadata": {"name": "p", "namespace": "ns"}, "spec": full_spec()}
+    pipeline = Pipeline.from_manifest(doc)
+    for entry in build_runner_env(pipeline, OperatorSettings()):
+        monkeypatch.setenv(entry["name"], entry["value"])
+    runner = runner_settings.load_settings()
+    flat = {setting: value for setting, value, _ in runner_facing(pipeline.spec)}
+    skipped = {"cpu_offload"}  # cannot be combined with compile, which the full spec sets
+    for setting, value in flat.items():
+        if setting not in skipped:
+            assert getattr(runner, setting) == value, setting
+            assert value != RunnerSettings.model_fields[setting].default, f"{setting}: the full spec should move every field"
+
+
+def field_pattern(model: type[BaseModel], name: str) -> str:
+    patterns = [m.pattern for m in model.model_fields[name].metadata if getattr(m, "pattern", None)]
+    assert len(patterns) == 1, (model, name)
+    return patterns[0]
+
+
+@pytest.mark.parametrize("kind", ["MODEL_ID", "REVISION", "VARIANT"])
+def test_model_patterns_are_one_rule_in_operator_runner_and_fetcher(kind: str) -> None:
+    assert getattr(operator_spec, f"{kind}_PATTERN") == getattr(runner_settings, f"{kind}_PATTERN")
+
+
+def test_the_runner_and_the_fetcher_use_the_shared_patterns() -> None:
+    rules = {
+        "model_id": runner_settings.MODEL_ID_PATTERN,
+        "model_revision": runner_settings.REVISION_PATTERN,
+        "model_variant": runner_settings.VARIANT_PATTERN,
+        "tiny_vae_id": runner_settings.MODEL_ID_PATTERN,
+    }
+    for name, pattern in rules.items():
+        assert field_pattern(RunnerSettings, name) == pattern
+        assert field_pattern(FetchSettings, name) == pattern
+    assert field_pattern(operator_spec.ModelSpec, "id") == runner_settings.MODEL_ID_PATTERN
+    assert field_pattern(operator_spec.ModelSpec, "revision") == runner_settings.REVISION_PATTERN
+    assert field_pattern(operator_spec.ModelSpec, "variant") == runner_settings.VARIANT_PATTERN
+    assert field_pattern(operator_spec.OptimizationsSpec, "tiny_vae_id") == runner_settings.MODEL_ID_PATTERN
+
+
+@pytest.mark.parametrize("variant", ["fp16.x", "fp 16", "../fp16", "fp16/"])
+def test_a_variant_the_fetcher_refuses_is_refused_by_the_crd_model(variant: str) -> None:
+    with pytest.raises(ValidationError):
+        operator_spec.ModelSpec(id="a/b", variant=variant)
+    with pytest.raises(ValidationError):
+        RunnerSettings(task="text-to-image", model_id="a/b", model_variant=variant)
+    assert not re.match(runner_settings.VARIANT_PATTERN, variant)
+
+
+@pytest.mark.parametrize("value", ["fp16", "bf16", "non_ema-1"])
+def test_plain_variants_pass_everywhere(value: str) -> None:
+    operator_spec.ModelSpec(id="a/b", variant=value)
+    RunnerSettings(task="text-to-image", model_id="a/b", model_variant=value)
+
+
+def test_the_crd_patterns_are_ascii_as_kubernetes_reads_them() -> None:
+    # Python's \w matches any letter; Kubernetes' (RE2's) only ASCII ones.
+    for kind in ("MODEL_ID", "REVISION", "VARIANT"):
+        assert r"\w" not in getattr(operator_spec, f"{kind}_PATTERN")
+    with pytest.raises(ValidationError):
+        operator_spec.ModelSpec(id="org/modèle")
+
+
+def test_an_empty_variable_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBEDIFFUSERS_TASK", "text-to-image")
+    monkeypatch.setenv("KUBEDIFFUSERS_MODEL_ID", "a/b")
+    for name in ("MODEL_VARIANT", "TINY_VAE_ID", "AUTH_TOKEN", "MAX_PIXELS", "MODEL_REVISION"):
+        monkeypatch.setenv(f"KUBEDIFFUSERS_{name}", "")
+    s = runner_settings.load_settings()
+    assert s.model_variant is None and s.tiny_vae_id is None and s.auth_token is None
+    assert s.max_pixels == RunnerSettings.model_fields["max_pixels"].default and s.model_revision == "main"
