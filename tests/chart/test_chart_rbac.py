@@ -122,6 +122,9 @@ def test_declared_rules_cover_every_kind_the_builders_make() -> None:
     children = build_children(Pipeline.from_manifest(body), OperatorSettings())
     granted = flatten(permissions.namespace_rules())
     assert {c["kind"] for c in children} == {"PersistentVolumeClaim", "Deployment", "Service"}
+    body["spec"]["autoscaling"] = {"minReplicas": 0, "maxReplicas": 2, "prometheusAddress": "http://prom:9090"}
+    children += build_children(Pipeline.from_manifest(body), OperatorSettings())
+    assert {c["kind"] for c in children} >= {"ScaledObject", "HTTPScaledObject"}
     for child in children:
         group = child["apiVersion"].rpartition("/")[0]
         for verb in ("get", "create", "patch"):  # apply.py: get, create when missing, server-side apply when drifted
@@ -178,6 +181,9 @@ async def emulated_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> A
             fake.resources[f"kopf.dev/v1/{plural}"] = kmock.ResourceInfo(
                 kind=kind, singular=kind.lower(), namespaced=namespaced, verbs={"create", "get", "list", "patch", "watch"}
             )
+        # KEDA and its HTTP add-on, installed (spec.autoscaling).
+        for resource, kind in (("keda.sh/v1alpha1/scaledobjects", "ScaledObject"), ("http.keda.sh/v1alpha1/httpscaledobjects", "HTTPScaledObject")):
+            fake.resources[resource] = kmock.ResourceInfo(kind=kind, singular=kind.lower(), namespaced=True, verbs={"create", "get", "list", "patch", "watch"})
         fake.resources[f"{GROUP}/{VERSION}/{PLURAL}"] = kmock.ResourceInfo(
             kind="InferencePipeline",
             singular="inferencepipeline",
@@ -264,12 +270,19 @@ async def run_operator_through_a_lifecycle(fake: Recorder, namespaces: list[str]
         await call(fake, "POST", pipelines, {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferencePipeline", "metadata": {"name": "sd"}, "spec": sd})
         up = {"task": "upscale", "model": {"id": "a/up"}, "storage": {"existingClaim": "shared"}}
         await call(fake, "POST", pipelines, {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferencePipeline", "metadata": {"name": "up"}, "spec": up})
+        # Scale to zero: a ScaledObject and an HTTPScaledObject.
+        auto = {
+            "task": "text-to-image",
+            "model": {"id": "a/auto"},
+            "autoscaling": {"minReplicas": 0, "maxReplicas": 2, "prometheusAddress": "http://prom:9090"},
+        }
+        await call(fake, "POST", pipelines, {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferencePipeline", "metadata": {"name": "auto"}, "spec": auto})
 
         def seen(*wanted: tuple[str, str]) -> bool:
             done = {(resource, verb) for _, (_, resource, verb) in operator_requests(fake)}
             return all(w in done for w in wanted)
 
-        first = [("deployments", "create"), (f"{PLURAL}/status", "patch"), ("events", "create")]
+        first = [("deployments", "create"), (f"{PLURAL}/status", "patch"), ("events", "create"), ("scaledobjects", "create"), ("httpscaledobjects", "create")]
         first += [(o["kind"].lower() + "s", "patch") for o in peering]  # kopf's keep-alive in the peering object
         await eventually(lambda: seen(*first), what=lambda: sorted({p for _, p in operator_requests(fake)}))
         # A spec change re-applies every child (server-side apply: patch).
@@ -277,6 +290,7 @@ async def run_operator_through_a_lifecycle(fake: Recorder, namespaces: list[str]
             "spec": {"model": {"revision": "v2"}, "service": {"port": 8080}, "storage": {"size": "30Gi"}, "networkPolicy": {"allowedNamespaces": ["gateway"]}}
         }
         await call(fake, "PATCH", f"{pipelines}/sd", change)
+        await call(fake, "PATCH", f"{pipelines}/auto", {"spec": {"autoscaling": {"maxReplicas": 3}}})
         # A runner pod that does not start: the operator lists Warning events to say why.
         labels = {
             "app.kubernetes.io/name": "kubediffusers-runner",
@@ -287,7 +301,13 @@ async def run_operator_through_a_lifecycle(fake: Recorder, namespaces: list[str]
         await call(fake, "POST", f"/api/v1/namespaces/{ns}/pods", pod)
         await eventually(
             lambda: seen(
-                ("deployments", "patch"), ("services", "patch"), ("persistentvolumeclaims", "patch"), ("networkpolicies", "patch"), ("events", "list")
+                ("deployments", "patch"),
+                ("services", "patch"),
+                ("persistentvolumeclaims", "patch"),
+                ("networkpolicies", "patch"),
+                ("scaledobjects", "patch"),
+                ("httpscaledobjects", "patch"),
+                ("events", "list"),
             ),
             what=lambda: sorted({p for _, p in operator_requests(fake)}),
         )

@@ -1,12 +1,16 @@
 """KMock's Kubernetes emulator made as strict as a real API server where the operator relies on it.
 
 KMock stores, merges, serves and streams objects. On top of that, for the kinds the
-operator writes (Deployment, Service, PersistentVolumeClaim, NetworkPolicy) and for
+operator writes (Deployment, Service, PersistentVolumeClaim, NetworkPolicy, and KEDA's
+ScaledObject and HTTPScaledObject once ``register_keda`` installs their CRDs) and for
 Pods, this emulator does what a real API server does (see docs/operator.md, "The
 emulator"):
 
+* 404 for resources nobody installed (bare KMock stores whatever is posted), e.g.
+  KEDA's until ``register_keda`` adds them;
 * server-side apply with field managers keyed by (manager, operation), list-map merge
-  keys and atomic maps from the real OpenAPI schemas (``smd.py``); POST, merge and
+  keys and atomic maps from the real OpenAPI schemas (``smd.py``; for KEDA's kinds,
+  the schemas of their CRDs from the kedacore repositories); POST, merge and
   JSON patches are recorded as ``Update`` managers; an apply patch creates a missing
   object; ``metadata.managedFields`` set by a request are taken as given (what
   kubectl's client-to-server-side migration relies on);
@@ -15,7 +19,8 @@ emulator"):
   canonical quantities (``1024Mi`` -> ``1Gi``) and no empty strings, lists or maps
   when read back, as the API server's Go types serialise them;
 * validation: Deployment ``spec.selector`` is immutable and must match the template,
-  ``rollingUpdate`` is forbidden with ``Recreate``, Service ports are unique; a claim's
+  ``rollingUpdate`` is forbidden with ``Recreate``, Service ports are unique, an
+  ExternalName Service has no cluster IP (a type change drops or allocates it); a claim's
   spec is immutable except a storage increase on a bound claim whose StorageClass
   allows expansion (422/403 with the real messages);
 * admission: ResourceQuota (pods whose containers lack the requests or limits a quota
@@ -58,6 +63,9 @@ STRICT = {
     "persistentvolumeclaims": ("PersistentVolumeClaim", "v1"),
     "networkpolicies": ("NetworkPolicy", "networking.k8s.io/v1"),
     "pods": ("Pod", "v1"),
+    # Served only once register_keda installs their CRDs (404 before, like any unserved resource).
+    "scaledobjects": ("ScaledObject", "keda.sh/v1alpha1"),
+    "httpscaledobjects": ("HTTPScaledObject", "http.keda.sh/v1alpha1"),
 }
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 OWNER_PLURALS = {"InferencePipeline": ("kubediffusers.io", "inferencepipelines")}
@@ -205,6 +213,21 @@ def default_on_create(kind: str, obj: dict[str, Any], storage_classes: list[dict
             spec["storageClassName"] = default["metadata"]["name"]
 
 
+def change_service_type(new: dict[str, Any], live: dict[str, Any]) -> None:
+    """What the API server does when an update changes a Service's type (its dropTypeDependentFields and IP allocator).
+
+    To ExternalName: the cluster IP it allocated goes (unless the request set another one,
+    which validation then refuses). From ExternalName: a cluster IP is allocated.
+    """
+    spec, old = new.setdefault("spec", {}), live.get("spec") or {}
+    was_external, is_external = old.get("type") == "ExternalName", spec.get("type", "ClusterIP") == "ExternalName"
+    if is_external and not was_external and spec.get("clusterIP") == old.get("clusterIP"):
+        spec.pop("clusterIP", None)
+        spec.pop("clusterIPs", None)
+    elif was_external and not is_external and not spec.get("clusterIP"):
+        spec["clusterIP"] = f"10.96.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250 + 1}"
+
+
 # ---- validation
 
 
@@ -233,6 +256,11 @@ def validate(kind: str, new: dict[str, Any], old: dict[str, Any] | None, storage
             seen_ports.add((port.get("port"), port.get("protocol")))
         if len(spec.get("ports") or []) > 1 and any(not p.get("name") for p in spec["ports"]):
             raise invalid(kind, name, "spec.ports[0].name: Required value")
+        if spec.get("type") == "ExternalName":
+            if spec.get("clusterIP") or spec.get("clusterIPs"):
+                raise invalid(kind, name, "spec.clusterIPs: Forbidden: may not be set for ExternalName services")
+            if not spec.get("externalName"):
+                raise invalid(kind, name, "spec.externalName: Required value")
     elif kind == "PersistentVolumeClaim":
         for mode in spec.get("accessModes") or []:
             if mode == "ReadWriteOncePod" and len(spec["accessModes"]) > 1:
@@ -335,6 +363,9 @@ class FakeCluster(kmock.KubernetesEmulator):
     rbac: list[dict[str, Any]] | None = None
 
     async def _handle(self, request: kmock.Request) -> Any:
+        if request.resource is not None and request.resource.plural and request.resource not in self._resources:  # declared ones only
+            # The API server's answer for a resource no CRD or built-in defines.
+            return await self._render_error(kmock.KubernetesError(status=404, reason="NotFound", message="the server could not find the requested resource"))
         data = request.data
         plural = request.resource.plural if request.resource is not None else None
         if plural in STRICT and request.action in (enums.action.CREATE, enums.action.UPDATE) and request.subresource in (None, "status"):
@@ -457,6 +488,8 @@ class FakeCluster(kmock.KubernetesEmulator):
                     if field in live["metadata"]:
                         meta[field] = live["metadata"][field]
             apply_defaults(kind, new, classes)
+            if kind == "Service" and live is not None:
+                change_service_type(new, live)
             new = normalize(new, smd.schema_of(kind))
             if not content_type.startswith("application/apply-patch"):
                 given = new["metadata"].get("managedFields")
@@ -614,3 +647,19 @@ def register_resources(cluster: FakeCluster) -> None:
         verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
         subresources={"status", "scale"},
     )
+
+
+KEDA_RESOURCE = "keda.sh/v1alpha1/scaledobjects"
+KEDA_HTTP_RESOURCE = "http.keda.sh/v1alpha1/httpscaledobjects"
+
+
+def register_keda(cluster: FakeCluster, *, http_add_on: bool = True) -> None:
+    """What installing KEDA (and its HTTP add-on) adds to the API: their CRDs' resources."""
+    verbs = {"create", "delete", "get", "list", "patch", "update", "watch"}
+    cluster.resources[KEDA_RESOURCE] = kmock.ResourceInfo(
+        kind="ScaledObject", singular="scaledobject", namespaced=True, shortnames={"so"}, verbs=verbs, subresources={"status"}
+    )
+    if http_add_on:
+        cluster.resources[KEDA_HTTP_RESOURCE] = kmock.ResourceInfo(
+            kind="HTTPScaledObject", singular="httpscaledobject", namespaced=True, shortnames={"httpso"}, verbs=verbs, subresources={"status"}
+        )

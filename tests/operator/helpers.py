@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import re
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -161,3 +162,51 @@ async def running_operator(**overrides: Any) -> AsyncIterator[Runtime]:
         stop.set()
         await asyncio.to_thread(thread.join, TIMEOUT)
         assert not thread.is_alive(), "the operator did not stop"
+
+
+# ---- KEDA's objects, validated against the CRD schemas of the KEDA releases in tests/operator/data
+
+DATA = Path(__file__).resolve().parent / "data"
+KEDA_SCHEMAS = {
+    ("keda.sh/v1alpha1", "ScaledObject"): DATA / "keda-scaledobjects.yaml",
+    ("http.keda.sh/v1alpha1", "HTTPScaledObject"): DATA / "keda-http-httpscaledobjects.yaml",
+}
+_keda_validators: dict[tuple[str, str], Any] = {}
+
+
+def keda_validator(api_version: str, kind: str) -> Any:
+    import jsonschema
+
+    key = (api_version, kind)
+    if key not in _keda_validators:
+        schema = yaml.safe_load(KEDA_SCHEMAS[key].read_text())["openAPIV3Schema"]
+        _keda_validators[key] = jsonschema.Draft202012Validator(to_jsonschema(schema))
+    return _keda_validators[key]
+
+
+def _cel_rules(obj: dict[str, Any]) -> list[str]:
+    """The CRDs' x-kubernetes-validations (CEL) that jsonschema cannot run, written out."""
+    errors = []
+    if obj["kind"] == "HTTPScaledObject":
+        for path in ("scaleTargetRef", "coldStartTimeoutFailoverRef"):
+            ref = obj["spec"].get(path)
+            if ref is not None and ("portName" in ref) == ("port" in ref):
+                errors.append(f"spec.{path}: must define either the 'portName' or the 'port'")
+    return errors
+
+
+def validate_keda(obj: dict[str, Any]) -> None:
+    """Raise unless ``obj`` is a valid KEDA object, as strict as the API server with the CRD installed."""
+    keda_validator(obj["apiVersion"], obj["kind"]).validate(obj)
+    assert re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", obj["metadata"]["name"]), obj["metadata"]["name"]
+    assert not _cel_rules(obj), _cel_rules(obj)
+
+
+def validate_object(obj: dict[str, Any], version: str) -> None:
+    """Kubernetes' own kinds against its OpenAPI schemas, KEDA's against their CRDs."""
+    if (obj.get("apiVersion"), obj.get("kind")) in KEDA_SCHEMAS:
+        validate_keda(obj)
+    else:
+        import kubernetes_validate
+
+        kubernetes_validate.validate(obj, version, strict=True)

@@ -29,6 +29,7 @@ from pathlib import Path as FilePath
 from typing import Any
 
 import kubernetes_validate
+import yaml
 
 Element = tuple[str, str]  # ("f", name) | ("k", key-json) | ("v", value-json)
 Path = tuple[Element, ...]
@@ -67,7 +68,24 @@ def is_quantity(node: Any) -> bool:
     return isinstance(node, dict) and node.get("$ref", "").endswith("/" + QUANTITY)
 
 
+# Kinds defined by CRDs: their openAPIV3Schema, copied from the kedacore repositories (see the files).
+CRD_SCHEMAS = {
+    "ScaledObject": "keda-scaledobjects.yaml",
+    "HTTPScaledObject": "keda-http-httpscaledobjects.yaml",
+}
+
+
+@functools.cache
+def _crd_schema(kind: str) -> dict[str, Any]:
+    schema: dict[str, Any] = yaml.safe_load((FilePath(__file__).parent / "data" / CRD_SCHEMAS[kind]).read_text())["openAPIV3Schema"]
+    # A CRD's schema says only "metadata: object"; the API server treats it as ObjectMeta.
+    properties = dict(schema["properties"], metadata={"$ref": "#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"})
+    return dict(schema, properties=properties)
+
+
 def schema_of(kind: str) -> dict[str, Any]:
+    if kind in CRD_SCHEMAS:
+        return _crd_schema(kind)
     return resolve({"$ref": "#/$defs/" + DEFINITIONS[kind]})
 
 

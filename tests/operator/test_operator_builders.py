@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import kubernetes_validate
 import pytest
 
 from kubediffusers.operator import names
 from kubediffusers.operator.builders import build_children, build_claim, build_deployment, build_fetch_env, build_runner_env, build_service
 from kubediffusers.operator.pipeline import Pipeline
 from kubediffusers.operator.settings import OperatorSettings
-from tests.operator.helpers import K8S_VERSIONS, example_docs, manifest
+from tests.operator.helpers import K8S_VERSIONS, example_docs, manifest, validate_object
 
 SETTINGS = OperatorSettings(runner_image="registry.example/runner:1", hf_endpoint="https://hub.mirror.example")
 
@@ -82,7 +81,7 @@ def assert_restricted(pod_spec: dict[str, Any]) -> None:
 @pytest.mark.parametrize(("case", "doc"), CASES, ids=[c for c, _ in CASES])
 def test_children_are_valid_kubernetes_objects(case: str, doc: dict[str, Any], version: str) -> None:
     for obj in build_children(pipeline_of(doc), SETTINGS):
-        kubernetes_validate.validate(obj, version, strict=True)
+        validate_object(obj, version)  # KEDA's kinds (spec.autoscaling) against their CRDs
 
 
 @pytest.mark.parametrize(("case", "doc"), CASES, ids=[c for c, _ in CASES])

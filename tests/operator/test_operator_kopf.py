@@ -136,11 +136,16 @@ async def test_scale_subresource_is_honoured_and_read_write_once_is_reported(clu
     await call(cluster, "PATCH", f"{PIPELINES}/sd/scale", {"spec": {"replicas": 3}})  # what `kubectl scale` sends
     await eventually(lambda: (deployment(cluster) or {}).get("spec", {}).get("replicas") == 3, what="scaled to 3")
 
-    await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"storage": {"accessModes": ["ReadWriteOnce"]}}})
+    # An explicitly Shared ReadWriteOnce claim cannot serve 3 nodes: clamped, and said so.
+    await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"storage": {"accessModes": ["ReadWriteOnce"], "layout": "Shared"}}})
     valid = lambda: next((c for c in pipeline_status(cluster).get("conditions", []) if c["type"] == "Valid"), {})  # noqa: E731
     await eventually(lambda: valid().get("reason") == "ReadWriteOnceWithReplicas", what="RWO condition")
     assert "running 1 replica" in valid()["message"] and valid()["status"] == "False"
     assert (deployment(cluster) or {})["spec"]["replicas"] == 1
+    # Layout Auto (the default) gives each pod its own volume instead (tests/operator/test_storage_layouts.py).
+    await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"storage": {"layout": "Auto"}}})
+    await eventually(lambda: (deployment(cluster) or {}).get("spec", {}).get("replicas") == 3, what="3 replicas with per-pod volumes")
+    await eventually(lambda: pipeline_status(cluster).get("storage", {}).get("layout") == "PerPod", what="status.storage.layout PerPod")
 
 
 async def test_invalid_specs_end_in_a_condition_without_children(cluster: FakeCluster, operator: Runtime) -> None:

@@ -262,7 +262,9 @@ def test_missing_secrets_and_keys() -> None:
 
 
 def test_read_write_once_with_replicas_is_reported_and_clamped() -> None:
-    p = pipeline(replicas=3)
+    # Layout Auto gives each pod its own volume instead (test_storage_layouts.py); an explicit Shared claim is clamped.
+    assert check(pipeline(replicas=3), References()) == []
+    p = pipeline(replicas=3, storage={"layout": "Shared"})
     problems = check(p, References())
     assert [(x.reason, x.blocking) for x in problems] == [("ReadWriteOnceWithReplicas", False)]
     assert "spec.replicas=3" in problems[0].message and effective_replicas(p, problems) == 1

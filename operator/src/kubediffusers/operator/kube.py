@@ -29,6 +29,8 @@ _PLURALS = {
     "NetworkPolicy": "networkpolicies",
     "CustomResourceDefinition": "customresourcedefinitions",
     "Event": "events",
+    "ScaledObject": "scaledobjects",
+    "HTTPScaledObject": "httpscaledobjects",
 }
 
 

@@ -77,6 +77,19 @@ NAMESPACED: tuple[Rule, ...] = (
         CHILD_VERBS,
         "the optional per-pipeline NetworkPolicy: watched, read, created, server-side applied (made inert, never deleted, when turned off)",
     ),
+    Rule(
+        "keda.sh",
+        ("scaledobjects",),
+        CHILD_VERBS,
+        "spec.autoscaling: the KEDA ScaledObject: watched, read, created, server-side applied (paused, never deleted, when turned off); "
+        "its collection is read to tell whether KEDA is installed",
+    ),
+    Rule(
+        "http.keda.sh",
+        ("httpscaledobjects",),
+        CHILD_VERBS,
+        "autoscaling.minReplicas 0: the KEDA HTTP add-on's HTTPScaledObject (the interceptor's route): watched, read, created, server-side applied",
+    ),
     Rule("", ("pods",), ("list", "watch"), "runner pods: watched, and listed to report download and load progress and failures"),
     Rule(
         "",

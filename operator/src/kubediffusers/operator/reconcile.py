@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import names
+from . import autoscaling, names
 from .apply import apply
 from .builders import build_children, build_network_policy
 from .checks import Problem, References, check, effective_replicas, secret_refs
@@ -20,7 +20,7 @@ from .kube import ApiError, Kube, object_path, path_of
 from .pipeline import Pipeline
 from .settings import OperatorSettings
 from .spec import API_VERSION, PLURAL, SpecError
-from .status import Observed, derive_status, inspect_pod, status_changed
+from .status import Observed, derive_status, inspect_pod, status_changed, storage_status
 from .storage import claim_change_problems, rejected_resize, resize_requested, resizing
 
 
@@ -84,13 +84,26 @@ async def reconcile(
         problems.append(Problem("InvalidSpec", str(exc)))
     replicas = pod_hash = storage_note = None
     observed = Observed(deployment=None, pods=[])
+    scaling = autoscaling.ScalingPlan()
+    extra_conditions: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {}
+    port = pipeline.spec.service.port if pipeline is not None else None
     if pipeline is not None:
         refs = await gather_references(kube, pipeline, settings)
         problems += check(pipeline, refs)
     if pipeline is not None and not any(p.blocking for p in problems):
+        scaling = await autoscaling.plan(kube, pipeline, settings)
+        problems += scaling.problems
         replicas = effective_replicas(pipeline, problems)
         claim_modes = frozenset(((refs.claim or {}).get("spec") or {}).get("accessModes") or []) if refs.claim is not None else None
-        children = build_children(pipeline, settings, replicas=replicas, claim_modes=claim_modes)
+        children = build_children(pipeline, settings, replicas=replicas, claim_modes=claim_modes, keda=scaling.build)
+        if scaling.build and autoscaling.scales_to_zero(pipeline):
+            port = settings.http_interceptor_port  # the Service is an ExternalName to the interceptor
+        # Turned off: KEDA lets go of spec.replicas (see builders/autoscaling.py). Looked for only
+        # while the status still names a ScaledObject, so other pipelines cost no extra request.
+        if pipeline.spec.autoscaling is None and (previous or {}).get("autoscaling"):
+            paused = await autoscaling.leftover(kube, pipeline, settings)
+            children += [paused] if paused is not None else []
         if not pipeline.spec.network_policy.enabled:
             # One made before, when it was enabled, is neutralised rather than deleted (see builders/network_policy.py).
             policy = build_network_policy(pipeline, inert=True)
@@ -129,6 +142,10 @@ async def reconcile(
                 # Why pods that exist do not start (FailedScheduling, FailedMount, ...); filtered by pod in status.py too.
                 events = await kube.list(object_path("v1", "Event", namespace), field_selector="type=Warning,involvedObject.kind=Pod")
             observed = Observed(deployment=live_deployment, pods=pods, events=events)
+            condition, scaling_status = await autoscaling.observe(kube, pipeline, scaling)
+            extra_conditions += [condition] if condition is not None else []
+            extra["autoscaling"] = scaling_status
+            extra["storage"] = storage_status(pipeline.spec, name, pods, pod_hash)
     status = derive_status(
         name=name,
         namespace=namespace,
@@ -137,10 +154,12 @@ async def reconcile(
         observed=observed,
         previous=previous,
         now=now(),
-        port=pipeline.spec.service.port if pipeline is not None else None,
+        port=port,
         replicas=replicas,
         pod_hash=pod_hash,
         storage_note=storage_note,
+        extra_conditions=extra_conditions,
+        extra=extra,
     )
     written = False
     if status_changed(previous, status):

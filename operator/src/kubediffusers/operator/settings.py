@@ -73,6 +73,18 @@ class OperatorSettings(BaseSettings):
     startup_timeout_seconds: int = Field(
         default=3600, ge=60, description="How long a runner may take to load its model before the kubelet restarts it (startup probe)."
     )
+    prometheus_address: str | None = Field(
+        default=None, description="Prometheus server the KEDA ScaledObjects query, for pipelines whose spec.autoscaling names none."
+    )
+    http_interceptor_service: str = Field(
+        default="keda-add-ons-http-interceptor-proxy.keda.svc.cluster.local",
+        min_length=1,
+        description="DNS name of the KEDA HTTP add-on's interceptor proxy Service (scale to zero: pipeline Services become ExternalNames to it).",
+    )
+    http_interceptor_port: int = Field(default=8080, ge=1, le=65535, description="Port of the interceptor proxy Service.")
+    http_external_scaler_address: str = Field(
+        default="keda-add-ons-http-external-scaler.keda:9090", min_length=1, description="host:port of the KEDA HTTP add-on's external scaler."
+    )
 
     @field_validator("namespaces", "image_pull_secrets", mode="before")
     @classmethod
@@ -81,7 +93,7 @@ class OperatorSettings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("hf_endpoint", "liveness_endpoint", "run_as_user", "runner_cpu_request", "runner_memory_request", mode="before")
+    @field_validator("hf_endpoint", "liveness_endpoint", "prometheus_address", "run_as_user", "runner_cpu_request", "runner_memory_request", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value

@@ -129,7 +129,9 @@ class ModelSpec(_Model):
 class StorageSpec(_Model):
     """The model cache: a PersistentVolumeClaim mounted at /models."""
 
-    size: PositiveQuantity = Field(default="20Gi", description="Size of the claim the operator creates (<name>-models). Ignored with existingClaim.")
+    size: PositiveQuantity = Field(
+        default="20Gi", description="Size of the claim the operator creates (<name>-models, or each pod's own with layout PerPod). Ignored with existingClaim."
+    )
     storage_class_name: str | None = Field(
         default=None, max_length=253, description="StorageClass of the claim the operator creates. Unset: the cluster's default class."
     )
@@ -137,7 +139,7 @@ class StorageSpec(_Model):
         default=["ReadWriteOnce"],
         min_length=1,
         max_length=3,
-        description="Access modes of the claim the operator creates. More than one replica needs ReadWriteMany (or an existingClaim that allows it).",
+        description="Access modes of the claim(s) the operator creates. Several replicas on one Shared claim need ReadWriteMany; layout PerPod works with ReadWriteOnce.",
     )
     existing_claim: str | None = Field(
         default=None,
@@ -145,13 +147,30 @@ class StorageSpec(_Model):
         pattern=DNS_SUBDOMAIN_PATTERN,
         description="Use this existing claim (e.g. a ReadWriteMany cache shared by several pipelines) instead of creating one. The operator never deletes it.",
     )
+    layout: Literal["Auto", "Shared", "PerPod"] = Field(
+        default="Auto",
+        description=(
+            "Shared: every pod mounts one claim (<name>-models or existingClaim); more than one replica needs it ReadWriteMany. "
+            "PerPod: each pod gets its own claim (a generic ephemeral volume, made and deleted with the pod), so any number of replicas "
+            "runs on ReadWriteOnce storage, each fetching the model once when it starts. "
+            "Auto: PerPod when the claim would be single-node and the pipeline can have more than one replica "
+            "(spec.replicas, or autoscaling.maxReplicas, above 1); Shared otherwise. status.storage.layout says which is in use."
+        ),
+    )
     delete_policy: Literal["Delete", "Retain"] = Field(
         default="Delete",
         description=(
             "Fate of the claim the operator creates when the pipeline is deleted. Delete: it goes with the pipeline (owner reference). "
-            "Retain: it is kept, and a pipeline created again under the same name reuses the cached model."
+            "Retain: it is kept, and a pipeline created again under the same name reuses the cached model. "
+            "Per-pod volumes (layout PerPod) always go with their pod."
         ),
     )
+
+    @model_validator(mode="after")
+    def _per_pod_needs_own_claims(self) -> StorageSpec:
+        if self.layout == "PerPod" and self.existing_claim:
+            raise ValueError("storage.layout PerPod gives each pod a claim of its own; it cannot be combined with storage.existingClaim")
+        return self
 
     @model_validator(mode="after")
     def _read_write_once_pod_alone(self) -> StorageSpec:
@@ -337,6 +356,63 @@ class ServiceSpec(_Model):
         return self
 
 
+class AutoscalingSpec(_Model):
+    """Replicas follow the load: a KEDA ScaledObject (and, with minReplicas 0, the KEDA HTTP add-on) sets spec.replicas."""
+
+    min_replicas: int = Field(
+        default=1,
+        ge=0,
+        le=100,
+        description=(
+            "Fewest replicas. 0: idle pipelines scale to zero, and requests that arrive then are held by the KEDA HTTP add-on's "
+            "interceptor until a replica is ready (the Service becomes an ExternalName to the interceptor; see docs/scaling.md)."
+        ),
+    )
+    max_replicas: int = Field(ge=1, le=100, description="Most replicas.")
+    target_queue_depth: float = Field(
+        default=2,
+        gt=0,
+        le=10_000,
+        description="Queued requests per replica the autoscaler aims for (replicas = ceil(sum of queue depths / this)); see docs/scaling.md per family.",
+    )
+    target_in_flight: float | None = Field(
+        default=None,
+        gt=0,
+        le=10_000,
+        description="Also scale on requests running plus queued per replica (unset: queue depth only); the larger of the two answers wins.",
+    )
+    scale_down_stabilization_seconds: int = Field(
+        default=300, ge=0, le=3600, description="Scale down only to the highest replica count wanted over this window (HPA behavior)."
+    )
+    polling_interval_seconds: int = Field(default=15, ge=1, le=3600, description="How often KEDA evaluates the query.")
+    cooldown_seconds: int = Field(
+        default=300, ge=0, le=86_400, description="With minReplicas 0: idle time after the last request before going to zero (KEDA cooldownPeriod)."
+    )
+    cold_start_timeout_seconds: int = Field(
+        default=1800,
+        ge=10,
+        le=86_400,
+        description="With minReplicas 0: how long the interceptor holds a request while a replica starts (download if not cached, load, warm-up).",
+    )
+    prometheus_address: str | None = Field(
+        default=None,
+        max_length=512,
+        pattern=r"^https?://[^\s]+$",
+        description="Prometheus server that scrapes the runner pods, e.g. http://prometheus.monitoring:9090. Unset: the operator's setting (chart value autoscaling.prometheusAddress).",
+    )
+    hosts: list[Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="With minReplicas 0: extra Host names the interceptor routes to this pipeline (an Ingress host); the Service's own names are always routed.",
+    )
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"autoscaling.minReplicas ({self.min_replicas}) must not exceed autoscaling.maxReplicas ({self.max_replicas})")
+        return self
+
+
 class InferencePipelineSpec(_Model):
     """Desired state: one task served by one model, cached on a volume, behind a Service."""
 
@@ -357,8 +433,9 @@ class InferencePipelineSpec(_Model):
     rollout_strategy: Literal["Auto", "Recreate", "RollingUpdate"] = Field(
         default="Auto",
         description=(
-            "How a spec change replaces the pods. Auto: RollingUpdate (one extra pod at a time) only on a ReadWriteMany claim, else Recreate: "
-            "on a ReadWriteOnce or ReadWriteOncePod claim the new pod could not mount the claim (or would need a second GPU) while the old one runs."
+            "How a spec change replaces the pods. Auto: RollingUpdate (one extra pod at a time) only on a ReadWriteMany claim or with storage "
+            "layout PerPod (each new pod brings its own volume), else Recreate: on a ReadWriteOnce or ReadWriteOncePod claim the new pod "
+            "could not mount the claim (or would need a second GPU) while the old one runs."
         ),
     )
     node_selector: dict[str, str] | None = Field(default=None, description="Node labels the pods must match, as in a Pod spec.")
@@ -383,6 +460,22 @@ class InferencePipelineSpec(_Model):
     network_policy: NetworkPolicySpec = Field(
         default_factory=NetworkPolicySpec, description="Who may reach the runner pods (needs a network plugin that enforces NetworkPolicy)."
     )
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None, description="Scale on load with KEDA (a ScaledObject that sets spec.replicas). Unset: spec.replicas, set by hand or kubectl scale."
+    )
+
+    @model_validator(mode="after")
+    def _scale_to_zero_needs_cluster_ip(self) -> InferencePipelineSpec:
+        if self.autoscaling is not None and self.autoscaling.min_replicas == 0 and self.service.type != "ClusterIP":
+            raise ValueError(
+                "autoscaling.minReplicas 0 routes requests through the KEDA HTTP interceptor (the Service becomes an ExternalName), "
+                f"so service.type must be ClusterIP, not {self.service.type}: expose the interceptor instead"
+            )
+        return self
+
+    def most_replicas(self) -> int:
+        """The most replicas this spec can run: what the storage layout must serve."""
+        return self.autoscaling.max_replicas if self.autoscaling is not None else self.replicas
 
 
 # ---- status (written by the operator; modelled here so the CRD schema is generated too)
@@ -400,7 +493,7 @@ class Phase(StrEnum):
 class Condition(_Model):
     """One aspect of the pipeline's state, as in other Kubernetes objects."""
 
-    type: str = Field(description="Valid, ModelCached, Available or StorageReady.")
+    type: str = Field(description="Valid, ModelCached, Available, StorageReady or Autoscaling.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="One CamelCase word saying why.")
     message: str = Field(default="", description="What a person should know, in a sentence.")
@@ -414,19 +507,39 @@ class ModelStatus(_Model):
     resolved_revision: str | None = Field(default=None, description="Commit the requested revision resolved to when fetched.")
 
 
+class StorageStatus(_Model):
+    """Where the model is cached."""
+
+    layout: Literal["Shared", "PerPod"] | None = Field(default=None, description="Shared (one claim for all pods) or PerPod (a claim per pod).")
+    claim: str | None = Field(default=None, description="The shared claim's name (layout Shared).")
+    cached_replicas: int | None = Field(default=None, description="Runner pods of the current spec whose model is in their cache.")
+
+
+class AutoscalingStatus(_Model):
+    """What drives spec.replicas."""
+
+    scaled_object: str | None = Field(default=None, description="Name of the KEDA ScaledObject that sets spec.replicas.")
+    http_scaled_object: str | None = Field(default=None, description="Name of the HTTPScaledObject routing requests through the interceptor (minReplicas 0).")
+    query: str | None = Field(default=None, description="The Prometheus query the ScaledObject scales on.")
+
+
 class InferencePipelineStatus(_Model):
     """Observed state, written by the operator."""
 
     phase: Phase | None = Field(default=None, description="Pending, Downloading, Loading, Ready, Degraded or Failed.")
     reason: str | None = Field(default=None, description="Why the pipeline is in this phase, in one CamelCase word (the Reason column).")
     message: str | None = Field(default=None, description="Why the pipeline is in this phase.")
-    conditions: list[Condition] = Field(default_factory=list, description="Valid, ModelCached, Available and StorageReady conditions.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Valid, ModelCached, Available, StorageReady and (with spec.autoscaling) Autoscaling conditions."
+    )
     observed_generation: int | None = Field(default=None, description="metadata.generation this status was computed from.")
     replicas: int | None = Field(default=None, description="Runner pods that exist (for the scale subresource).")
     ready_replicas: int | None = Field(default=None, description="Runner pods that answer /readyz.")
     selector: str | None = Field(default=None, description="Label selector of the runner pods (for the scale subresource and HPAs).")
     url: str | None = Field(default=None, description="Cluster URL of the Service, http://<name>.<namespace>.svc.cluster.local:<port>.")
     model: ModelStatus | None = Field(default=None, description="What was fetched.")
+    storage: StorageStatus | None = Field(default=None, description="The storage layout in use and how many replicas have the model cached.")
+    autoscaling: AutoscalingStatus | None = Field(default=None, description="The KEDA objects that scale the pipeline (when spec.autoscaling is set).")
 
 
 # ---- parsing

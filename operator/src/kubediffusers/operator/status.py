@@ -13,7 +13,8 @@ from typing import Any
 
 from . import names
 from .checks import Problem
-from .spec import Phase
+from .layout import storage_layout
+from .spec import InferencePipelineSpec, Phase
 
 # Waiting reasons that do not fix themselves: the pod will not start until someone acts.
 STUCK_WAITING = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"})
@@ -160,8 +161,13 @@ def derive_status(
     replicas: int | None,
     pod_hash: str | None,
     storage_note: str | None = None,
+    extra_conditions: Sequence[Json] = (),
+    extra: Mapping[str, Any] | None = None,
 ) -> Json:
-    """The whole new status. ``replicas`` is what the operator asked the Deployment for."""
+    """The whole new status. ``replicas`` is what the operator asked the Deployment for.
+
+    ``extra_conditions`` and ``extra`` (more status fields) come from other parts, e.g. autoscaling and the storage layout.
+    """
     previous = previous or {}
     blocking = [p for p in problems if p.blocking]
     warnings = [p for p in problems if not p.blocking]
@@ -202,6 +208,7 @@ def derive_status(
         _available_condition(ready_total, desired, deployment, reason, message),
         _storage_condition(problems, storage_note),
     ]
+    conditions += [dict(c) for c in extra_conditions]
 
     status: Json = {
         "phase": phase.value,
@@ -214,6 +221,7 @@ def derive_status(
         "selector": names.selector_string(name),
         "url": names.service_url(name, namespace, port) if port is not None else previous.get("url"),
         "model": {"resolvedRevision": resolved},
+        **(extra or {}),
     }
     return status
 
@@ -287,3 +295,27 @@ def _keep_transition_times(conditions: list[Json], previous: Sequence[Mapping[st
 
 def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
     return any((old or {}).get(key) != value for key, value in new.items())
+
+
+# ---- status.storage (the layout itself is layout.py's)
+
+
+def cached(pod: Mapping[str, Any]) -> bool:
+    """Whether the pod's model is in its cache: its fetch init container finished."""
+    state = inspect_pod(pod)
+    return state.resolved is not None or state.kind in ("ready", "loading", "crashing")
+
+
+def storage_status(spec: InferencePipelineSpec, pipeline: str, pods: Sequence[Mapping[str, Any]], pod_hash: str | None) -> dict[str, Any]:
+    """``status.storage``: the layout in use and how many replicas of the current spec have their model cached."""
+    layout = storage_layout(spec)
+    current = [
+        p
+        for p in pods
+        if not (p.get("metadata") or {}).get("deletionTimestamp")
+        and (pod_hash is None or ((p.get("metadata") or {}).get("annotations") or {}).get(names.POD_HASH_ANNOTATION) == pod_hash)
+    ]
+    status: dict[str, Any] = {"layout": layout, "cachedReplicas": sum(1 for p in current if cached(p))}
+    if layout == "Shared":
+        status["claim"] = spec.storage.existing_claim or names.claim_name(pipeline)
+    return status

@@ -76,11 +76,16 @@ class InferenceWorker:
         self.draining: str | None = None  # set at shutdown: why new work is refused
         # Moving average of a pipeline call's time, used to tell clients when to retry.
         self._avg_seconds = 1.0
+        metrics.watch(self)  # in flight, busy seconds, queued work (metrics.py)
 
     @property
     def depth(self) -> int:
         """Jobs waiting that someone still wants (a cancelled one only waits to be dropped)."""
         return sum(1 for job in self._pending if job.cancelled is None)
+
+    @property
+    def average_call_seconds(self) -> float:
+        return self._avg_seconds
 
     @property
     def busy(self) -> bool:

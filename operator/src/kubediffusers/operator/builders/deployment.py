@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from .. import names
+from ..layout import per_pod_volume, storage_layout
 from ..pipeline import Pipeline
 from ..settings import OperatorSettings
 from .env import build_fetch_env, build_runner_env
@@ -93,6 +94,9 @@ def build_pod_spec(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, 
     if resources:
         runner["resources"] = resources
     claim = spec.storage.existing_claim or names.claim_name(pipeline.name)
+    models: dict[str, Any] = {"name": "models", "persistentVolumeClaim": {"claimName": claim}}
+    if storage_layout(spec) == "PerPod":
+        models = per_pod_volume(spec, pipeline.name)  # each pod's own claim, made and deleted with it (layout.py)
     security: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
     if settings.run_as_user is not None:  # unset on OpenShift: the restricted SCC assigns them
         # fsGroup makes the claim writable by the non-root user.
@@ -106,7 +110,7 @@ def build_pod_spec(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, 
         "initContainers": [fetch],
         "containers": [runner],
         "volumes": [
-            {"name": "models", "persistentVolumeClaim": {"claimName": claim}},
+            models,
             {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
         ],
     }
@@ -179,8 +183,9 @@ def _strategy(pipeline: Pipeline, claim_modes: frozenset[str] | None) -> dict[st
     modes = (claim_modes or frozenset()) if storage.existing_claim else frozenset(storage.access_modes)
     kind = pipeline.spec.rollout_strategy
     if kind == "Auto":
-        # Only a claim every node can mount lets old and new pods run side by side.
-        kind = "RollingUpdate" if "ReadWriteMany" in modes else "Recreate"
+        # Old and new pods can run side by side on a claim every node can mount, or
+        # with layout PerPod, where each new pod brings its own volume.
+        kind = "RollingUpdate" if storage_layout(pipeline.spec) == "PerPod" or "ReadWriteMany" in modes else "Recreate"
     if kind == "Recreate":
         return {"type": "Recreate"}
     return {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
