@@ -29,7 +29,7 @@ RUNNER_LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("context", ("context",)),
     ("serving: model holder, worker, jobs", ("model", "worker", "jobs")),
     ("pipelines (torch)", ("pipelines", "optimizations")),
-    ("registry, request models, input checks", ("tasks", "params", "inputs")),
+    ("registry, request models, input checks", ("tasks", "params", "inputs", "video_families")),
     (
         "base: settings, errors, shared types, codecs, metrics, fetch",
         ("types", "errors", "settings", "images", "video", "metrics", "logs", "fetch", "__init__"),

@@ -77,7 +77,7 @@ def full_spec() -> dict[str, Any]:
             "requestTimeoutSeconds": 12.5,
             "maxBatchSize": 4,
             "batchWindowMs": 15,
-            "limits": {"maxPixels": 65536, "maxSteps": 20, "maxImagesPerRequest": 3, "maxUploadBytes": 4096},
+            "limits": {"maxPixels": 65536, "maxSteps": 20, "maxImagesPerRequest": 3, "maxUploadBytes": 4096, "maxVideoFrames": 81},
             "optimizations": {
                 "attention": "default",
                 "channelsLast": True,

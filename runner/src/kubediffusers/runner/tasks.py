@@ -85,6 +85,8 @@ _ROWS = (
         "sd-image-variation",
         families=("StableDiffusionImageVariationPipeline",),
     ),
+    # Served by the video families (video_families: Wan, LTX-Video); the row's class is Wan's.
+    TaskSpec(Task.TEXT_TO_VIDEO, "Text to video", params.TextToVideoParams, Output.VIDEO, "wan:WanTextToVideoPipeline", "wan"),
 )
 
 TASKS: dict[Task, TaskSpec] = {row.task: row for row in _ROWS}
