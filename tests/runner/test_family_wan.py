@@ -103,3 +103,9 @@ def test_wan_t2v_steps_default_to_wans_and_guidance_is_honoured(make_client) -> 
     body = {"prompt": "a red kite", "num_frames": 1, "height": 16, "width": 16, "guidance_scale": 1.0, "seed": 1}
     r = client.post("/text-to-video", json=body)
     assert r.status_code == 200, r.text
+
+
+def test_wan_keeps_its_own_attention_processors_under_the_default_sdpa_setting(i2v_client: TestClient) -> None:
+    # Forcing AttnProcessor2_0 on a WanAttention fails ('no attribute spatial_norm'): UNets only.
+    transformer = i2v_client.app.state.context.model.pipeline.pipe.transformer  # type: ignore[attr-defined]
+    assert {type(p).__name__ for p in transformer.attn_processors.values()} == {"WanAttnProcessor"}

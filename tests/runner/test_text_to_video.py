@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kubediffusers.runner.app import create_app
-from kubediffusers.runner.dev.tiny import tiny_model_id
+from kubediffusers.runner.dev.tiny import main, tiny_model_id
 from kubediffusers.runner.errors import ModelUnavailable
 from kubediffusers.runner.pipelines.support import check_task_support
 from kubediffusers.runner.settings import Task
@@ -129,3 +129,26 @@ def test_unknown_family_names_the_video_families(tmp_path: Path) -> None:
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "HunyuanVideoPipeline"}))
     with pytest.raises(ModelUnavailable, match="needs a WanPipeline or LTXPipeline checkpoint"):
         check_task_support(tmp_path, Task.TEXT_TO_VIDEO, "tencent/HunyuanVideo")
+
+
+@pytest.mark.parametrize(
+    ("argv", "model_id"),
+    [
+        (["--task", "text-to-video"], "kubediffusers/tiny-text-to-video"),
+        (["--task", "image-to-video", "--arch", "wan"], "kubediffusers/tiny-wan-i2v"),
+        (["--task", "image-to-video", "--arch", "ltx"], "kubediffusers/tiny-ltx"),
+    ],
+)
+def test_the_tiny_model_cli_names_the_video_checkpoints(model_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], model_id: str) -> None:
+    assert main([*argv, "--model-dir", str(model_dir)]) == 0
+    assert f"tiny model {model_id} ready" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("task", "arch"), [("text-to-video", "svd"), ("text-to-video", "wan-i2v"), ("text-to-image", "wan")])
+def test_the_tiny_model_cli_refuses_an_architecture_that_cannot_serve_the_task(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], task: str, arch: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--task", task, "--arch", arch, "--model-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert f"the tiny {arch} architecture cannot serve {task}" in capsys.readouterr().err
