@@ -87,7 +87,8 @@ def build_component(arch: str, name: str, device: Any = "cpu", dtype: Any = None
 
         cls = getattr(transformers, class_name)
         if "Tokenizer" in class_name:
-            from kubediffusers.runner.dev.tiny import _tiny_t5_tokenizer, _tiny_tokenizer
+            from kubediffusers.runner.dev.tiny import _tiny_tokenizer
+            from kubediffusers.runner.dev.tiny_video import _tiny_t5_tokenizer
 
             # T5/UMT5 (Wan, LTX-Video): a generated SentencePiece-style vocabulary; CLIP otherwise.
             return _tiny_t5_tokenizer() if class_name.startswith(("T5", "UMT5")) else _tiny_tokenizer()
