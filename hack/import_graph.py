@@ -30,7 +30,7 @@ RUNNER_LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("context", ("context",)),
     ("serving: model holder, worker, jobs, hardware", ("model", "worker", "jobs", "hardware")),
     ("pipelines (torch)", ("pipelines", "optimizations")),
-    ("registry, request models, input checks", ("tasks", "params", "inputs", "loras", "schedulers")),
+    ("registry, request models, input checks", ("tasks", "params", "inputs", "loras", "schedulers", "video_families")),
     (
         "base: settings, errors, shared types, codecs, metrics, fetch",
         ("types", "errors", "settings", "images", "video", "metrics", "logs", "fetch", "__init__"),

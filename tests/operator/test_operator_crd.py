@@ -94,7 +94,7 @@ def test_names_subresources_and_columns(crd: dict[str, Any]) -> None:
 def test_enums_and_bounds(crd: dict[str, Any]) -> None:
     node = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     spec = node["properties"]
-    assert spec["task"]["enum"] == ["text-to-image", "image-to-image", "inpainting", "image-to-video", "upscale", "image-variation"]
+    assert spec["task"]["enum"] == ["text-to-image", "image-to-image", "inpainting", "image-to-video", "upscale", "image-variation", "text-to-video"]
     assert spec["model"]["properties"]["dtype"]["enum"] == ["float16", "bfloat16", "float32", None]  # nullable: null listed
     assert spec["storage"]["properties"]["deletePolicy"]["enum"] == ["Delete", "Retain"]
     assert spec["storage"]["properties"]["size"]["x-kubernetes-int-or-string"] is True

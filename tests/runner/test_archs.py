@@ -19,7 +19,7 @@ import transformers
 
 from kubediffusers.runner.dev import archs
 
-REAL = ["sd-turbo", "sd15", "sdxl", "svd"]
+REAL = ["sd-turbo", "sd15", "sdxl", "svd", "wan-t2v-1.3b", "ltx-video"]
 
 # Published parameter counts of the denoisers (and a text/image encoder each), in millions.
 EXPECTED_MILLIONS = {
@@ -31,6 +31,11 @@ EXPECTED_MILLIONS = {
     ("sdxl", "text_encoder_2"): 694.7,  # OpenCLIP bigG text, with projection
     ("svd", "unet"): 1524.6,
     ("svd", "image_encoder"): 632.1,  # CLIP ViT-H/14 vision, with projection
+    ("wan-t2v-1.3b", "transformer"): 1419.0,  # "1.3B": the Hub's safetensors hold 1.42B
+    ("wan-t2v-1.3b", "text_encoder"): 5680.9,  # UMT5-XXL encoder
+    ("wan-t2v-1.3b", "vae"): 126.9,  # Wan-VAE, 127M
+    ("ltx-video", "transformer"): 1923.4,  # LTX-Video "2B" (0.9.0): 1.92B
+    ("ltx-video", "text_encoder"): 4762.3,  # T5 v1.1 XXL encoder
 }
 
 
@@ -48,7 +53,7 @@ def test_model_index_names_only_library_classes(arch: str) -> None:
             continue
         module = {"diffusers": diffusers, "transformers": transformers}[library]
         assert hasattr(module, class_name), f"{arch}/{name}: {library}.{class_name}"
-        if class_name.endswith("Tokenizer"):
+        if "Tokenizer" in class_name:
             continue  # generated, not shipped
         folder = archs.arch_folder(arch) / name
         assert any(folder.glob("*.json")), f"{arch}/{name} has no config"
@@ -84,12 +89,23 @@ def test_sizes_match_the_issue() -> None:
     assert config("sdxl", "vae")["scaling_factor"] == 0.13025
     assert config("sdxl", "text_encoder_2")["projection_dim"] == 1280
     assert config("svd", "image_encoder")["patch_size"] == 14
+    wan = config("wan-t2v-1.3b", "transformer")
+    assert (wan["num_layers"], wan["num_attention_heads"] * wan["attention_head_dim"], wan["ffn_dim"], wan["patch_size"]) == (30, 1536, 8960, [1, 2, 2])
+    ltx = config("ltx-video", "transformer")
+    assert (ltx["num_layers"], ltx["num_attention_heads"] * ltx["attention_head_dim"], ltx["in_channels"]) == (28, 2048, 128)
 
 
 def test_random_pipeline_assembles_on_meta() -> None:
     pipe = archs.build_random_pipeline("sdxl", device="meta")
     assert type(pipe).__name__ == "StableDiffusionXLPipeline"
     assert pipe.tokenizer.model_max_length == 77
+
+
+@pytest.mark.parametrize(("arch", "pipeline"), [("wan-t2v-1.3b", "WanPipeline"), ("ltx-video", "LTXPipeline")])
+def test_video_pipelines_assemble_on_meta_with_their_tokenizers(arch: str, pipeline: str) -> None:
+    pipe = archs.build_random_pipeline(arch, device="meta")
+    assert type(pipe).__name__ == pipeline
+    assert pipe.tokenizer("a boat").input_ids[-1] == pipe.tokenizer.eos_token_id  # T5-style: ends with </s>
 
 
 def test_unknown_architecture_is_refused() -> None:

@@ -80,7 +80,7 @@ def full_spec() -> dict[str, Any]:
             "drainSeconds": 40,
             "maxBatchSize": 4,
             "batchWindowMs": 15,
-            "limits": {"maxPixels": 65536, "maxSteps": 20, "maxImagesPerRequest": 3, "maxUploadBytes": 4096},
+            "limits": {"maxPixels": 65536, "maxSteps": 20, "maxImagesPerRequest": 3, "maxUploadBytes": 4096, "maxVideoFrames": 81},
             "optimizations": {
                 "attention": "default",
                 "channelsLast": True,

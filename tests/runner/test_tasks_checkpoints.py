@@ -83,7 +83,7 @@ def test_unknown_families_are_left_to_the_auto_pipelines_but_not_for_single_task
     (tmp_path / "model_index.json").write_text('{"_class_name": "SomeFuturePipeline"}')
     assert tasks_of(tmp_path) is None
     check_task_support(tmp_path, Task.TEXT_TO_IMAGE, "org/future")  # no error: diffusers decides
-    with pytest.raises(ModelUnavailable, match="needs a StableVideoDiffusionPipeline checkpoint"):
+    with pytest.raises(ModelUnavailable, match="needs a StableVideoDiffusionPipeline, WanImageToVideoPipeline or LTXPipeline checkpoint"):
         check_task_support(tmp_path, Task.IMAGE_TO_VIDEO, "org/future")
 
 

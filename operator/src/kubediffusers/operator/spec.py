@@ -88,6 +88,7 @@ class Task(StrEnum):
     IMAGE_TO_VIDEO = "image-to-video"
     UPSCALE = "upscale"
     IMAGE_VARIATION = "image-variation"
+    TEXT_TO_VIDEO = "text-to-video"
 
 
 class SecretKeyRef(_Model):
@@ -210,6 +211,9 @@ class RunnerLimits(_Model):
     max_images_per_request: int | None = Field(default=None, ge=1, le=64, description="Largest num_images_per_prompt (runner default 4).")
     max_upload_bytes: int | None = Field(
         default=None, ge=1024, le=1024**3, description="Largest request body in bytes; larger gets 413 (runner default 20 MiB)."
+    )
+    max_video_frames: int | None = Field(
+        default=None, ge=1, le=1000, description="Largest num_frames of a video request (runner default 25; Wan's own length is 81, LTX-Video's 161)."
     )
 
 

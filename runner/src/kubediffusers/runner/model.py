@@ -106,7 +106,7 @@ class ModelHolder:
         started = time.monotonic()
         snapshot, self.revision = find_snapshot(self.settings)
         log.info("loading %s (%s) from %s", self.settings.model_id, self.revision, snapshot)
-        pipeline = pipeline_class(self.settings.task).load(snapshot, self.settings)
+        pipeline = pipeline_class(self.settings.task, snapshot).load(snapshot, self.settings)
         self._metrics.model_load_seconds.set(time.monotonic() - started)
         if self.settings.warmup:
             self.reason = "warming up"

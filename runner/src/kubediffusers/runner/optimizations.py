@@ -59,11 +59,14 @@ def apply(pipe: Any, settings: RunnerSettings, dtype: torch.dtype) -> list[str]:
         pipe.vae = load_tiny_vae(settings, dtype).to(pipe.device)
         applied.append("tiny-vae")
 
-    if settings.attention is Attention.SDPA and hasattr(denoiser, "set_attn_processor"):
+    # Forcing AttnProcessor2_0 is for UNets only: transformer (DiT) families such as Wan
+    # and LTX-Video have their own processors, which already call SDPA, and break without them.
+    unet: Any = getattr(pipe, "unet", None)
+    if settings.attention is Attention.SDPA and hasattr(unet, "set_attn_processor"):
         from diffusers.models.attention_processor import AttnProcessor2_0
 
         try:
-            denoiser.set_attn_processor(AttnProcessor2_0())
+            unet.set_attn_processor(AttnProcessor2_0())
             applied.append("sdpa")
         except (ValueError, TypeError) as exc:  # e.g. architectures with their own processors
             log.info("keeping the checkpoint's attention processors: %s", exc)

@@ -193,34 +193,73 @@ class InpaintingParams(StrengthParams):
     width: Annotated[Width, Field(description="Resize image and mask to this width first (a multiple of 8). Default: the image's.")] = None
 
 
-_VIDEO_SIDE = "to this {side} first; a multiple of the model's size step (64 for SVD). Default: the image's, trimmed to that step."
+_VIDEO_SIDE = (
+    "to this {side} first; a multiple of the model's size step (64 for SVD, 16 for Wan, 32 for LTX-Video). Default: the image's, trimmed to that step."
+)
+# Video lengths: Wan takes 4k+1 frames, LTX-Video 8k+1 (the VAE's temporal compression), SVD any.
+_FRAMES = "Frames to generate: 4k+1 for Wan (e.g. 81), 8k+1 for LTX-Video (e.g. 161){extra}. Default: the model's, at most the runner's limit, which applies."
+VideoFps = Annotated[
+    int | None,
+    Field(
+        ge=1,
+        le=60,
+        description="Frames per second of the mp4 (LTX-Video and SVD are also conditioned on it). Default: the model's (Wan 16, LTX-Video 25, SVD 7).",
+    ),
+]
+VideoGuidance = Annotated[
+    Guidance | None,
+    Field(description="How strongly the prompt guides the video (1 or less disables classifier-free guidance). Default: the model's (Wan 5, LTX-Video 3)."),
+]
+
+
+class TextToVideoParams(TaskParams):
+    """Generate a video from a text prompt (Wan 2.1/2.2, LTX-Video)."""
+
+    prompt: Prompt
+    negative_prompt: NegativePrompt = ""
+    height: Annotated[
+        Height, Field(description="Height in pixels: a multiple of 16 for Wan, 32 for LTX-Video. Default: the model's (480 for Wan, 512 for LTX-Video).")
+    ] = None
+    width: Annotated[
+        Width, Field(description="Width in pixels: a multiple of 16 for Wan, 32 for LTX-Video. Default: the model's (832 for Wan, 704 for LTX-Video).")
+    ] = None
+    num_frames: Annotated[int | None, Field(ge=1, le=1000, description=_FRAMES.format(extra=""))] = None
+    fps: VideoFps = None
+    guidance_scale: VideoGuidance = None
+    num_inference_steps: Steps = 50
+    seed: Annotated[Seed, Field(description="Seed of the video. Random when unset.")] = None
 
 
 class ImageToVideoParams(TaskParams):
-    """Animate an image with Stable Video Diffusion."""
+    """Animate an image: Stable Video Diffusion (no prompt), Wan I2V or LTX-Video (with a prompt)."""
 
     image: Annotated[UploadFile, upload("The first frame of the video (PNG, JPEG, WebP, ...).")]
+    prompt: Annotated[
+        str | None, Field(min_length=1, max_length=4000, description="What happens in the video: required by Wan and LTX-Video, refused by SVD.")
+    ] = None
+    negative_prompt: Annotated[str | None, Field(max_length=4000, description="What to steer away from (Wan, LTX-Video).")] = None
+    guidance_scale: VideoGuidance = None
     height: Annotated[Height, Field(description="Resize the image " + _VIDEO_SIDE.format(side="height"))] = None
     width: Annotated[Width, Field(description="Resize the image " + _VIDEO_SIDE.format(side="width"))] = None
     num_frames: Annotated[
         int | None,
         # At least 2: guidance rises from the first frame to the last, and diffusers
         # mis-sizes its batch for a single frame.
-        Field(ge=2, le=1000, description="Frames to generate, at least 2. Default: the model's (14 for SVD, 25 for SVD-XT). The runner's limit applies."),
+        Field(ge=2, le=1000, description=_FRAMES.format(extra=", at least 2, any for SVD (14 for SVD, 25 for SVD-XT)")),
     ] = None
-    fps: Annotated[int, Field(ge=1, le=60, description="Frames per second: conditions the motion and is the mp4's frame rate.")] = 7
-    motion_bucket_id: Annotated[int, Field(ge=0, le=1023, description="How much motion: higher moves more (SVD was trained on 0-255).")] = 127
+    fps: VideoFps = None
+    motion_bucket_id: Annotated[int, Field(ge=0, le=1023, description="SVD only: how much motion, higher moves more (SVD was trained on 0-255).")] = 127
     noise_aug_strength: Annotated[
         float,
-        Field(ge=0, le=1, allow_inf_nan=False, description="Noise added to the image: more frees the video from it, with more motion."),
+        Field(ge=0, le=1, allow_inf_nan=False, description="SVD only: noise added to the image; more frees the video from it, with more motion."),
     ] = 0.02
     decode_chunk_size: Annotated[
         int | None,
-        Field(ge=1, le=1000, description="Frames the VAE decodes at once: fewer saves GPU memory, more is faster. Default: all."),
+        Field(ge=1, le=1000, description="SVD only: frames the VAE decodes at once; fewer saves GPU memory, more is faster. Default: all."),
     ] = None
-    num_inference_steps: Steps = 25
-    min_guidance_scale: Annotated[Guidance, Field(description="Guidance on the first frame; it rises linearly over the frames.")] = 1.0
-    max_guidance_scale: Annotated[Guidance, Field(description="Guidance on the last frame (1 or less disables guidance).")] = 3.0
+    num_inference_steps: Annotated[Steps, Field(description="Denoising steps (default 25; 50 for Wan and LTX-Video). The runner's limit applies.")] = 25
+    min_guidance_scale: Annotated[Guidance, Field(description="SVD only: guidance on the first frame; it rises linearly over the frames.")] = 1.0
+    max_guidance_scale: Annotated[Guidance, Field(description="SVD only: guidance on the last frame (1 or less disables guidance).")] = 3.0
     seed: Annotated[Seed, Field(description="Seed of the video. Random when unset.")] = None
 
     @model_validator(mode="after")

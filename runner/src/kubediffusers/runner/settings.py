@@ -31,6 +31,7 @@ class Task(StrEnum):
     IMAGE_TO_VIDEO = "image-to-video"
     UPSCALE = "upscale"
     IMAGE_VARIATION = "image-variation"
+    TEXT_TO_VIDEO = "text-to-video"
 
 
 class DType(StrEnum):
@@ -107,7 +108,7 @@ class RunnerSettings(BaseSettings):
     body_timeout_seconds: float = Field(default=30.0, gt=0, description="A request body not fully received by then gets 408 (slow clients).")
     max_upload_pixels: int = Field(default=4096 * 4096, ge=64 * 64, description="Largest declared width*height of an uploaded image before decoding.")
     warmup: bool = Field(default=True, description="Run one small generation before reporting ready.")
-    max_video_frames: int = Field(default=25, ge=1, le=1000, description="Largest num_frames an image-to-video request may ask for.")
+    max_video_frames: int = Field(default=25, ge=1, le=1000, description="Largest num_frames a text-to-video or image-to-video request may ask for.")
     job_ttl_seconds: float = Field(default=3600.0, gt=0, description="How long a finished async job's result is kept.")
     max_jobs: int = Field(default=100, ge=1, le=100_000, description="Most async jobs kept at once; the oldest finished go first.")
     max_job_bytes: int = Field(

@@ -156,6 +156,8 @@ _ROWS = (
         families=("StableDiffusionImageVariationPipeline",),
         compat=(_pico("stable-diffusion-image-variation", "StableDiffusionImageVariation", GuidanceScale=3.0),),
     ),
+    # Served by the video families (video_families: Wan, LTX-Video); the row's class is Wan's.
+    TaskSpec(Task.TEXT_TO_VIDEO, "Text to video", params.TextToVideoParams, Output.VIDEO, "wan:WanTextToVideoPipeline", "wan"),
 )
 
 TASKS: dict[Task, TaskSpec] = {row.task: row for row in _ROWS}

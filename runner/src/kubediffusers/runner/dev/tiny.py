@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kubediffusers.runner.dev.tiny_video import build_ltx, build_wan, build_wan_i2v
 from kubediffusers.runner.fetch.marker import repo_folder
 from kubediffusers.runner.settings import Task
 from kubediffusers.runner.tasks import TASKS
@@ -31,6 +32,7 @@ def tiny_model_id(task: Task | str, arch: str | None = None) -> str:
     """kubediffusers/tiny-<task> for the task's default architecture, else
     kubediffusers/tiny-<arch> (e.g. kubediffusers/tiny-sdxl)."""
     task = Task(task)
+    arch = TASK_ARCHITECTURES.get((arch, task), arch) if arch else arch
     if arch is None or arch == DEFAULT_ARCHITECTURE[task]:
         return f"{TINY_ORG}/tiny-{task.value}"
     return f"{TINY_ORG}/tiny-{arch}"
@@ -345,6 +347,9 @@ ARCHITECTURES: dict[str, Callable[[Path], None]] = {
     "svd": build_stable_video_diffusion,
     "sd-x4-upscaler": build_stable_diffusion_upscaler,
     "sd-image-variation": build_stable_diffusion_image_variation,
+    "wan": build_wan,
+    "wan-i2v": build_wan_i2v,
+    "ltx": build_ltx,
 }
 
 # The registry row's tiny architecture: kubediffusers/tiny-<task> is built with it.
@@ -358,7 +363,13 @@ ARCHITECTURE_TASKS: dict[str, frozenset[Task]] = {
     "svd": frozenset({Task.IMAGE_TO_VIDEO}),
     "sd-x4-upscaler": frozenset({Task.UPSCALE}),
     "sd-image-variation": frozenset({Task.IMAGE_VARIATION}),
+    "wan": frozenset({Task.TEXT_TO_VIDEO}),
+    "wan-i2v": frozenset({Task.IMAGE_TO_VIDEO}),
+    "ltx": frozenset({Task.TEXT_TO_VIDEO, Task.IMAGE_TO_VIDEO}),
 }
+
+# Families that publish one checkpoint per task: --arch wan with image-to-video builds Wan's I2V shape.
+TASK_ARCHITECTURES: dict[tuple[str, Task], str] = {("wan", Task.IMAGE_TO_VIDEO): "wan-i2v"}
 
 BUILDERS: dict[Task, Callable[[Path], None]] = {task: ARCHITECTURES[arch] for task, arch in DEFAULT_ARCHITECTURE.items()}
 
@@ -378,6 +389,7 @@ def ensure_tiny_model(task: Task | str, model_dir: Path, revision: str = "main",
     snapshot folder. Safe to call on every start."""
     task = Task(task)
     arch = arch or DEFAULT_ARCHITECTURE[task]
+    arch = TASK_ARCHITECTURES.get((arch, task), arch)
     builder = ARCHITECTURES.get(arch)
     if builder is None:
         raise ValueError(f"no tiny architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")

@@ -48,6 +48,8 @@ class TaskPipeline(ABC):
     # The diffusers class whose from_pretrained loads the checkpoint (an auto
     # pipeline picks the concrete class from model_index.json).
     diffusers_class: ClassVar[str]
+    # Half precision on a GPU when model_dtype is auto (families whose text encoders overflow in float16 say bfloat16).
+    gpu_half: ClassVar[torch.dtype] = torch.float16
 
     @classmethod
     def auto_class(cls) -> Any:
@@ -61,7 +63,7 @@ class TaskPipeline(ABC):
         check_task_support(snapshot, cls.task, settings.model_id)
         quiet_libraries()
         device = settings.resolved_device()
-        dtype = torch_dtype(settings.model_dtype, device)
+        dtype = torch_dtype(settings.model_dtype, device, cls.gpu_half)
         try:
             pipe = cls.auto_class().from_pretrained(
                 snapshot,
@@ -216,10 +218,10 @@ def call_pipeline(pipe: Any, kwargs: dict[str, Any]) -> Any:
         raise InvalidInput(one_line(exc)) from None
 
 
-def torch_dtype(dtype: DType, device: str) -> torch.dtype:
+def torch_dtype(dtype: DType, device: str, gpu_half: torch.dtype = torch.float16) -> torch.dtype:
     if dtype is DType.AUTO:
         # Half precision is what GPUs are fast at; CPUs are not.
-        return torch.float32 if device == "cpu" else torch.float16
+        return torch.float32 if device == "cpu" else gpu_half
     return {DType.FLOAT16: torch.float16, DType.BFLOAT16: torch.bfloat16, DType.FLOAT32: torch.float32}[dtype]
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 from kubediffusers.runner.errors import ModelUnavailable
 from kubediffusers.runner.settings import Task
 from kubediffusers.runner.tasks import TASKS
+from kubediffusers.runner.video_families import VIDEO_TASKS, classes_for, family_of
 
 # Tasks with a diffusers auto pipeline: it picks the concrete class from the checkpoint.
-_IMAGE_TASKS = frozenset(spec.task for spec in TASKS.values() if not spec.families)
+_IMAGE_TASKS = frozenset(spec.task for spec in TASKS.values() if not spec.families and spec.task not in VIDEO_TASKS)
 
 # Text-to-image families. When their UNet takes the 9-channel inpainting input
 # (sd-inpainting, SDXL inpainting 0.1) the checkpoint serves inpainting only.
@@ -39,6 +40,9 @@ _SINGLE_TASK_FAMILIES = {family: spec.task for spec in TASKS.values() for family
 
 # What each task without an auto pipeline needs, for the error message.
 _REQUIRED_FAMILY = {task: family for family, task in _SINGLE_TASK_FAMILIES.items()}
+for _task in VIDEO_TASKS:  # the video families (video_families.FAMILIES) serving the task too
+    _names = ([_REQUIRED_FAMILY[_task]] if _task in _REQUIRED_FAMILY else []) + classes_for(_task)
+    _REQUIRED_FAMILY[_task] = " or ".join([", ".join(_names[:-1]), _names[-1]] if len(_names) > 1 else _names)
 
 INPAINTING_UNET_CHANNELS = 9  # latents 4 + mask 1 + masked-image latents 4
 
@@ -74,6 +78,9 @@ def has_component(snapshot: Path, name: str) -> bool:
 def tasks_of(snapshot: Path) -> frozenset[Task] | None:
     """Tasks the checkpoint can serve, or None for a family we do not know."""
     family = checkpoint_class(snapshot)
+    video = family_of(family)
+    if video is not None:
+        return video.tasks
     if family in _SINGLE_TASK_FAMILIES:
         return frozenset({_SINGLE_TASK_FAMILIES[family]})
     if family in _TEXT_TO_IMAGE_FAMILIES:

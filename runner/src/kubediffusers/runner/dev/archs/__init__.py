@@ -2,7 +2,7 @@
 
 Each folder beside this file is a diffusers checkpoint without weights: the
 ``model_index.json`` and every component's ``config.json`` of a published
-model (sd-turbo, SD 1.5, SDXL base, SVD-XT), as on the Hub. Building them with
+model (sd-turbo, SD 1.5, SDXL base, SVD-XT, Wan 2.1 T2V 1.3B, LTX-Video), as on the Hub. Building them with
 random weights gives the same compute as the real checkpoints (layer shapes,
 sequence lengths, attention heads), so GPU speed can be measured on a machine
 that cannot reach the Hub. ``tiny-sd`` is the SD shape at toy size, so the same
@@ -27,6 +27,8 @@ SOURCES: dict[str, str] = {
     "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
     "svd": "stabilityai/stable-video-diffusion-img2vid-xt",
+    "wan-t2v-1.3b": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+    "ltx-video": "Lightricks/LTX-Video (0.9.0)",
     "tiny-sd": "SD shape at toy size (CPU tests)",
 }
 
@@ -84,10 +86,12 @@ def build_component(arch: str, name: str, device: Any = "cpu", dtype: Any = None
         import transformers
 
         cls = getattr(transformers, class_name)
-        if class_name.endswith("Tokenizer"):
+        if "Tokenizer" in class_name:
             from kubediffusers.runner.dev.tiny import _tiny_tokenizer
+            from kubediffusers.runner.dev.tiny_video import _tiny_t5_tokenizer
 
-            return _tiny_tokenizer()
+            # T5/UMT5 (Wan, LTX-Video): a generated SentencePiece-style vocabulary; CLIP otherwise.
+            return _tiny_t5_tokenizer() if class_name.startswith(("T5", "UMT5")) else _tiny_tokenizer()
         if class_name.endswith(("ImageProcessor", "FeatureExtractor")):
             return cls.from_pretrained(folder, local_files_only=True)
         config = cls.config_class.from_pretrained(folder, local_files_only=True)
