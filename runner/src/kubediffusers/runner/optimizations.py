@@ -69,11 +69,7 @@ def apply(pipe: Any, settings: RunnerSettings, dtype: torch.dtype) -> list[str]:
             log.info("keeping the checkpoint's attention processors: %s", exc)
 
     if settings.fuse_qkv:
-        if hasattr(pipe, "fuse_qkv_projections"):
-            pipe.fuse_qkv_projections()
-            applied.append("fused-qkv")
-        else:
-            log.info("fuse_qkv: %s has no fused projections; skipped", type(pipe).__name__)
+        applied.append(_fuse_qkv(pipe, denoiser))
 
     if settings.channels_last:
         for module in (denoiser, getattr(pipe, "vae", None)):
@@ -95,6 +91,28 @@ def apply(pipe: Any, settings: RunnerSettings, dtype: torch.dtype) -> list[str]:
     if settings.compile_unet or settings.compile_vae:
         applied.extend(_compile(pipe, settings))
     return [name for name in applied if name]
+
+
+def _fuse_qkv(pipe: Any, denoiser: Any) -> str:
+    """Fuse the QKV projections of each model that has them. The pipelines'
+    own ``fuse_qkv_projections`` refuses any VAE but AutoencoderKL (a tiny VAE
+    has no attention to fuse), so the models are fused one by one."""
+    from diffusers import AutoencoderKL
+
+    vae = getattr(pipe, "vae", None)
+    fused = []
+    if denoiser is not None and hasattr(denoiser, "fuse_qkv_projections"):
+        denoiser.fuse_qkv_projections()
+        fused.append("denoiser")
+    if isinstance(vae, AutoencoderKL):
+        vae.fuse_qkv_projections()
+        fused.append("vae")
+    if not fused:
+        log.info("fuse_qkv: %s has no fused projections; skipped", type(pipe).__name__)
+        return ""
+    # What the pipeline's own method records, so that unfuse_qkv_projections undoes both.
+    pipe.fusing_unet, pipe.fusing_vae = "denoiser" in fused, "vae" in fused
+    return "fused-qkv"
 
 
 def _enable_deepcache(pipe: Any, interval: int) -> str:
