@@ -77,6 +77,8 @@ def full_spec() -> dict[str, Any]:
             "requestTimeoutSeconds": 12.5,
             "maxBatchSize": 4,
             "batchWindowMs": 15,
+            "outputFormat": "webp",
+            "outputQuality": 70,
             "limits": {"maxPixels": 65536, "maxSteps": 20, "maxImagesPerRequest": 3, "maxUploadBytes": 4096},
             "optimizations": {
                 "attention": "default",

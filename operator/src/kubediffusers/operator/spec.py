@@ -248,6 +248,11 @@ class RunnerSpec(_Model):
     batch_window_ms: float | None = Field(
         default=None, ge=0, le=10_000, description="How long the runner waits for compatible requests to fill a batch (runner default 0)."
     )
+    output_format: Literal["png", "jpeg", "webp"] | None = Field(
+        default=None,
+        description="Image encoding when a request names none (output_format or Accept): png (lossless, fast level), jpeg or webp (runner default png).",
+    )
+    output_quality: int | None = Field(default=None, ge=1, le=100, description="JPEG/WebP quality when a request names none (runner default 90).")
     optimizations: OptimizationsSpec = Field(default_factory=OptimizationsSpec, description="Speed and memory options.")
     limits: RunnerLimits = Field(default_factory=RunnerLimits, description="Per-request limits.")
     auth_secret_ref: SecretKeyRef | None = Field(

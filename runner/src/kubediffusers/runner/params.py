@@ -19,7 +19,7 @@ from fastapi import File, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kubediffusers.runner.errors import InvalidInput
-from kubediffusers.runner.settings import RunnerSettings
+from kubediffusers.runner.settings import ImageFormat, RunnerSettings
 
 MAX_SEED = 2**63 - 1 - 64  # torch seeds are 64-bit; leave room for seed + i
 
@@ -33,6 +33,11 @@ Guidance = Annotated[float, Field(ge=0, le=50, allow_inf_nan=False)]
 Strength = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 Prompt = Annotated[str, Field(min_length=1, max_length=4000, description="What to generate.")]
 NegativePrompt = Annotated[str, Field(max_length=4000, description="What to steer away from.")]
+OutputFormat = Annotated[
+    ImageFormat | None,
+    Field(description="Image encoding: png (lossless), jpeg or webp. Default: the runner's (png), or Accept's for a raw single image."),
+]
+OutputQuality = Annotated[int | None, Field(ge=1, le=100, description="JPEG/WebP quality, 1-100. Default: the runner's (90).")]
 
 
 def upload(description: str) -> object:
@@ -47,6 +52,8 @@ class TaskParams(BaseModel):
 
     num_inference_steps: Steps = 50
     seed: Seed = None
+    output_format: OutputFormat = None
+    output_quality: OutputQuality = None
 
     @property
     def num_outputs(self) -> int:

@@ -49,6 +49,14 @@ class CompileMode(StrEnum):
     MAX_AUTOTUNE = "max-autotune"  # autotuned kernels plus CUDA graphs; longest compile
 
 
+class ImageFormat(StrEnum):
+    """How generated images are encoded (request ``output_format``, setting ``output_format``)."""
+
+    PNG = "png"  # lossless, at a fast compress level (encoding.PNG_COMPRESS_LEVEL)
+    JPEG = "jpeg"
+    WEBP = "webp"
+
+
 class CpuOffload(StrEnum):
     NONE = "none"
     MODEL = "model"  # whole components move to the GPU when used
@@ -95,6 +103,10 @@ class RunnerSettings(BaseSettings):
     max_video_frames: int = Field(default=25, ge=1, le=1000, description="Largest num_frames an image-to-video request may ask for.")
     job_ttl_seconds: float = Field(default=3600.0, gt=0, description="How long a finished async job's result is kept.")
     max_jobs: int = Field(default=100, ge=1, le=100_000, description="Most async jobs kept at once; the oldest finished go first.")
+
+    # -- output ------------------------------------------------------------
+    output_format: ImageFormat = Field(default=ImageFormat.PNG, description="Image encoding when a request names none (output_format or Accept).")
+    output_quality: int = Field(default=90, ge=1, le=100, description="JPEG/WebP quality when a request names none; PNG is lossless.")
 
     # -- batching ----------------------------------------------------------
     max_batch_size: int = Field(

@@ -23,6 +23,7 @@ from PIL import Image
 from kubediffusers.runner import optimizations
 from kubediffusers.runner.errors import GpuOutOfMemory, InvalidInput, ModelUnavailable, one_line
 from kubediffusers.runner.params import TaskParams
+from kubediffusers.runner.pipelines.postprocess import to_images
 from kubediffusers.runner.pipelines.support import check_task_support
 from kubediffusers.runner.settings import DType, RunnerSettings, Task
 from kubediffusers.runner.types import GeneratedImage, StepCallback, Work
@@ -180,6 +181,7 @@ class BatchedPipeline(TaskPipeline):
             kwargs[name] = [self.per_item_arguments(w)[name] for w in works for _ in w.seeds]
         kwargs["generator"] = [torch.Generator(device="cpu").manual_seed(s) for w in works for s in w.seeds]
         kwargs["num_images_per_prompt"] = 1
+        kwargs["output_type"] = "pt"  # quantized on the device: postprocess.to_images
         if on_step is not None:
             total = self.steps_of(works[0])
 
@@ -189,8 +191,9 @@ class BatchedPipeline(TaskPipeline):
 
             kwargs["callback_on_step_end"] = callback
         output = call_pipeline(self.pipe, kwargs)
-        nsfw = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)
-        images = iter(zip(output.images, nsfw, strict=True))
+        pictures = to_images(output.images)
+        nsfw = getattr(output, "nsfw_content_detected", None) or [False] * len(pictures)
+        images = iter(zip(pictures, nsfw, strict=True))
         results = []
         for work in works:
             results.append(
