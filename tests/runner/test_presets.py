@@ -56,3 +56,23 @@ def test_each_documented_preset_loads_and_generates(
     (images,) = pipeline.run_batch([Work(params=params, seed=0, num_images=2)])
     assert [img.image.size for img in images] == [pipeline.default_size()[::-1]] * 2
     assert all(img.image.mode == "RGB" for img in images)
+
+
+def test_sdxl_vae_runs_in_bfloat16_without_the_per_call_upcast(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU with bfloat16, a float16 SDXL keeps its VAE in bfloat16 instead of
+    upcasting it to float32 on every call (applied at load when the device has
+    bfloat16; called directly here, on the CPU)."""
+    from kubediffusers.runner import optimizations
+
+    settings = settings_for(model_dir, model_id=MODELS["sdxl"])
+    pipeline = TextToImagePipeline.load(find_snapshot(settings)[0], settings)
+    pipe = pipeline.pipe
+    assert pipe.vae.config.force_upcast  # what diffusers would upcast in float16
+    assert optimizations.vae_without_upcast(pipe) == "vae-bf16"
+    assert pipe.vae.dtype == torch.bfloat16 and not pipe.vae.config.force_upcast
+    upcasts: list[int] = []
+    monkeypatch.setattr(type(pipe), "upcast_vae", lambda self: upcasts.append(1))
+    params = TextToImageParams(prompt="a cat", num_inference_steps=1, guidance_scale=7.5)
+    (images,) = pipeline.run_batch([Work(params=params, seed=0, num_images=1)])
+    assert upcasts == [] and images[0].image.size == pipeline.default_size()[::-1]
+    assert optimizations.vae_without_upcast(pipe) == ""  # once is enough; a tiny VAE or SD's VAE: nothing to do
