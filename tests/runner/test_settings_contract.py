@@ -89,6 +89,7 @@ def full_spec() -> dict[str, Any]:
                 "tinyVaeId": "madebyollin/taesd",
                 "vaeSlicing": True,
                 "vaeTiling": True,
+                "promptCacheSize": 8,
             },
         },
     }

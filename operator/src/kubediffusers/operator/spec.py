@@ -215,6 +215,12 @@ class OptimizationsSpec(_Model):
         pattern=MODEL_ID_PATTERN,
         description="Repository of a tiny autoencoder decoding in place of the VAE (e.g. madebyollin/taesd, madebyollin/taesdxl); fetched with the model.",
     )
+    prompt_cache_size: int | None = Field(
+        default=None,
+        ge=0,
+        le=100_000,
+        description="Prompt embeddings kept (LRU) so a repeated prompt skips the text encoders (SD and SDXL); 0 turns it off (runner default 64).",
+    )
     vae_slicing: bool = Field(default=False, description="Decode a batch one image at a time (less GPU memory).")
     vae_tiling: bool = Field(default=False, description="Decode large images in tiles (less GPU memory).")
     cpu_offload: Literal["none", "model", "sequential"] = Field(

@@ -7,8 +7,9 @@ Pillow's encoders release the GIL, so a batch's images encode at once, and the
 inference thread only ever hands over uint8 pixels (pipelines.postprocess).
 
 PNG uses compress level 1 (zlib's fastest with real compression): on a
-512x512 image it costs about half of Pillow's default level 6 for files a few
-percent larger (docs/benchmarks.md, ``kubediffusers-bench encode``).
+512x512 image it costs about a quarter less CPU than Pillow's default level 6
+for files about 10% larger; level 0 saves little more (PNG's filtering stays)
+for files 1.5x larger (docs/benchmarks.md, ``kubediffusers-bench output``).
 """
 
 from __future__ import annotations

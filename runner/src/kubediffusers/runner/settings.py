@@ -144,6 +144,12 @@ class RunnerSettings(BaseSettings):
         pattern=MODEL_ID_PATTERN,
         description="Repository of a tiny autoencoder (e.g. madebyollin/taesd) decoding in place of the VAE; fetched with the model.",
     )
+    prompt_cache_size: int = Field(
+        default=64,
+        ge=0,
+        le=100_000,
+        description="Prompt embeddings kept (LRU) so a repeated prompt skips the text encoders (SD and SDXL); 0 turns it off.",
+    )
     vae_slicing: bool = Field(default=False, description="Decode a batch one image at a time (less memory).")
     vae_tiling: bool = Field(default=False, description="Decode large images in tiles (less memory).")
     cpu_offload: CpuOffload = Field(default=CpuOffload.NONE, description="Keep components on the CPU until used, for small GPUs.")
