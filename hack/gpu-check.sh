@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check of issue 16: one command that fits one short window on a GPU machine.
 #
-#   bash hack/gpu-check.sh [--out DIR] [--wheels DIR] [--budget SECONDS]   # on the GPU machine
+#   bash hack/gpu-check.sh [--out DIR] [--wheels DIR] [--models DIR] [--budget SECONDS]   # on the GPU machine
 #   bash hack/gpu-check.sh --cpu --out DIR                                 # the same stages on the tiny architecture, here
 #
 # On the GPU machine (Python 3.12 and torch, no network, none of the runner's
@@ -21,6 +21,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 MODE=gpu
 OUT_DIR=${OUT:-}
 WHEELS="$ROOT/hack/wheels"
+MODELS=
 BUDGET=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -28,6 +29,7 @@ while [ $# -gt 0 ]; do
     --out) OUT_DIR=${2:?--out needs a folder}; shift ;;
     --wheels) WHEELS=${2:?--wheels needs a folder}; shift ;;
     --budget) BUDGET=${2:?--budget needs seconds}; shift ;;
+    --models) MODELS=${2:?--models needs a folder}; shift ;;
     *) echo "gpu-check: unknown argument $1 (see the header of hack/gpu-check.sh)" >&2; exit 2 ;;
   esac
   shift
@@ -81,7 +83,8 @@ PICK
   }
 fi
 BENCH=("$PY" -m kubediffusers.runner.dev.bench)
-MODELS="$OUT_DIR/models"
+# The random checkpoints (GBs on the GPU): --models keeps them out of a folder that is fetched back.
+MODELS=${MODELS:-"$OUT_DIR/models"}
 WORK="$OUT_DIR/work"
 mkdir -p "$MODELS" "$WORK"
 
