@@ -33,7 +33,7 @@ RUNNER_LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("registry, request models, input checks", ("tasks", "params", "inputs", "loras", "schedulers", "video_families")),
     (
         "base: settings, errors, shared types, codecs, metrics, fetch",
-        ("types", "errors", "settings", "images", "video", "metrics", "logs", "fetch", "__init__"),
+        ("types", "errors", "settings", "images", "encoding", "video", "metrics", "logs", "fetch", "__init__"),
     ),
 ]
 

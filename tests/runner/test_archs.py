@@ -150,7 +150,7 @@ def test_harness_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    for mode in ("stock", "optimized", "http"):
+    for mode in ("stock", "optimized", "http-png"):  # the http rows name their output format
         line = next((row for row in out.splitlines() if f"| {mode} " in row), None)
         assert line is not None, out
         assert line.startswith("[CPU"), line

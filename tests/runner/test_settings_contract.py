@@ -80,6 +80,8 @@ def full_spec() -> dict[str, Any]:
             "drainSeconds": 40,
             "maxBatchSize": 4,
             "batchWindowMs": 15,
+            "outputFormat": "webp",
+            "outputQuality": 70,
             "limits": {"maxPixels": 65536, "maxSteps": 20, "maxImagesPerRequest": 3, "maxUploadBytes": 4096, "maxVideoFrames": 81},
             "optimizations": {
                 "attention": "default",
@@ -90,6 +92,7 @@ def full_spec() -> dict[str, Any]:
                 "tinyVaeId": "madebyollin/taesd",
                 "vaeSlicing": True,
                 "vaeTiling": True,
+                "promptCacheSize": 8,
             },
         },
     }

@@ -250,6 +250,12 @@ class OptimizationsSpec(_Model):
         pattern=MODEL_ID_PATTERN,
         description="Repository of a tiny autoencoder decoding in place of the VAE (e.g. madebyollin/taesd, madebyollin/taesdxl); fetched with the model.",
     )
+    prompt_cache_size: int | None = Field(
+        default=None,
+        ge=0,
+        le=100_000,
+        description="Prompt embeddings kept (LRU) so a repeated prompt skips the text encoders (SD and SDXL); 0 turns it off (runner default 64).",
+    )
     vae_slicing: bool = Field(default=False, description="Decode a batch one image at a time (less GPU memory).")
     vae_tiling: bool = Field(default=False, description="Decode large images in tiles (less GPU memory).")
     cpu_offload: Literal["none", "model", "sequential"] = Field(
@@ -304,6 +310,11 @@ class RunnerSpec(_Model):
         max_length=64,
         description='Origins browsers may call the runner from (CORS), e.g. ["https://app.example"], or ["*"] for any; empty: CORS off.',
     )
+    output_format: Literal["png", "jpeg", "webp"] | None = Field(
+        default=None,
+        description="Image encoding when a request names none (output_format or Accept): png (lossless, fast level), jpeg or webp (runner default png).",
+    )
+    output_quality: int | None = Field(default=None, ge=1, le=100, description="JPEG/WebP quality when a request names none (runner default 90).")
     optimizations: OptimizationsSpec = Field(default_factory=OptimizationsSpec, description="Speed and memory options.")
     limits: RunnerLimits = Field(default_factory=RunnerLimits, description="Per-request limits.")
     auth_secret_ref: SecretKeyRef | None = Field(

@@ -72,11 +72,7 @@ def apply(pipe: Any, settings: RunnerSettings, dtype: torch.dtype) -> list[str]:
             log.info("keeping the checkpoint's attention processors: %s", exc)
 
     if settings.fuse_qkv:
-        if hasattr(pipe, "fuse_qkv_projections"):
-            pipe.fuse_qkv_projections()
-            applied.append("fused-qkv")
-        else:
-            log.info("fuse_qkv: %s has no fused projections; skipped", type(pipe).__name__)
+        applied.append(_fuse_qkv(pipe, denoiser))
 
     if settings.channels_last:
         for module in (denoiser, getattr(pipe, "vae", None)):
@@ -95,9 +91,60 @@ def apply(pipe: Any, settings: RunnerSettings, dtype: torch.dtype) -> list[str]:
     if settings.deepcache_interval > 0:
         applied.append(_enable_deepcache(pipe, settings.deepcache_interval))
 
+    if dtype == torch.float16 and str(pipe.device).startswith("cuda") and torch.cuda.is_bf16_supported():
+        applied.append(vae_without_upcast(pipe))
+
     if settings.compile_unet or settings.compile_vae:
         applied.extend(_compile(pipe, settings))
+        if str(pipe.device).startswith("cuda"):
+            # Compiled shapes are fixed by warm-up: let cuDNN pick its fastest convolutions once per shape.
+            torch.backends.cudnn.benchmark = True
+            applied.append("cudnn-benchmark")
     return [name for name in applied if name]
+
+
+def vae_without_upcast(pipe: Any) -> str:
+    """SDXL's VAE overflows in float16, so diffusers upcasts it to float32 on every
+    call (``force_upcast``): a copy of its weights each way per request, which
+    also breaks CUDA graphs. In bfloat16 (float32's range) it needs none; the
+    latents are cast at the decoder's door and the rest of the pipeline stays float16."""
+    from diffusers import AutoencoderKL
+
+    vae = getattr(pipe, "vae", None)
+    # Only pipelines with upcast_vae (SDXL's, the x4 upscaler) upcast; SD 1.x/2.x never do.
+    if not isinstance(vae, AutoencoderKL) or not vae.config.force_upcast or not hasattr(pipe, "upcast_vae"):
+        return ""
+    vae.to(torch.bfloat16)
+    vae.register_to_config(force_upcast=False)
+    decode = vae.decode
+
+    def decode_bf16(latents: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        return decode(latents.to(torch.bfloat16), *args, **kwargs)
+
+    vae.decode = decode_bf16
+    return "vae-bf16"
+
+
+def _fuse_qkv(pipe: Any, denoiser: Any) -> str:
+    """Fuse the QKV projections of each model that has them. The pipelines'
+    own ``fuse_qkv_projections`` refuses any VAE but AutoencoderKL (a tiny VAE
+    has no attention to fuse), so the models are fused one by one."""
+    from diffusers import AutoencoderKL
+
+    vae = getattr(pipe, "vae", None)
+    fused = []
+    if denoiser is not None and hasattr(denoiser, "fuse_qkv_projections"):
+        denoiser.fuse_qkv_projections()
+        fused.append("denoiser")
+    if isinstance(vae, AutoencoderKL):
+        vae.fuse_qkv_projections()
+        fused.append("vae")
+    if not fused:
+        log.info("fuse_qkv: %s has no fused projections; skipped", type(pipe).__name__)
+        return ""
+    # What the pipeline's own method records, so that unfuse_qkv_projections undoes both.
+    pipe.fusing_unet, pipe.fusing_vae = "denoiser" in fused, "vae" in fused
+    return "fused-qkv"
 
 
 def _enable_deepcache(pipe: Any, interval: int) -> str:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kubediffusers.runner import loras, schedulers
 from kubediffusers.runner.errors import InvalidInput
-from kubediffusers.runner.settings import RunnerSettings
+from kubediffusers.runner.settings import ImageFormat, RunnerSettings
 
 MAX_SEED = 2**63 - 1 - 64  # torch seeds are 64-bit; leave room for seed + i
 
@@ -41,6 +41,11 @@ ModelId = Annotated[
 Loras = Annotated[str, Field(max_length=4000, description=loras.DESCRIPTION)]
 SafetyCheck = Annotated[bool, Field(description="Run the safety checker on the outputs where one is loaded (nsfw in the answer).")]
 Scheduler = Annotated[str | None, Field(max_length=64, description=schedulers.DESCRIPTION)]
+OutputFormat = Annotated[
+    ImageFormat | None,
+    Field(description="Image encoding: png (lossless), jpeg or webp. Default: the runner's (png), or Accept's for a raw single image."),
+]
+OutputQuality = Annotated[int | None, Field(ge=1, le=100, description="JPEG/WebP quality, 1-100. Default: the runner's (90).")]
 
 
 def upload(description: str) -> object:
@@ -59,6 +64,8 @@ class TaskParams(BaseModel):
     loras: Loras = ""
     safety_check: SafetyCheck = True
     scheduler: Scheduler = None
+    output_format: OutputFormat = None
+    output_quality: OutputQuality = None
 
     @property
     def num_outputs(self) -> int:

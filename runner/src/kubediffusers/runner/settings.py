@@ -52,6 +52,14 @@ class CompileMode(StrEnum):
     MAX_AUTOTUNE = "max-autotune"  # autotuned kernels plus CUDA graphs; longest compile
 
 
+class ImageFormat(StrEnum):
+    """How generated images are encoded (request ``output_format``, setting ``output_format``)."""
+
+    PNG = "png"  # lossless, at a fast compress level (encoding.PNG_COMPRESS_LEVEL)
+    JPEG = "jpeg"
+    WEBP = "webp"
+
+
 class CpuOffload(StrEnum):
     NONE = "none"
     MODEL = "model"  # whole components move to the GPU when used
@@ -139,6 +147,10 @@ class RunnerSettings(BaseSettings):
         description='Origins browsers may call the runner from (CORS), e.g. ["https://app.example"] or ["*"]; empty: CORS off.',
     )
 
+    # -- output ------------------------------------------------------------
+    output_format: ImageFormat = Field(default=ImageFormat.PNG, description="Image encoding when a request names none (output_format or Accept).")
+    output_quality: int = Field(default=90, ge=1, le=100, description="JPEG/WebP quality when a request names none; PNG is lossless.")
+
     # -- batching ----------------------------------------------------------
     max_batch_size: int = Field(
         default=1,
@@ -174,6 +186,12 @@ class RunnerSettings(BaseSettings):
         default=None,
         pattern=MODEL_ID_PATTERN,
         description="Repository of a tiny autoencoder (e.g. madebyollin/taesd) decoding in place of the VAE; fetched with the model.",
+    )
+    prompt_cache_size: int = Field(
+        default=64,
+        ge=0,
+        le=100_000,
+        description="Prompt embeddings kept (LRU) so a repeated prompt skips the text encoders (SD and SDXL); 0 turns it off.",
     )
     vae_slicing: bool = Field(default=False, description="Decode a batch one image at a time (less memory).")
     vae_tiling: bool = Field(default=False, description="Decode large images in tiles (less memory).")

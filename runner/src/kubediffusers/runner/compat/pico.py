@@ -22,8 +22,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from starlette.datastructures import UploadFile
 
+from kubediffusers.runner.encoding import Encoding
 from kubediffusers.runner.errors import InvalidInput
-from kubediffusers.runner.images import encode_png
 from kubediffusers.runner.params import TaskParams
 from kubediffusers.runner.settings import Task
 from kubediffusers.runner.tasks import CompatRoute
@@ -184,7 +184,7 @@ def answer(
         layers.append(
             {
                 "Name": route.name,
-                "Image": base64.b64encode(encode_png(item.image)).decode("ascii"),
+                "Image": base64.b64encode(Encoding().encode(item.image)).decode("ascii"),
                 "Attributes": {key: attributes[key] for key in ATTRIBUTES[task]},
             }
         )

@@ -23,6 +23,8 @@ from PIL import Image
 from kubediffusers.runner import optimizations, schedulers
 from kubediffusers.runner.errors import GpuOutOfMemory, InvalidInput, ModelUnavailable, one_line
 from kubediffusers.runner.params import TaskParams
+from kubediffusers.runner.pipelines.postprocess import to_images
+from kubediffusers.runner.pipelines.prompt_cache import PromptCache
 from kubediffusers.runner.pipelines.support import check_task_support
 from kubediffusers.runner.settings import DType, RunnerSettings, Task
 from kubediffusers.runner.types import GeneratedImage, StepCallback, Work
@@ -42,6 +44,7 @@ class TaskPipeline(ABC):
     def __init__(self, pipe: Any, device: str) -> None:
         self.pipe = pipe
         self.device = device
+        self.prompt_cache = PromptCache(0)  # load() sizes it from the settings
 
     # -- loading -----------------------------------------------------------
 
@@ -78,7 +81,9 @@ class TaskPipeline(ABC):
         pipe.set_progress_bar_config(disable=True)
         applied = optimizations.apply(pipe, settings, dtype)
         log.info("optimizations: %s", ", ".join(applied) or "none")
-        return cls(pipe, device)
+        pipeline = cls(pipe, device)
+        pipeline.prompt_cache = PromptCache(settings.prompt_cache_size)
+        return pipeline
 
     # -- preparing a request ----------------------------------------------
 
@@ -171,6 +176,11 @@ class BatchedPipeline(TaskPipeline):
             batches += [[replace(w, num_images=max_batch_size)] for w in (cfg, no_cfg)]
         return batches
 
+    def guided(self, kwargs: dict[str, Any]) -> bool:
+        """Whether diffusers will run classifier-free guidance for these arguments (as its pipelines decide)."""
+        unet = getattr(self.pipe, "unet", None)
+        return kwargs.get("guidance_scale", 0) > 1 and getattr(getattr(unet, "config", None), "time_cond_proj_dim", None) is None
+
     def run(self, work: Work, on_step: StepCallback | None = None) -> list[GeneratedImage]:
         return self._call([work], on_step)[0]
 
@@ -185,6 +195,8 @@ class BatchedPipeline(TaskPipeline):
             kwargs[name] = [self.per_item_arguments(w)[name] for w in works for _ in w.seeds]
         kwargs["generator"] = [torch.Generator(device="cpu").manual_seed(s) for w in works for s in w.seeds]
         kwargs["num_images_per_prompt"] = 1
+        kwargs["output_type"] = "pt"  # quantized on the device: postprocess.to_images
+        self.prompt_cache.replace_prompts(self.pipe, kwargs, guided=self.guided(kwargs))
         if on_step is not None:
             total = self.steps_of(works[0])
 
@@ -195,8 +207,9 @@ class BatchedPipeline(TaskPipeline):
             kwargs["callback_on_step_end"] = callback
         with schedulers.using(self.pipe, works[0].params.scheduler):
             output = call_pipeline(self.pipe, kwargs)
-        nsfw = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)
-        images = iter(zip(output.images, nsfw, strict=True))
+        pictures = to_images(output.images)
+        nsfw = getattr(output, "nsfw_content_detected", None) or [False] * len(pictures)
+        images = iter(zip(pictures, nsfw, strict=True))
         results = []
         for work in works:
             results.append(

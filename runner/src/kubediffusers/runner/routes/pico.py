@@ -76,8 +76,8 @@ def _route(router: APIRouter, spec: TaskSpec, route: CompatRoute) -> None:
             return pico.answer(spec.task, route, request_body, values, ctx.settings.model_id, precision, results, time.monotonic() - started)
 
         output = OutputFormat(
-            body=body_of,
-            response=lambda _, results: JSONResponse(body_of(results)),
+            body=lambda results, _encoding: body_of(results),  # PICO's images are PNG, as PICO wrote them
+            response=lambda _, results, _encoding: JSONResponse(body_of(results)),
             from_body=lambda _, body, _fps: JSONResponse(body),  # PICO has no async jobs; kept for the type
         )
         return await respond(ctx, request, work, False, output)
