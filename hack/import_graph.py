@@ -28,11 +28,11 @@ RUNNER_LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("http: routes and middleware", ("routes", "auth", "middleware")),
     ("context", ("context",)),
     ("serving: model holder, worker, jobs", ("model", "worker", "jobs")),
-    ("pipelines (torch)", ("pipelines", "optimizations")),
-    ("registry, request models, input checks", ("tasks", "params", "inputs")),
+    ("pipelines (torch)", ("pipelines", "optimizations", "adapters", "safety")),
+    ("registry, request models, input checks", ("tasks", "params", "inputs", "loras")),
     (
         "base: settings, errors, shared types, codecs, metrics, fetch",
-        ("types", "errors", "settings", "images", "video", "metrics", "logs", "fetch", "__init__"),
+        ("types", "errors", "settings", "images", "video", "metrics", "logs", "fetch", "addons", "snapshots", "__init__"),
     ),
 ]
 

@@ -13,12 +13,14 @@ A field every task gains (loras, scheduler, output_format, ...) goes on
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import File, UploadFile
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from kubediffusers.runner.errors import InvalidInput
+from kubediffusers.runner.loras import MAX_LORAS, pick_adapters
 from kubediffusers.runner.settings import RunnerSettings
 
 MAX_SEED = 2**63 - 1 - 64  # torch seeds are 64-bit; leave room for seed + i
@@ -35,6 +37,29 @@ Prompt = Annotated[str, Field(min_length=1, max_length=4000, description="What t
 NegativePrompt = Annotated[str, Field(max_length=4000, description="What to steer away from.")]
 
 
+def _json_text(value: object) -> object:
+    # livepeer sends loras as a JSON string (a form field can be nothing else); a JSON body may send the object.
+    return json.dumps(value) if isinstance(value, dict) else value
+
+
+Loras = Annotated[
+    str,
+    BeforeValidator(_json_text),
+    Field(
+        max_length=4000,
+        description=(
+            f'LoRA adapters to apply, as livepeer sends them: a JSON object {{"<repo id or adapter name>": weight}} (a string; '
+            f"a JSON body may send the object), at most {MAX_LORAS}, weights 0-10 (null: the declared scale). Only adapters "
+            "declared in spec.loras; none: the model alone."
+        ),
+    ),
+]
+SafetyCheck = Annotated[
+    bool,
+    Field(description="Run the runner's safety checker (when enabled) on the outputs and report nsfw; false skips it (livepeer's field)."),
+]
+
+
 def upload(description: str) -> object:
     """An uploaded image field (multipart/form-data)."""
     return File(description=description)
@@ -47,6 +72,8 @@ class TaskParams(BaseModel):
 
     num_inference_steps: Steps = 50
     seed: Seed = None
+    loras: Loras = ""
+    safety_check: SafetyCheck = True
 
     @property
     def num_outputs(self) -> int:
@@ -72,6 +99,7 @@ class TaskParams(BaseModel):
             self.num_inference_steps = min(self.num_inference_steps, settings.max_steps)
         if self.num_inference_steps > settings.max_steps:
             raise InvalidInput(f"num_inference_steps is {self.num_inference_steps}; this runner allows at most {settings.max_steps}")
+        pick_adapters(self.loras, settings.loras)  # 400 for an adapter the runner does not declare
 
 
 class ImagesParams(TaskParams):
