@@ -100,7 +100,8 @@ def served() -> Iterator[Callable[..., ThreadedServer]]:
     servers: list[ThreadedServer] = []
 
     def start(model_dir: Path, model_id: str, **overrides: Any) -> ThreadedServer:
-        settings = RunnerSettings(task="text-to-image", model_id=model_id, model_dir=model_dir, device="cpu", **overrides)
+        overrides.setdefault("task", "text-to-image")
+        settings = RunnerSettings(model_id=model_id, model_dir=model_dir, device="cpu", **overrides)
         server = ThreadedServer(create_app(settings)).__enter__()
         servers.append(server)
         health = httpx.get(server.url + "/health").json()

@@ -205,3 +205,99 @@ def test_an_unfetched_adapter_is_a_not_ready_reason(tmp_path: Path) -> None:
         wait_until(lambda: client.get("/health").json()["status"] != "LOADING", what="model load")
         health = client.get("/health").json()
     assert health["status"] == "ERROR" and "LoRA adapter org/never-fetched@main is not in the cache" in health["detail"]
+
+
+# -- point 8: the safety checker --------------------------------------------------
+
+
+@pytest.fixture
+def checker_cache(addon_hub, tmp_path: Path) -> Path:
+    """The model and both tiny checkers (one flags nothing, one everything), as two fetches of one cache."""
+    fetch(tmp_path, addon_hub, SD, safety_checker_enabled="true", safety_checker_model_id=tiny.TINY_SAFETY_CHECKER_ID)
+    return fetch(tmp_path, addon_hub, SD, safety_checker_enabled="true", safety_checker_model_id=tiny.TINY_STRICT_SAFETY_CHECKER_ID)
+
+
+def nsfw_flags(response: httpx.Response) -> list[bool]:
+    assert response.status_code == 200, response.text
+    return [image["nsfw"] for image in response.json()["images"]]
+
+
+def test_the_safety_checker_flags_both_ways_and_safety_check_false_skips_it(checker_cache: Path, served) -> None:
+    marker = read_marker(checker_cache, tiny.TINY_SAFETY_CHECKER_ID, "main", None)
+    assert marker is not None and {f.path for f in marker.files} == {"config.json", "preprocessor_config.json", "model.safetensors"}
+    lenient = served(checker_cache, SD, warmup=False, safety_checker_enabled=True, safety_checker_model_id=tiny.TINY_SAFETY_CHECKER_ID)
+    strict = served(checker_cache, SD, warmup=False, safety_checker_enabled=True, safety_checker_model_id=tiny.TINY_STRICT_SAFETY_CHECKER_ID)
+    body = {**BODY, "num_images_per_prompt": 2}
+    assert nsfw_flags(httpx.post(lenient.url + "/text-to-image", json=body, timeout=120)) == [False, False]
+    assert nsfw_flags(httpx.post(strict.url + "/text-to-image", json=body, timeout=120)) == [True, True]
+    assert nsfw_flags(httpx.post(strict.url + "/text-to-image", json={**body, "safety_check": False}, timeout=120)) == [False, False]
+    png = generate(strict.url)
+    assert png.headers["x-nsfw"] == "true"
+    # policy flag: the image is returned as generated
+    assert png.content == generate(strict.url, safety_check=False).content
+
+
+def test_policy_blank_returns_flagged_images_black(checker_cache: Path, served) -> None:
+    server = served(
+        checker_cache, SD, warmup=False, safety_checker_enabled=True, safety_checker_model_id=tiny.TINY_STRICT_SAFETY_CHECKER_ID, safety_checker_policy="blank"
+    )
+    flagged = generate(server.url)
+    assert flagged.headers["x-nsfw"] == "true"
+    image = Image.open(io.BytesIO(flagged.content))
+    assert image.size == (64, 64) and image.getextrema() == ((0, 0), (0, 0), (0, 0))
+    unchecked = Image.open(io.BytesIO(generate(server.url, safety_check=False).content))
+    assert unchecked.getextrema() != ((0, 0), (0, 0), (0, 0))
+
+
+def test_every_image_task_reports_the_checkers_flags(checker_cache: Path, served) -> None:
+    """image-to-image (a multipart form): the same flags, and safety_check as a form field."""
+    from tests.runner.helpers import png
+
+    server = served(
+        checker_cache, SD, task="image-to-image", warmup=False, safety_checker_enabled=True, safety_checker_model_id=tiny.TINY_STRICT_SAFETY_CHECKER_ID
+    )
+    form = {"prompt": "a boat", "num_inference_steps": "2", "seed": "1", "strength": "0.5"}
+    files = {"image": ("in.png", png((64, 64)), "image/png")}
+    assert nsfw_flags(httpx.post(server.url + "/image-to-image", data=form, files=files, timeout=120)) == [True]
+    assert nsfw_flags(httpx.post(server.url + "/image-to-image", data={**form, "safety_check": "false"}, files=files, timeout=120)) == [False]
+
+
+def test_a_video_is_flagged_when_a_frame_is_and_blanked_whole(checker_cache: Path) -> None:
+    import torch
+
+    from kubediffusers.runner.params import ImageToVideoParams
+    from kubediffusers.runner.safety import SafetyChecker
+    from kubediffusers.runner.settings import RunnerSettings
+    from kubediffusers.runner.types import GeneratedVideo, Work
+
+    settings = RunnerSettings(
+        task="image-to-video",
+        model_id="a/b",
+        model_dir=checker_cache,
+        safety_checker_enabled=True,
+        safety_checker_model_id=tiny.TINY_STRICT_SAFETY_CHECKER_ID,
+        safety_checker_policy="blank",
+    )
+    checker = SafetyChecker.load(settings, "cpu", torch.float32)
+    assert checker is not None
+    frames = [Image.new("RGB", (64, 64), (200, 30, 30)) for _ in range(3)]
+    params = ImageToVideoParams.model_construct(safety_check=True)
+    video = GeneratedVideo(frames=frames, seed=1, fps=7)
+    checker.check([Work(params=params, seed=1, num_images=1)], [[video]])
+    assert video.nsfw and all(frame.getextrema() == ((0, 0), (0, 0), (0, 0)) for frame in video.frames)
+
+
+def test_an_unfetched_safety_checker_is_a_not_ready_reason(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from kubediffusers.runner.app import create_app
+    from kubediffusers.runner.settings import RunnerSettings
+    from tests.runner.helpers import wait_until
+
+    tiny.ensure_tiny_model("text-to-image", tmp_path)
+    settings = RunnerSettings(task="text-to-image", model_id=SD, model_dir=tmp_path, device="cpu", safety_checker_enabled=True)
+    with TestClient(create_app(settings)) as client:
+        wait_until(lambda: client.get("/health").json()["status"] != "LOADING", what="model load")
+        health = client.get("/health").json()
+    assert health["status"] == "ERROR"
+    assert "safety checker CompVis/stable-diffusion-safety-checker@main is not in the cache" in health["detail"]
