@@ -29,11 +29,11 @@ RUNNER_LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("other APIs' models, defaults and statuses", ("compat",)),
     ("context", ("context",)),
     ("serving: model holder, worker, jobs, hardware", ("model", "worker", "jobs", "hardware")),
-    ("pipelines (torch)", ("pipelines", "optimizations")),
+    ("pipelines (torch)", ("pipelines", "optimizations", "adapters", "safety")),
     ("registry, request models, input checks", ("tasks", "params", "inputs", "loras", "schedulers", "video_families")),
     (
         "base: settings, errors, shared types, codecs, metrics, fetch",
-        ("types", "errors", "settings", "images", "encoding", "video", "metrics", "logs", "fetch", "__init__"),
+        ("types", "errors", "settings", "images", "encoding", "video", "metrics", "logs", "fetch", "addons", "snapshots", "__init__"),
     ),
 ]
 

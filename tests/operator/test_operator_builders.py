@@ -342,3 +342,43 @@ def test_every_example_container_requests_cpu_and_memory(name: str, doc: dict[st
         resources = container.get("resources") or {}
         requested = set(resources.get("requests") or {}) | set(resources.get("limits") or {})
         assert {"cpu", "memory"} <= requested, (name, container["name"], resources)
+
+
+ADD_ONS = {
+    "loras": [{"name": "pixel", "id": "nerijs/pixel-art-xl", "weightName": "pixel-art-xl.safetensors", "scale": 0.8}],
+    "runner": {"safetyChecker": {"enabled": True, "policy": "blank"}},
+}
+
+
+def test_add_ons_reach_the_fetch_init_container_and_the_runner() -> None:
+    """spec.loras and spec.runner.safetyChecker: one name each from the CR to the environment of both containers."""
+    deployment = build_deployment(pipeline_of(manifest(**ADD_ONS)), SETTINGS)
+    pod = deployment["spec"]["template"]["spec"]
+    fetch_env, runner_env = env_map(pod["initContainers"][0]["env"]), env_map(pod["containers"][0]["env"])
+    loras = '[{"name": "pixel", "id": "nerijs/pixel-art-xl", "revision": "main", "weight_name": "pixel-art-xl.safetensors", "scale": 0.8}]'
+    for env in (fetch_env, runner_env):
+        assert env["KUBEDIFFUSERS_LORAS"] == loras
+        assert env["KUBEDIFFUSERS_SAFETY_CHECKER_ENABLED"] == "true"
+    assert runner_env["KUBEDIFFUSERS_SAFETY_CHECKER_POLICY"] == "blank"
+    assert "KUBEDIFFUSERS_SAFETY_CHECKER_POLICY" not in fetch_env  # how flags are used is no concern of the fetcher
+    assert "KUBEDIFFUSERS_SAFETY_CHECKER_MODEL_ID" not in runner_env  # at its default: the runner's own applies
+    plain = env_map(build_runner_env(pipeline_of(manifest()), SETTINGS))
+    assert not {k for k in plain if "LORAS" in k or "SAFETY" in k}
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"loras": [{"name": "x", "id": "a/b", "weightName": "x.ckpt"}]},
+        {"loras": [{"name": "x", "id": "a/b"}, {"name": "x", "id": "a/c"}]},
+        {"loras": [{"name": "x", "id": "a/b"}] * 17},
+        {"runner": {"safetyChecker": {"policy": "delete"}}},
+    ],
+)
+def test_bad_add_ons_are_an_invalid_spec(spec: dict[str, Any]) -> None:
+    from pydantic import ValidationError
+
+    from kubediffusers.operator.spec import InferencePipelineSpec
+
+    with pytest.raises(ValidationError, match=r"loras|safetyChecker"):
+        InferencePipelineSpec.model_validate({"task": "text-to-image", "model": {"id": "a/b"}, **spec})

@@ -37,6 +37,10 @@ VARIANT_PATTERN = r"^[A-Za-z0-9_\-]+$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 # A browser origin (scheme://host[:port], no path), or * for any.
 CORS_ORIGIN_PATTERN = r"^(\*|https?://[A-Za-z0-9.\-\[\]:]+)$"
+ADAPTER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+WEIGHT_NAME_PATTERN = r"^[A-Za-z0-9_.\-][A-Za-z0-9_.\-/]*\.safetensors$"
+SAFETY_CHECKER_ID = "CompVis/stable-diffusion-safety-checker"
+MAX_LORA_SCALE = 10.0
 
 
 def _quantity_to_str(value: Any) -> Any:
@@ -269,6 +273,21 @@ class OptimizationsSpec(_Model):
         return self
 
 
+class SafetyCheckerSpec(_Model):
+    """A CLIP safety checker run on every generated image (livepeer's safety_check): real nsfw flags for every model."""
+
+    enabled: bool = Field(default=False, description="Fetch and run the safety checker; requests may skip it with safety_check: false.")
+    model_id: str = Field(
+        default=SAFETY_CHECKER_ID,
+        max_length=200,
+        pattern=MODEL_ID_PATTERN,
+        description="Repository of a diffusers StableDiffusionSafetyChecker (safetensors weights); fetched at main with the model.",
+    )
+    policy: Literal["flag", "blank"] = Field(
+        default="flag", description="flag: report nsfw: true and return the image; blank: also return a black image (every frame of a flagged video)."
+    )
+
+
 class RunnerSpec(_Model):
     """The runner container: image, queue, batching, optimizations and limits."""
 
@@ -316,6 +335,7 @@ class RunnerSpec(_Model):
     )
     output_quality: int | None = Field(default=None, ge=1, le=100, description="JPEG/WebP quality when a request names none (runner default 90).")
     optimizations: OptimizationsSpec = Field(default_factory=OptimizationsSpec, description="Speed and memory options.")
+    safety_checker: SafetyCheckerSpec = Field(default_factory=SafetyCheckerSpec, description="The safety checker (off by default).")
     limits: RunnerLimits = Field(default_factory=RunnerLimits, description="Per-request limits.")
     auth_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret key holding a bearer token; when set, inference routes need 'Authorization: Bearer <token>'."
@@ -428,6 +448,27 @@ class AutoscalingSpec(_Model):
         return self
 
 
+class LoraSpec(_Model):
+    """A LoRA adapter fetched with the model and loaded at start-up; requests apply it by name or id (livepeer's loras)."""
+
+    name: str = Field(pattern=ADAPTER_NAME_PATTERN, description="The adapter's name, unique in the pipeline; requests may name it or its id.")
+    id: str = Field(min_length=1, max_length=200, pattern=MODEL_ID_PATTERN, description="Hugging Face repository id of the adapter.")
+    revision: str = Field(default="main", min_length=1, max_length=200, pattern=REVISION_PATTERN, description="Branch, tag or commit of the repository.")
+    weight_name: str | None = Field(
+        default=None,
+        max_length=255,
+        pattern=WEIGHT_NAME_PATTERN,
+        description="The .safetensors file in the repository (only it is fetched). Unset: the repository's root safetensors.",
+    )
+    scale: float = Field(default=1.0, ge=0, le=MAX_LORA_SCALE, description="The weight used when a request names the adapter with null.")
+
+    @model_validator(mode="after")
+    def _inside_the_repository(self) -> LoraSpec:
+        if self.weight_name is not None and ".." in self.weight_name.split("/"):
+            raise ValueError("weightName must be a path inside the repository")
+        return self
+
+
 class InferencePipelineSpec(_Model):
     """Desired state: one task served by one model, cached on a volume, behind a Service."""
 
@@ -471,6 +512,11 @@ class InferencePipelineSpec(_Model):
         ),
     )
     runner: RunnerSpec = Field(default_factory=RunnerSpec, description="The runner container.")
+    loras: list[LoraSpec] = Field(
+        default_factory=list,
+        max_length=16,
+        description="LoRA adapters (safetensors) fetched with the model and loaded at start-up; each request picks up to 4 with weights.",
+    )
     service: ServiceSpec = Field(default_factory=ServiceSpec, description="The Service in front of the pods.")
     network_policy: NetworkPolicySpec = Field(
         default_factory=NetworkPolicySpec, description="Who may reach the runner pods (needs a network plugin that enforces NetworkPolicy)."
@@ -491,6 +537,15 @@ class InferencePipelineSpec(_Model):
     def most_replicas(self) -> int:
         """The most replicas this spec can run: what the storage layout must serve."""
         return self.autoscaling.max_replicas if self.autoscaling is not None else self.replicas
+
+    @model_validator(mode="after")
+    def _adapters_consistent(self) -> InferencePipelineSpec:
+        names = [lora.name for lora in self.loras]
+        if len(set(names)) != len(names):
+            raise ValueError(f"loras: adapter names must be unique, got {names}")
+        if self.loras and self.runner.optimizations.fuse_qkv:
+            raise ValueError("loras cannot be combined with runner.optimizations.fuseQkv (fused projections bypass the adapters)")
+        return self
 
 
 # ---- status (written by the operator; modelled here so the CRD schema is generated too)

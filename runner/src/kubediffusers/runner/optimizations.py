@@ -16,6 +16,7 @@ import torch
 
 from kubediffusers.runner.errors import ModelUnavailable, one_line
 from kubediffusers.runner.settings import Attention, CpuOffload, RunnerSettings
+from kubediffusers.runner.snapshots import locate
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,12 @@ def place(pipe: Any, settings: RunnerSettings, device: str) -> Any:
 
 def load_tiny_vae(settings: RunnerSettings, dtype: torch.dtype) -> Any:
     from diffusers import AutoencoderTiny
-    from huggingface_hub import snapshot_download
 
     assert settings.tiny_vae_id is not None
+    # The fetcher takes the tiny VAE at main, default weights (addons.add_ons, fetch.config: for_add_on).
+    snapshot = locate(settings.model_dir, settings.tiny_vae_id, "main", what="tiny VAE").path
     try:
-        path = snapshot_download(settings.tiny_vae_id, cache_dir=settings.model_dir, local_files_only=True)
-        return AutoencoderTiny.from_pretrained(path, dtype=dtype, use_safetensors=True, local_files_only=True)
+        return AutoencoderTiny.from_pretrained(snapshot, dtype=dtype, use_safetensors=True, local_files_only=True)
     except Exception as exc:  # any failure here means the option cannot be honoured
         raise ModelUnavailable(
             f"tiny VAE {settings.tiny_vae_id} is not usable from the cache ({one_line(exc, 300)}); "

@@ -13,13 +13,15 @@ A field every task gains (loras, scheduler, output_format, ...) goes on
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import File, UploadFile
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from kubediffusers.runner import loras, schedulers
+from kubediffusers.runner import schedulers
 from kubediffusers.runner.errors import InvalidInput
+from kubediffusers.runner.loras import MAX_LORAS, pick_adapters
 from kubediffusers.runner.settings import ImageFormat, RunnerSettings
 
 MAX_SEED = 2**63 - 1 - 64  # torch seeds are 64-bit; leave room for seed + i
@@ -38,14 +40,35 @@ ModelId = Annotated[
     str,
     Field(max_length=200, description="The served model's id, or empty; another id is a 400 (livepeer ai-runner's clients send it on every request)."),
 ]
-Loras = Annotated[str, Field(max_length=4000, description=loras.DESCRIPTION)]
-SafetyCheck = Annotated[bool, Field(description="Run the safety checker on the outputs where one is loaded (nsfw in the answer).")]
 Scheduler = Annotated[str | None, Field(max_length=64, description=schedulers.DESCRIPTION)]
 OutputFormat = Annotated[
     ImageFormat | None,
     Field(description="Image encoding: png (lossless), jpeg or webp. Default: the runner's (png), or Accept's for a raw single image."),
 ]
 OutputQuality = Annotated[int | None, Field(ge=1, le=100, description="JPEG/WebP quality, 1-100. Default: the runner's (90).")]
+
+
+def _json_text(value: object) -> object:
+    # livepeer sends loras as a JSON string (a form field can be nothing else); a JSON body may send the object.
+    return json.dumps(value) if isinstance(value, dict) else value
+
+
+Loras = Annotated[
+    str,
+    BeforeValidator(_json_text),
+    Field(
+        max_length=4000,
+        description=(
+            f'LoRA adapters to apply, as livepeer sends them: a JSON object {{"<repo id or adapter name>": weight}} (a string; '
+            f"a JSON body may send the object), at most {MAX_LORAS}, weights 0-10 (null: the declared scale). Only adapters "
+            "declared in spec.loras; none: the model alone."
+        ),
+    ),
+]
+SafetyCheck = Annotated[
+    bool,
+    Field(description="Run the runner's safety checker (when enabled) on the outputs and report nsfw; false skips it (livepeer's field)."),
+]
 
 
 def upload(description: str) -> object:
@@ -94,8 +117,7 @@ class TaskParams(BaseModel):
         if self.model_id and self.model_id != settings.model_id:
             # livepeer ai-runner's words, so its clients' logs read the same.
             raise InvalidInput(f"pipeline configured with {settings.model_id} but called with {self.model_id}.")
-        # No adapters are declared until the LoRA work (issue 13) loads them.
-        loras.check(loras.parse(self.loras), declared=())
+        pick_adapters(self.loras, settings.loras)  # 400 for an adapter the runner does not declare
 
 
 class ImagesParams(TaskParams):

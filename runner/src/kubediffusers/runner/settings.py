@@ -10,7 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "KUBEDIFFUSERS_"
@@ -22,6 +22,39 @@ MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9_.\-]+)?$"
 REVISION_PATTERN = r"^[A-Za-z0-9_.\-/]+$"
 # No dot: diffusers names variant weights <name>.<variant>.safetensors.
 VARIANT_PATTERN = r"^[A-Za-z0-9_\-]+$"
+
+
+# Add-ons (fetched with the model, loaded at start-up: kubediffusers.runner.addons).
+SAFETY_CHECKER_ID = "CompVis/stable-diffusion-safety-checker"
+ADAPTER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+# safetensors only; a path inside the repository, never above it (checked again by LoraAdapter).
+WEIGHT_NAME_PATTERN = r"^[A-Za-z0-9_.\-][A-Za-z0-9_.\-/]*\.safetensors$"
+MAX_LORA_SCALE = 10.0
+
+
+class LoraAdapter(BaseModel):
+    """One declared LoRA adapter (spec.loras[]): fetched with the model, loaded at start-up under its name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=ADAPTER_NAME_PATTERN, description="Adapter name requests use (or the repository id).")
+    id: str = Field(pattern=MODEL_ID_PATTERN, description="Hugging Face repository id of the adapter.")
+    revision: str = Field(default="main", min_length=1, pattern=REVISION_PATTERN, description="Branch, tag or commit.")
+    weight_name: str | None = Field(
+        default=None, pattern=WEIGHT_NAME_PATTERN, description="The .safetensors file in the repository; unset: the one diffusers finds at its root."
+    )
+    scale: float = Field(default=1.0, ge=0, le=MAX_LORA_SCALE, description="Weight when a request names the adapter with null.")
+
+    @model_validator(mode="after")
+    def _inside_the_repository(self) -> LoraAdapter:
+        if self.weight_name is not None and ".." in self.weight_name.split("/"):
+            raise ValueError("weight_name must be a path inside the repository")
+        return self
+
+
+class SafetyPolicy(StrEnum):
+    FLAG = "flag"  # report nsfw: true, return the image as generated
+    BLANK = "blank"  # report nsfw: true and return a black image of the same size
 
 
 class Task(StrEnum):
@@ -223,12 +256,23 @@ class RunnerSettings(BaseSettings):
             raise ValueError("the token must be printable ASCII without spaces, as an Authorization header carries it")
         return value
 
+    # -- add-ons (fetched with the model: kubediffusers.runner.addons) ----------
+    loras: list[LoraAdapter] = Field(default=[], max_length=16, description="LoRA adapters loaded at start-up (a JSON list); requests pick them by name or id.")
+    safety_checker_enabled: bool = Field(default=False, description="Run a safety checker on every generated image; requests may skip it (safety_check).")
+    safety_checker_model_id: str = Field(default=SAFETY_CHECKER_ID, pattern=MODEL_ID_PATTERN, description="Repository of the safety checker (CLIP-based).")
+    safety_checker_policy: SafetyPolicy = Field(default=SafetyPolicy.FLAG, description="flag: report nsfw only; blank: also return flagged images black.")
+
     @model_validator(mode="after")
     def _sizes_consistent(self) -> RunnerSettings:
         if self.max_upload_pixels < self.max_pixels:
             raise ValueError("max_upload_pixels must be at least max_pixels")
         if self.cpu_offload is not CpuOffload.NONE and (self.compile_unet or self.compile_vae):
             raise ValueError("cpu_offload cannot be combined with torch.compile")
+        names = [lora.name for lora in self.loras]
+        if len(set(names)) != len(names):
+            raise ValueError(f"loras: adapter names must be unique, got {names}")
+        if self.loras and self.fuse_qkv:
+            raise ValueError("fuse_qkv cannot be combined with loras (fused projections bypass the adapters)")
         return self
 
     def resolved_drain_seconds(self) -> float:

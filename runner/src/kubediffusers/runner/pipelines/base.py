@@ -21,11 +21,13 @@ import torch
 from PIL import Image
 
 from kubediffusers.runner import optimizations, schedulers
+from kubediffusers.runner.adapters import Adapters
 from kubediffusers.runner.errors import GpuOutOfMemory, InvalidInput, ModelUnavailable, one_line
 from kubediffusers.runner.params import TaskParams
 from kubediffusers.runner.pipelines.postprocess import to_images
 from kubediffusers.runner.pipelines.prompt_cache import PromptCache
 from kubediffusers.runner.pipelines.support import check_task_support
+from kubediffusers.runner.safety import SafetyChecker
 from kubediffusers.runner.settings import DType, RunnerSettings, Task
 from kubediffusers.runner.types import GeneratedImage, StepCallback, Work
 
@@ -40,6 +42,9 @@ class TaskPipeline(ABC):
     task: ClassVar[Task]
     # Whether a request may pick a scheduler (schedulers.SCHEDULERS); False keeps the checkpoint's.
     per_request_scheduler: ClassVar[bool] = True
+    # Add-ons loaded with the model (None: not configured): LoRA adapters and the safety checker.
+    adapters: Adapters | None = None
+    safety: SafetyChecker | None = None
 
     def __init__(self, pipe: Any, device: str) -> None:
         self.pipe = pipe
@@ -79,10 +84,12 @@ class TaskPipeline(ABC):
             raise ModelUnavailable(f"cannot load {settings.model_id} for {cls.task.value}: {one_line(exc)}") from None
         pipe = optimizations.place(pipe, settings, device)
         pipe.set_progress_bar_config(disable=True)
+        adapters = Adapters.load(pipe, settings)  # before compiling: the compiled graph then includes them
         applied = optimizations.apply(pipe, settings, dtype)
         log.info("optimizations: %s", ", ".join(applied) or "none")
         pipeline = cls(pipe, device)
         pipeline.prompt_cache = PromptCache(settings.prompt_cache_size)
+        pipeline.adapters, pipeline.safety = adapters, SafetyChecker.load(settings, device, dtype)
         return pipeline
 
     # -- preparing a request ----------------------------------------------
@@ -118,6 +125,22 @@ class TaskPipeline(ABC):
         if len(works) != 1:
             raise ValueError(f"{type(self).__name__} does not batch")
         return [self.run(works[0], on_step)]
+
+    # -- what the worker runs: the add-ons around run_batch --------------------
+
+    def job_key(self, work: Work) -> Hashable | None:
+        """``batch_key`` plus the request's LoRA adapters: different adapter sets never share a call."""
+        key = self.batch_key(work)
+        return None if key is None else (key, self.adapters.pick(work.params) if self.adapters else ())
+
+    def generate(self, works: list[Work], on_step: StepCallback | None = None) -> list[list[Any]]:
+        """The worker's entry point: the works' adapters, the call, then the safety check."""
+        if self.adapters is not None:
+            self.adapters.activate(self.adapters.pick(works[0].params))
+        results = self.run_batch(works, on_step)
+        if self.safety is not None:
+            self.safety.check(works, results)
+        return results
 
     @abstractmethod
     def warmup_work(self) -> Work:

@@ -186,8 +186,8 @@ def new_job(ctx: RunnerContext, work: Work, disconnected: Disconnected | None = 
     pipeline = ctx.model.require_ready()
     return Job(
         work=work,
-        execute=pipeline.run_batch,
-        batch_key=pipeline.batch_key(work),
+        execute=pipeline.generate,  # run_batch with the add-ons: adapters before, safety check after
+        batch_key=pipeline.job_key(work),
         weight=work.num_images,
         disconnected=disconnected,
     )
