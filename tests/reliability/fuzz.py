@@ -67,6 +67,12 @@ class RouteReport:
         return f"{self.label:<32} {self.mode:<8} {self.cases:>6} cases {self.seconds:>7.1f}s  {{{statuses}}} failures: {len(self.failures)}{extra}"
 
 
+def path_of(response: Any) -> str:
+    """The request's path, from a requests or an httpx response."""
+    request = response.request
+    return str(request.path_url) if hasattr(request, "path_url") else str(request.url.path)
+
+
 def check_response(response: requests.Response) -> list[str]:
     """What is wrong with one answer (empty when it is fine)."""
     problems = []
@@ -81,7 +87,7 @@ def check_response(response: requests.Response) -> list[str]:
         except ValueError:
             return [*problems, f"{status} body is not JSON: {response.text[:200]!r}"]
         detail = body.get("detail") if isinstance(body, dict) else None
-        if response.request.path_url.startswith(PICO_PREFIX):
+        if path_of(response).startswith(PICO_PREFIX):
             # PICO's routes answer in PICO's shapes (docs/runner-api.md): {"detail": str}, FastAPI's 422 list.
             shaped = isinstance(detail, str) or (status == 422 and isinstance(detail, list))
         else:
