@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from kubediffusers.runner import schedulers
 from kubediffusers.runner.params import TextToImageParams
 from kubediffusers.runner.types import Work
-from tests.runner.helpers import assert_error, decode, gated, metric, png
+from tests.runner.helpers import assert_error, decode, gated, metric, png, wait_until
 
 BODY = {"prompt": "a red cube", "height": 64, "width": 64, "num_inference_steps": 2, "seed": 5}
 
@@ -65,12 +65,12 @@ def test_requests_with_different_schedulers_never_share_a_batch(make_client) -> 
     assert pipeline.batch_key(work("ddim")) == pipeline.batch_key(work("ddim"))
     # Four queued requests, two schedulers: two pipeline calls of two requests each.
     bodies = [{**BODY, "seed": i, "scheduler": name} for i, name in enumerate(["ddim", "unipc", "ddim", "unipc"])]
-    with gated(client) as gate, ThreadPoolExecutor(len(bodies) + 1) as pool:
+    # The gate opens before the pool waits for its futures, so a failure here fails the test instead of hanging it.
+    with ThreadPoolExecutor(len(bodies) + 1) as pool, gated(client) as gate:
         first = pool.submit(client.post, "/text-to-image", json={**BODY, "prompt": "first"})
         gate.wait_entered()
         futures = [pool.submit(client.post, "/text-to-image", json=body) for body in bodies]
-        while client.app.state.context.worker.depth < len(bodies):
-            pass
+        wait_until(lambda: client.app.state.context.worker.depth >= len(bodies), timeout=30)
         gate.release.set()
         assert first.result().status_code == 200
         assert all(f.result().status_code == 200 for f in futures)
