@@ -24,15 +24,16 @@ RUNNER = "kubediffusers.runner"
 # Top to bottom; a module belongs to the first layer with a prefix of its name
 # (relative to kubediffusers.runner). Importing down or sideways is fine.
 RUNNER_LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("entry points and dev tools", ("cli", "openapi", "app", "dev")),
-    ("http: routes and middleware", ("routes", "auth", "middleware")),
+    ("entry points and dev tools", ("cli", "server", "openapi", "app", "dev")),
+    ("http: routes, middleware, drain", ("routes", "auth", "middleware", "drain")),
+    ("other APIs' models, defaults and statuses", ("compat",)),
     ("context", ("context",)),
-    ("serving: model holder, worker, jobs", ("model", "worker", "jobs")),
-    ("pipelines (torch)", ("pipelines", "optimizations", "hotpath", "feature_reuse")),
-    ("registry, request models, input checks", ("tasks", "families", "params", "inputs")),
+    ("serving: model holder, worker, jobs, hardware", ("model", "worker", "jobs", "hardware")),
+    ("pipelines (torch)", ("pipelines", "optimizations", "hotpath", "feature_reuse", "adapters", "safety")),
+    ("registry, request models, input checks", ("tasks", "families", "params", "inputs", "loras", "schedulers")),
     (
         "base: settings, errors, shared types, codecs, metrics, fetch",
-        ("types", "errors", "settings", "images", "video", "metrics", "logs", "fetch", "__init__"),
+        ("types", "errors", "settings", "images", "encoding", "video", "metrics", "logs", "fetch", "addons", "snapshots", "__init__"),
     ),
 ]
 

@@ -5,6 +5,7 @@
     .venv/bin/python hack/reliability.py overload [--clients 256] [--rounds 10]
     .venv/bin/python hack/reliability.py soak     [--requests 3000] [--task text-to-image]
     .venv/bin/python hack/reliability.py storm    [--pipelines 300] [--restarts 1]
+    .venv/bin/python hack/reliability.py hostile  [--flood-mib 256] [--sockets 2000]
     .venv/bin/python hack/reliability.py all
 
 Each runs the same code as the bounded tests in tests/reliability (real
@@ -119,6 +120,141 @@ def storm(args: argparse.Namespace) -> bool:
     return asyncio.run(main())
 
 
+def hostile(args: argparse.Namespace) -> bool:
+    """Hostile clients and shutdown (issue 12): peak memory under a header flood and
+    an unknown-key flood, connections held under an idle-socket flood, slow
+    readers cut, and the drain's times."""
+    import json
+    import signal
+    import threading
+
+    import httpx
+
+    from tests.reliability.test_connections import connect, flood, read_answer
+
+    MiB = 1024 * 1024
+    ok = True
+
+    def peak_during(runner: RunnerProcess, action: object) -> tuple[int, object]:
+        """(peak RSS growth in bytes, action's result) while ``action()`` runs."""
+        base = runner.sample().rss
+        peak = base
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, runner.sample().rss)
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            result = action()  # type: ignore[operator]
+        finally:
+            done.set()
+            sampler.join()
+        return peak - base, result
+
+    env = {"KUBEDIFFUSERS_MAX_CONNECTIONS": "1000", "KUBEDIFFUSERS_LOG_LEVEL": "warning"}
+    with RunnerProcess(MODELS, "text-to-image", env=env) as runner:
+        print("## hostile clients (text-to-image runner, defaults but the cheap limits)")
+        for name, head, line in (
+            ("header lines", b"GET /healthz HTTP/1.1\r\nHost: x\r\n", b"X-Pad: " + b"a" * 1000 + b"\r\n"),
+            ("endless header value", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ", b"a" * 65536),
+            ("endless URL", b"GET /healthz?", b"a" * 65536),
+        ):
+
+            def attack(head: bytes = head, line: bytes = line) -> tuple[int, bytes]:
+                with connect(runner) as sock:
+                    sent = flood(sock, head, line, args.flood_mib * MiB)
+                    return sent, read_answer(sock)[:40]
+
+            grown, (sent, answer) = peak_during(runner, attack)  # type: ignore[misc]
+            status_line = answer.split(b"\r\n")[0].decode()
+            print(f"{name}: server took {sent / MiB:.2f} MiB of {args.flood_mib} MiB, answered {status_line!r}, peak RSS +{grown / MiB:.1f} MiB")
+            ok &= answer.startswith(b"HTTP/1.1 431") and grown < 64 * MiB
+
+        body = json.dumps({f"k{i}": 0 for i in range(1_350_000)}).encode()
+        started = time.monotonic()
+        grown, r = peak_during(
+            runner, lambda: httpx.post(runner.url + "/text-to-image", content=body, headers={"Content-Type": "application/json"}, timeout=120)
+        )
+        print(
+            f"unknown-key flood ({len(body) / MiB:.0f} MiB, 1.35 M keys): {r.status_code} in {time.monotonic() - started:.2f}s, answer {len(r.content)} bytes, peak RSS +{grown / MiB:.1f} MiB"
+        )  # type: ignore[attr-defined]
+        ok &= r.status_code == 413  # type: ignore[attr-defined]
+        keys = {"prompt": "x", **{f"k{i}": 0 for i in range(60_000)}}
+        started = time.monotonic()
+        grown, r = peak_during(runner, lambda: httpx.post(runner.url + "/text-to-image", json=keys, timeout=120))
+        print(
+            f"unknown-key flood within the 1 MiB JSON limit (60 000 keys): {r.status_code} in {time.monotonic() - started:.2f}s, answer {len(r.content)} bytes, peak RSS +{grown / MiB:.1f} MiB"
+        )  # type: ignore[attr-defined]
+        ok &= r.status_code == 422 and len(r.content) < 16 * 1024  # type: ignore[attr-defined]
+
+        before = runner.sample().fds
+        sockets = []
+        for _ in range(args.sockets):
+            try:
+                sockets.append(connect(runner))
+            except OSError as exc:
+                print(f"the client ran out of sockets after {len(sockets)}: {exc}")
+                break
+        time.sleep(0.5)
+        held = runner.sample().fds - before
+        probes = []
+        for _ in range(20):
+            t0 = time.monotonic()
+            status = httpx.get(runner.url + "/readyz", timeout=10).status_code
+            probes.append((status, time.monotonic() - t0))
+        good = runner.good_request().status_code
+        for sock in sockets:
+            sock.close()
+        worst = max(t for _, t in probes)
+        print(
+            f"idle-socket flood: {len(sockets)} sockets opened, server holds {held} more fds; /readyz {sorted({s for s, _ in probes})} (slowest {worst * 1000:.0f} ms); a generation -> {good}"
+        )
+        ok &= held <= 1000 + 2 and all(s == 200 for s, _ in probes) and good == 200
+
+    env = {"KUBEDIFFUSERS_MAX_STEPS": "1000", "KUBEDIFFUSERS_LOG_LEVEL": "warning"}
+    for drain_seconds, steps in ((120, 40), (3, 1000)):
+        with RunnerProcess(MODELS, "text-to-image", env={**env, "KUBEDIFFUSERS_DRAIN_SECONDS": str(drain_seconds)}) as runner:
+            results: list[int] = []
+
+            def post(steps: int = steps, results: list[int] = results) -> None:
+                results.append(httpx.post(runner.url + "/text-to-image", json={"prompt": "x", "num_inference_steps": steps}, timeout=300).status_code)
+
+            threads = [threading.Thread(target=post) for _ in range(3)]
+            for thread in threads:
+                thread.start()
+            while httpx.get(runner.url + "/health").json()["queue_depth"] < 2:
+                time.sleep(0.05)
+            readers = []
+            for _ in range(3):  # clients that never read their answers
+                sock = connect(runner, rcvbuf=4096)
+                sock.settimeout(0.5)
+                try:
+                    for _ in range(2000):
+                        sock.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+                except OSError:
+                    pass
+                readers.append(sock)
+            started = time.monotonic()
+            assert runner.proc is not None
+            runner.proc.send_signal(signal.SIGTERM)
+            for thread in threads:
+                thread.join()
+            code = runner.proc.wait(120)
+            took = time.monotonic() - started
+            for sock in readers:
+                sock.close()
+            print(
+                f"drain {drain_seconds}s, 1 running + 2 queued x {steps} steps, 3 slow readers: answers {sorted(results)}, exit {code} {took:.1f}s after SIGTERM"
+            )
+            ok &= code == 0 and (results == [200] * 3 if drain_seconds > 100 else set(results) == {503})
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,15 +272,19 @@ def main() -> int:
     p = sub.add_parser("storm")
     p.add_argument("--pipelines", type=int, default=300)
     p.add_argument("--seed", type=int, default=1)
+    p = sub.add_parser("hostile")
+    p.add_argument("--flood-mib", type=int, default=256, help="bytes of request head each flood sends")
+    p.add_argument("--sockets", type=int, default=2000, help="idle sockets the connection flood opens")
     sub.add_parser("all")
     args = parser.parse_args()
-    commands = {"fuzz": fuzz, "overload": overload, "soak": soak, "storm": storm}
+    commands = {"fuzz": fuzz, "overload": overload, "soak": soak, "storm": storm, "hostile": hostile}
     if args.command == "all":
         defaults = {
             "fuzz": argparse.Namespace(examples=1000, seed=None),
             "overload": argparse.Namespace(clients=256, rounds=10, queue=16),
             "soak": argparse.Namespace(requests=3000, warmup=100, task="text-to-image"),
             "storm": argparse.Namespace(pipelines=300, seed=1),
+            "hostile": argparse.Namespace(flood_mib=256, sockets=2000),
         }
         results = {name: commands[name](ns) for name, ns in defaults.items()}
         print({name: "ok" if ok else "FAILED" for name, ok in results.items()})

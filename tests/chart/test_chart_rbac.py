@@ -29,6 +29,7 @@ from kubediffusers.operator.pipeline import Pipeline
 from kubediffusers.operator.runtime import Runtime
 from kubediffusers.operator.settings import OperatorSettings
 from kubediffusers.operator.spec import GROUP, PLURAL, VERSION
+from tests.operator.fakecluster import FakeCluster
 
 from .helpers import NAMESPACE, NON_DEFAULT, one, render
 
@@ -36,7 +37,7 @@ Permission = tuple[str, str, str]  # (api group, resource[/subresource], verb)
 FORBIDDEN_VERBS = {"*", "delete", "deletecollection", "escalate", "bind", "impersonate", "update"}
 # Declared but never exercised against the emulator: the API server asks for it only
 # with the OwnerReferencesPermissionEnforcement admission plugin (blockOwnerDeletion).
-NOT_TRACEABLE: set[Permission] = {(GROUP, f"{PLURAL}/finalizers", "update")}
+NOT_TRACEABLE: set[Permission] = {(GROUP, f"{PLURAL}/finalizers", "update"), ("", "persistentvolumeclaims", "delete")}
 SA = "kd-kubediffusers"
 _versions = itertools.count(1)
 
@@ -85,6 +86,9 @@ def test_no_wildcards_no_deletes_no_escalation(values: dict[str, Any]) -> None:
                 assert set(rule) == {"apiGroups", "resources", "verbs"}, rule  # no nonResourceURLs, no resourceNames games
                 assert "*" not in rule["apiGroups"] + rule["resources"]
                 verbs = set(rule["verbs"]) - ({"update"} if rule["resources"] == [f"{PLURAL}/finalizers"] else set())
+                # OwnerReferencesPermissionEnforcement: changing a claim's owner reference (deletePolicy Delete <-> Retain)
+                # needs delete on it; the operator never sends a DELETE (the emulator tests check both, tests/operator).
+                verbs -= {"delete"} if rule["resources"] == ["persistentvolumeclaims"] else set()
                 assert not verbs & FORBIDDEN_VERBS, rule
         else:
             assert obj["roleRef"]["name"] == SA  # only our own roles: never cluster-admin, edit, ...
@@ -118,6 +122,9 @@ def test_declared_rules_cover_every_kind_the_builders_make() -> None:
     children = build_children(Pipeline.from_manifest(body), OperatorSettings())
     granted = flatten(permissions.namespace_rules())
     assert {c["kind"] for c in children} == {"PersistentVolumeClaim", "Deployment", "Service"}
+    body["spec"]["autoscaling"] = {"minReplicas": 0, "maxReplicas": 2, "prometheusAddress": "http://prom:9090"}
+    children += build_children(Pipeline.from_manifest(body), OperatorSettings())
+    assert {c["kind"] for c in children} >= {"ScaledObject", "HTTPScaledObject"}
     for child in children:
         group = child["apiVersion"].rpartition("/")[0]
         for verb in ("get", "create", "patch"):  # apply.py: get, create when missing, server-side apply when drifted
@@ -127,11 +134,12 @@ def test_declared_rules_cover_every_kind_the_builders_make() -> None:
 # ---- the real operator against an emulated API server: every request is allowed, every rule is used
 
 
-class Recorder(kmock.KubernetesEmulator):
-    """KMock's emulator, stamping uids and names the way an API server does, and
-    answering /api/v1/namespaces itself (KMock cannot parse that path)."""
+class Recorder(FakeCluster):
+    """The operator tests' emulator (server-side apply included), stamping uids and names the way
+    an API server does, and answering /api/v1/namespaces itself (KMock cannot parse that path)."""
 
     namespace_requests: list[tuple[str, str]]  # (verb, Authorization header)
+    apply_creates: set[int]  # ids of apply requests that created their object: the API server checks create too
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         if raw_request.path.rstrip("/") != "/api/v1/namespaces":
@@ -147,6 +155,10 @@ class Recorder(kmock.KubernetesEmulator):
         return response  # pragma: no cover
 
     async def _handle(self, request: kmock.Request) -> Any:
+        if request.method == "PATCH" and request.headers.get("Content-Type", "").startswith("application/apply-patch") and request.resource is not None:
+            key = (request.resource, request.namespace, request.name)
+            if key not in self._objects or self._objects[key].deleted:
+                self.apply_creates.add(id(request))
         if request.method in ("POST", "PATCH", "PUT") and isinstance(request.data, dict) and request.resource is not None:
             meta = request.data.setdefault("metadata", {})
             meta["resourceVersion"] = str(next(_versions))  # kopf tells changes apart by resourceVersion
@@ -163,11 +175,15 @@ class Recorder(kmock.KubernetesEmulator):
 async def emulated_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Recorder]:
     async with Recorder() as fake, kmock.Server(fake):
         fake.namespace_requests = []
+        fake.apply_creates = set()
         fake.resources.load_bundled()
         for plural, kind, namespaced in (("clusterkopfpeerings", "ClusterKopfPeering", False), ("kopfpeerings", "KopfPeering", True)):
             fake.resources[f"kopf.dev/v1/{plural}"] = kmock.ResourceInfo(
                 kind=kind, singular=kind.lower(), namespaced=namespaced, verbs={"create", "get", "list", "patch", "watch"}
             )
+        # KEDA and its HTTP add-on, installed (spec.autoscaling).
+        for resource, kind in (("keda.sh/v1alpha1/scaledobjects", "ScaledObject"), ("http.keda.sh/v1alpha1/httpscaledobjects", "HTTPScaledObject")):
+            fake.resources[resource] = kmock.ResourceInfo(kind=kind, singular=kind.lower(), namespaced=True, verbs={"create", "get", "list", "patch", "watch"})
         fake.resources[f"{GROUP}/{VERSION}/{PLURAL}"] = kmock.ResourceInfo(
             kind="InferencePipeline",
             singular="inferencepipeline",
@@ -211,6 +227,8 @@ def operator_requests(fake: Recorder) -> list[tuple[str | None, Permission]]:
         verb = {"PATCH": "patch", "PUT": "update"}.get(request.method.name, "") if action == "UPDATE" else VERBS[action]
         resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
         out.append((request.namespace, (request.resource.group or "", resource, verb)))
+        if id(request) in fake.apply_creates:
+            out.append((request.namespace, (request.resource.group or "", resource, "create")))
     out += [(None, ("", "namespaces", verb)) for verb, auth in fake.namespace_requests if "operator-token" in auth]
     return out
 
@@ -252,12 +270,19 @@ async def run_operator_through_a_lifecycle(fake: Recorder, namespaces: list[str]
         await call(fake, "POST", pipelines, {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferencePipeline", "metadata": {"name": "sd"}, "spec": sd})
         up = {"task": "upscale", "model": {"id": "a/up"}, "storage": {"existingClaim": "shared"}}
         await call(fake, "POST", pipelines, {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferencePipeline", "metadata": {"name": "up"}, "spec": up})
+        # Scale to zero: a ScaledObject and an HTTPScaledObject.
+        auto = {
+            "task": "text-to-image",
+            "model": {"id": "a/auto"},
+            "autoscaling": {"minReplicas": 0, "maxReplicas": 2, "prometheusAddress": "http://prom:9090"},
+        }
+        await call(fake, "POST", pipelines, {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferencePipeline", "metadata": {"name": "auto"}, "spec": auto})
 
         def seen(*wanted: tuple[str, str]) -> bool:
             done = {(resource, verb) for _, (_, resource, verb) in operator_requests(fake)}
             return all(w in done for w in wanted)
 
-        first = [("deployments", "create"), (f"{PLURAL}/status", "patch"), ("events", "create")]
+        first = [("deployments", "create"), (f"{PLURAL}/status", "patch"), ("events", "create"), ("scaledobjects", "create"), ("httpscaledobjects", "create")]
         first += [(o["kind"].lower() + "s", "patch") for o in peering]  # kopf's keep-alive in the peering object
         await eventually(lambda: seen(*first), what=lambda: sorted({p for _, p in operator_requests(fake)}))
         # A spec change re-applies every child (server-side apply: patch).
@@ -265,8 +290,25 @@ async def run_operator_through_a_lifecycle(fake: Recorder, namespaces: list[str]
             "spec": {"model": {"revision": "v2"}, "service": {"port": 8080}, "storage": {"size": "30Gi"}, "networkPolicy": {"allowedNamespaces": ["gateway"]}}
         }
         await call(fake, "PATCH", f"{pipelines}/sd", change)
+        await call(fake, "PATCH", f"{pipelines}/auto", {"spec": {"autoscaling": {"maxReplicas": 3}}})
+        # A runner pod that does not start: the operator lists Warning events to say why.
+        labels = {
+            "app.kubernetes.io/name": "kubediffusers-runner",
+            "app.kubernetes.io/instance": "sd",
+            "app.kubernetes.io/managed-by": "kubediffusers-operator",
+        }
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sd-1", "labels": labels}, "spec": {"containers": [{"name": "runner", "image": "x:1"}]}}
+        await call(fake, "POST", f"/api/v1/namespaces/{ns}/pods", pod)
         await eventually(
-            lambda: seen(("deployments", "patch"), ("services", "patch"), ("persistentvolumeclaims", "patch"), ("networkpolicies", "patch")),
+            lambda: seen(
+                ("deployments", "patch"),
+                ("services", "patch"),
+                ("persistentvolumeclaims", "patch"),
+                ("networkpolicies", "patch"),
+                ("scaledobjects", "patch"),
+                ("httpscaledobjects", "patch"),
+                ("events", "list"),
+            ),
             what=lambda: sorted({p for _, p in operator_requests(fake)}),
         )
     finally:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from kubediffusers.operator.spec import InferencePipelineSpec
-from tests.operator.ophelpers import to_jsonschema
+from tests.operator.helpers import to_jsonschema
 
 from .helpers import ROOT, validate
 

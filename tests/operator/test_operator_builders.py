@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import kubernetes_validate
 import pytest
-from ophelpers import K8S_VERSIONS, example_docs, manifest
 
 from kubediffusers.operator import names
 from kubediffusers.operator.builders import build_children, build_claim, build_deployment, build_fetch_env, build_runner_env, build_service
 from kubediffusers.operator.pipeline import Pipeline
 from kubediffusers.operator.settings import OperatorSettings
+from tests.operator.helpers import K8S_VERSIONS, example_docs, manifest, validate_object
 
 SETTINGS = OperatorSettings(runner_image="registry.example/runner:1", hf_endpoint="https://hub.mirror.example")
 
@@ -82,7 +81,7 @@ def assert_restricted(pod_spec: dict[str, Any]) -> None:
 @pytest.mark.parametrize(("case", "doc"), CASES, ids=[c for c, _ in CASES])
 def test_children_are_valid_kubernetes_objects(case: str, doc: dict[str, Any], version: str) -> None:
     for obj in build_children(pipeline_of(doc), SETTINGS):
-        kubernetes_validate.validate(obj, version, strict=True)
+        validate_object(obj, version)  # KEDA's kinds (spec.autoscaling) against their CRDs
 
 
 @pytest.mark.parametrize(("case", "doc"), CASES, ids=[c for c, _ in CASES])
@@ -139,7 +138,7 @@ def test_objects_and_names() -> None:
     assert runner["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     startup = runner["startupProbe"]
     assert startup["httpGet"]["path"] == "/readyz" and startup["failureThreshold"] * startup["periodSeconds"] >= 3600
-    assert pod["volumes"] == [{"name": "models", "persistentVolumeClaim": {"claimName": "sd-models"}}, {"name": "tmp", "emptyDir": {}}]
+    assert pod["volumes"] == [{"name": "models", "persistentVolumeClaim": {"claimName": "sd-models"}}, {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}}]
     assert pod["securityContext"]["fsGroup"] == 1000 and pod["automountServiceAccountToken"] is False
     # The operator's default requests (settings.runner_cpu_request/_memory_request): never BestEffort.
     assert runner["resources"] == {"requests": {"cpu": "1", "memory": "4Gi"}} and "nodeSelector" not in pod
@@ -333,3 +332,53 @@ def test_tasks_agree_with_the_runner() -> None:
     from kubediffusers.operator.spec import Task
 
     assert [t.value for t in Task] == [t.value for t in runner_settings.Task]
+
+
+@pytest.mark.parametrize(("name", "doc"), example_docs(), ids=[n for n, _ in example_docs()])
+def test_every_example_container_requests_cpu_and_memory(name: str, doc: dict[str, Any]) -> None:
+    """As a namespace with a cpu/memory ResourceQuota requires (requests default to limits, as the API server does)."""
+    pod = build_deployment(pipeline_of(doc), SETTINGS)["spec"]["template"]["spec"]
+    for container in pod["initContainers"] + pod["containers"]:
+        resources = container.get("resources") or {}
+        requested = set(resources.get("requests") or {}) | set(resources.get("limits") or {})
+        assert {"cpu", "memory"} <= requested, (name, container["name"], resources)
+
+
+ADD_ONS = {
+    "loras": [{"name": "pixel", "id": "nerijs/pixel-art-xl", "weightName": "pixel-art-xl.safetensors", "scale": 0.8}],
+    "runner": {"safetyChecker": {"enabled": True, "policy": "blank"}},
+}
+
+
+def test_add_ons_reach_the_fetch_init_container_and_the_runner() -> None:
+    """spec.loras and spec.runner.safetyChecker: one name each from the CR to the environment of both containers."""
+    deployment = build_deployment(pipeline_of(manifest(**ADD_ONS)), SETTINGS)
+    pod = deployment["spec"]["template"]["spec"]
+    fetch_env, runner_env = env_map(pod["initContainers"][0]["env"]), env_map(pod["containers"][0]["env"])
+    loras = '[{"name": "pixel", "id": "nerijs/pixel-art-xl", "revision": "main", "weight_name": "pixel-art-xl.safetensors", "scale": 0.8}]'
+    for env in (fetch_env, runner_env):
+        assert env["KUBEDIFFUSERS_LORAS"] == loras
+        assert env["KUBEDIFFUSERS_SAFETY_CHECKER_ENABLED"] == "true"
+    assert runner_env["KUBEDIFFUSERS_SAFETY_CHECKER_POLICY"] == "blank"
+    assert "KUBEDIFFUSERS_SAFETY_CHECKER_POLICY" not in fetch_env  # how flags are used is no concern of the fetcher
+    assert "KUBEDIFFUSERS_SAFETY_CHECKER_MODEL_ID" not in runner_env  # at its default: the runner's own applies
+    plain = env_map(build_runner_env(pipeline_of(manifest()), SETTINGS))
+    assert not {k for k in plain if "LORAS" in k or "SAFETY" in k}
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"loras": [{"name": "x", "id": "a/b", "weightName": "x.ckpt"}]},
+        {"loras": [{"name": "x", "id": "a/b"}, {"name": "x", "id": "a/c"}]},
+        {"loras": [{"name": "x", "id": "a/b"}] * 17},
+        {"runner": {"safetyChecker": {"policy": "delete"}}},
+    ],
+)
+def test_bad_add_ons_are_an_invalid_spec(spec: dict[str, Any]) -> None:
+    from pydantic import ValidationError
+
+    from kubediffusers.operator.spec import InferencePipelineSpec
+
+    with pytest.raises(ValidationError, match=r"loras|safetyChecker"):
+        InferencePipelineSpec.model_validate({"task": "text-to-image", "model": {"id": "a/b"}, **spec})

@@ -7,10 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
-from ophelpers import EXAMPLES, K8S_VERSIONS, manifest
 
 from kubediffusers.operator import local
 from kubediffusers.operator.builders import build_runner_env
@@ -18,6 +16,7 @@ from kubediffusers.operator.cli import main
 from kubediffusers.operator.crd import build_crd
 from kubediffusers.operator.pipeline import Pipeline
 from kubediffusers.operator.settings import OperatorSettings
+from tests.operator.helpers import EXAMPLES, K8S_VERSIONS, manifest, validate_object
 
 
 def write(tmp_path: Path, *docs: dict[str, Any]) -> Path:
@@ -34,7 +33,7 @@ def test_render_of_every_example_validates(example: Path, capsys: pytest.Capture
     for obj in objects:
         assert obj["metadata"]["namespace"] == "team-a" and "ownerReferences" not in obj["metadata"]
         for version in K8S_VERSIONS:
-            kubernetes_validate.validate(obj, version, strict=True)
+            validate_object(obj, version)  # KEDA's kinds (spec.autoscaling) against their CRDs
 
 
 def test_bad_manifest_exits_non_zero_with_one_line(tmp_path: Path) -> None:

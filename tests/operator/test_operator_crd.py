@@ -9,11 +9,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from ophelpers import CRD_PATH, K8S_VERSIONS, ROOT, example_docs
 
 from kubediffusers.operator.crd import build_crd
 from kubediffusers.operator.crd_docs import render_fields
 from kubediffusers.operator.spec import InferencePipelineSpec, InferencePipelineStatus
+from tests.operator.helpers import CRD_PATH, K8S_VERSIONS, ROOT, example_docs
 
 
 def test_crd_file_is_generated_from_the_spec_model() -> None:
@@ -80,7 +80,7 @@ def test_names_subresources_and_columns(crd: dict[str, Any]) -> None:
         "labelSelectorPath": ".status.selector",
     }
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Task", "Model", "Ready", "Phase", "Age", "URL"]
+    assert list(columns) == ["Task", "Model", "Ready", "Phase", "Reason", "Age", "URL"]
     assert columns["URL"]["priority"] == 1 and all("priority" not in c for n, c in columns.items() if n != "URL")
     schema = version["schema"]["openAPIV3Schema"]
     for column in columns.values():  # every column points at a real field
@@ -94,8 +94,8 @@ def test_names_subresources_and_columns(crd: dict[str, Any]) -> None:
 def test_enums_and_bounds(crd: dict[str, Any]) -> None:
     node = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     spec = node["properties"]
-    assert spec["task"]["enum"] == ["text-to-image", "image-to-image", "inpainting", "image-to-video", "upscale", "image-variation"]
-    assert spec["model"]["properties"]["dtype"]["enum"] == ["float16", "bfloat16", "float32"]
+    assert spec["task"]["enum"] == ["text-to-image", "image-to-image", "inpainting", "image-to-video", "upscale", "image-variation", "text-to-video"]
+    assert spec["model"]["properties"]["dtype"]["enum"] == ["float16", "bfloat16", "float32", None]  # nullable: null listed
     assert spec["storage"]["properties"]["deletePolicy"]["enum"] == ["Delete", "Retain"]
     assert spec["storage"]["properties"]["size"]["x-kubernetes-int-or-string"] is True
     assert spec["service"]["properties"]["port"]["maximum"] == 65535
@@ -121,6 +121,11 @@ def test_examples_validate_against_the_crd(crd_validator: Any, name: str, doc: d
         {"task": "upscale", "model": {"id": "a/b"}, "storage": {"size": "lots"}},
         {"task": "upscale", "model": {"id": "a/b"}, "replica": 2},
         {"task": "upscale", "model": {"id": "a/b"}, "service": {"port": 70000}},
+        # Negative quantities fail at admission, not later in the operator.
+        {"task": "upscale", "model": {"id": "a/b"}, "storage": {"size": "-1Gi"}},
+        {"task": "upscale", "model": {"id": "a/b"}, "resources": {"limits": {"memory": "-8Gi"}}},
+        {"task": "upscale", "model": {"id": "a/b"}, "resources": {"requests": {"cpu": -1}}},
+        {"task": "upscale", "model": {"id": "a/b"}, "fetchResources": {"requests": {"memory": "-1"}}},
     ],
 )
 def test_crd_and_model_reject_the_same_bad_specs(crd_validator: Any, bad: dict[str, Any]) -> None:
@@ -128,6 +133,25 @@ def test_crd_and_model_reject_the_same_bad_specs(crd_validator: Any, bad: dict[s
     assert list(crd_validator.iter_errors(doc))
     with pytest.raises(ValueError):
         InferencePipelineSpec.model_validate(bad)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"task": "upscale", "model": {"id": "a/b", "dtype": None}},
+        {"task": "upscale", "model": {"id": "a/b"}, "tolerations": [{"key": "gpu", "operator": None, "effect": None}]},
+    ],
+)
+def test_explicit_nulls_pass_the_enum_check(crd_validator: Any, spec: dict[str, Any]) -> None:
+    """kubectl apply of a spec with ``dtype: null`` (a templating tool's "unset"): the API server runs enum on the null."""
+    doc = {"apiVersion": "kubediffusers.io/v1alpha1", "kind": "InferencePipeline", "metadata": {"name": "x"}, "spec": spec}
+    assert not list(crd_validator.iter_errors(doc))
+    InferencePipelineSpec.model_validate(spec)
+
+
+def test_read_write_once_pod_alone() -> None:
+    with pytest.raises(ValueError, match="ReadWriteOncePod cannot be combined"):
+        InferencePipelineSpec.model_validate({"task": "upscale", "model": {"id": "a/b"}, "storage": {"accessModes": ["ReadWriteOncePod", "ReadWriteMany"]}})
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)

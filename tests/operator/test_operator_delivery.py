@@ -8,12 +8,12 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from ophelpers import K8S_VERSIONS, manifest
 
 from kubediffusers.operator.builders import build_children, build_service
 from kubediffusers.operator.pipeline import Pipeline
 from kubediffusers.operator.settings import OperatorSettings
 from kubediffusers.operator.spec import SpecError
+from tests.operator.helpers import K8S_VERSIONS, manifest
 
 SETTINGS = OperatorSettings(runner_image="registry.example/runner:1", image_pull_secrets=["regcred"])
 
@@ -66,4 +66,5 @@ def test_pull_secrets_and_requests_on_a_valid_pod(version: str) -> None:
     pod = next(c for c in children if c["kind"] == "Deployment")["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     assert pod["containers"][0]["resources"]["requests"] == {"cpu": "1", "memory": "4Gi"}
-    assert "resources" not in pod["initContainers"][0]  # the fetcher is light; its requests do not add to the runner's
+    # The fetcher has its own (spec.fetchResources); the runner defaults do not apply to it.
+    assert pod["initContainers"][0]["resources"]["requests"] == {"cpu": "250m", "memory": "512Mi"}

@@ -10,126 +10,35 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import threading
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any
 
 import kmock
-import kopf
 import pytest
-import yaml
-from fakecluster import CRD_RESOURCE, FakeCluster, register_resources
-from ophelpers import eventually as shared_eventually
-from ophelpers import manifest
 
 import kubediffusers.operator.handlers  # noqa: F401  (registers the handlers with kopf)
 from kubediffusers.operator import names
 from kubediffusers.operator.runtime import Runtime
-from kubediffusers.operator.settings import OperatorSettings
-
-NS = "ns1"
-PIPELINES = f"/apis/kubediffusers.io/v1alpha1/namespaces/{NS}/inferencepipelines"
-DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
-SERVICES = f"/api/v1/namespaces/{NS}/services"
-CLAIMS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
-PODS = f"/api/v1/namespaces/{NS}/pods"
-SECRETS = f"/api/v1/namespaces/{NS}/secrets"
-SHA = "89abcdef0123456789abcdef0123456789abcdef"
-TIMEOUT = 15.0
+from tests.operator.fakecluster import CRD_RESOURCE, FakeCluster
+from tests.operator.helpers import (
+    DEPLOYMENTS,
+    NS,
+    PIPELINES,
+    PODS,
+    SECRETS,
+    SERVICES,
+    SHA,
+    call,
+    create_pipeline,
+    deployment,
+    events,
+    manifest,
+    obj,
+    pipeline_status,
+    pod_for,
+    runner_image,
+)
+from tests.operator.helpers import settle as eventually
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeCluster]:
-    async with FakeCluster() as fake, kmock.Server(fake):
-        register_resources(fake)
-        kubeconfig = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "kmock", "cluster": {"server": str(fake.url).rstrip("/")}}],
-            "users": [{"name": "tester", "user": {"token": "test-token"}}],
-            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester", "namespace": NS}}],
-            "current-context": "kmock",
-        }
-        path = tmp_path / "kubeconfig"
-        path.write_text(yaml.safe_dump(kubeconfig))
-        monkeypatch.setenv("KUBECONFIG", str(path))
-        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        yield fake
-
-
-@pytest.fixture
-async def operator(cluster: FakeCluster) -> AsyncIterator[Runtime]:
-    """The operator in its own thread and event loop, as in a real process.
-
-    (In the test's own loop, kopf's shutdown would wait for the test's tasks as "hung".)
-    """
-    settings = OperatorSettings(standalone=True, resync_seconds=1.0, retry_seconds=0.1, liveness_endpoint=None, runner_image="runner:test")
-    runtime = Runtime(settings)
-    stop, ready = threading.Event(), threading.Event()
-    coro = kopf.operator(clusterwide=True, memo=kopf.Memo(runtime=runtime), stop_flag=stop, ready_flag=ready)
-    thread = threading.Thread(target=asyncio.run, args=(coro,), name="kopf-operator", daemon=True)
-    thread.start()
-    assert await asyncio.to_thread(ready.wait, TIMEOUT), "the operator did not start"
-    yield runtime
-    stop.set()
-    await asyncio.to_thread(thread.join, TIMEOUT)
-    assert not thread.is_alive(), "the operator did not stop"
-
-
-async def call(cluster: FakeCluster, method: str, path: str, body: Any = None, content_type: str = "application/merge-patch+json") -> Any:
-    headers = {"Content-Type": "application/json" if method == "POST" else content_type}
-    async with cluster.request(method, path, json=body, headers=headers) as response:
-        assert response.status < 400, (method, path, response.status, await response.text())
-        return await response.json()
-
-
-def obj(cluster: FakeCluster, resource: str, name: str) -> dict[str, Any] | None:
-    try:
-        found = cluster.objects[resource, NS, name]
-    except KeyError:
-        return None
-    return None if found.deleted else copy.deepcopy(found.raw)
-
-
-def pipeline_status(cluster: FakeCluster, name: str = "sd") -> dict[str, Any]:
-    return (obj(cluster, CRD_RESOURCE, name) or {}).get("status") or {}
-
-
-async def eventually(check: Callable[[], Any], timeout: float = TIMEOUT, what: str = "") -> Any:
-    return await shared_eventually(check, timeout, what)
-
-
-def deployment(cluster: FakeCluster, name: str = "sd") -> dict[str, Any] | None:
-    return obj(cluster, "apps/v1/deployments", name)
-
-
-def events(cluster: FakeCluster) -> list[dict[str, Any]]:
-    return [o.raw for (res, _, _), o in cluster.objects.items() if res == "v1/events" and not o.deleted]
-
-
-def runner_image(dep: dict[str, Any] | None) -> str | None:
-    return None if dep is None else dep["spec"]["template"]["spec"]["containers"][0]["image"]
-
-
-def pod_for(dep: dict[str, Any], name: str, status: dict[str, Any]) -> dict[str, Any]:
-    template = dep["spec"]["template"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": NS, **copy.deepcopy(template["metadata"])},
-        "spec": template["spec"],
-        "status": status,
-    }
-
-
-async def create_pipeline(cluster: FakeCluster, doc: dict[str, Any]) -> dict[str, Any]:
-    doc = copy.deepcopy(doc)
-    for key in ("uid", "generation"):
-        doc["metadata"].pop(key, None)
-    return await call(cluster, "POST", PIPELINES, doc)
 
 
 async def test_create_builds_children_with_owners_and_labels(cluster: FakeCluster, operator: Runtime) -> None:
@@ -151,11 +60,12 @@ async def test_create_builds_children_with_owners_and_labels(cluster: FakeCluste
     assert status["selector"] == "app.kubernetes.io/instance=sd,app.kubernetes.io/name=kubediffusers-runner"
     assert status["observedGeneration"] == 1
     assert {c["type"]: c["status"] for c in status["conditions"]}["Valid"] == "True"
-    # Each child created exactly once: no duplicates from the many events it raised.
-    posts = [
-        r for r in list(cluster) if r.method == "POST" and r.resource is not None and r.resource.plural in ("deployments", "services", "persistentvolumeclaims")
-    ]
-    assert len(posts) == 3
+    # Created by server-side apply only, never POST: one owner, the operator's Apply manager.
+    writes = [r for r in list(cluster) if r.resource is not None and r.resource.plural in ("deployments", "services", "persistentvolumeclaims")]
+    assert not [r for r in writes if r.method == "POST"]
+    for resource, name in (("apps/v1/deployments", "sd"), ("v1/services", "sd"), ("v1/persistentvolumeclaims", "sd-models")):
+        managers = {(e["manager"], e["operation"]) for e in (obj(cluster, resource, name) or {})["metadata"]["managedFields"]}
+        assert managers == {(names.MANAGER, "Apply")}, (resource, managers)
     await eventually(lambda: any(e.get("reason") == "Pending" for e in events(cluster)), what="a Pending event")
 
 
@@ -226,11 +136,16 @@ async def test_scale_subresource_is_honoured_and_read_write_once_is_reported(clu
     await call(cluster, "PATCH", f"{PIPELINES}/sd/scale", {"spec": {"replicas": 3}})  # what `kubectl scale` sends
     await eventually(lambda: (deployment(cluster) or {}).get("spec", {}).get("replicas") == 3, what="scaled to 3")
 
-    await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"storage": {"accessModes": ["ReadWriteOnce"]}}})
+    # An explicitly Shared ReadWriteOnce claim cannot serve 3 nodes: clamped, and said so.
+    await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"storage": {"accessModes": ["ReadWriteOnce"], "layout": "Shared"}}})
     valid = lambda: next((c for c in pipeline_status(cluster).get("conditions", []) if c["type"] == "Valid"), {})  # noqa: E731
     await eventually(lambda: valid().get("reason") == "ReadWriteOnceWithReplicas", what="RWO condition")
     assert "running 1 replica" in valid()["message"] and valid()["status"] == "False"
     assert (deployment(cluster) or {})["spec"]["replicas"] == 1
+    # Layout Auto (the default) gives each pod its own volume instead (tests/operator/test_storage_layouts.py).
+    await call(cluster, "PATCH", f"{PIPELINES}/sd", {"spec": {"storage": {"layout": "Auto"}}})
+    await eventually(lambda: (deployment(cluster) or {}).get("spec", {}).get("replicas") == 3, what="3 replicas with per-pod volumes")
+    await eventually(lambda: pipeline_status(cluster).get("storage", {}).get("layout") == "PerPod", what="status.storage.layout PerPod")
 
 
 async def test_invalid_specs_end_in_a_condition_without_children(cluster: FakeCluster, operator: Runtime) -> None:
@@ -290,17 +205,16 @@ async def test_delete_takes_the_children_unless_the_claim_is_retained(cluster: F
 async def test_api_faults_converge_without_duplicates(cluster: FakeCluster, operator: Runtime, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     deployments = kmock.resource("apps/v1/deployments")
-    # The Deployment's creation answers 500 although the emulator stores it (a lost answer);
-    # a stale read then claims it is still missing, so the next create conflicts (409) and
-    # the operator must adopt the existing object. Status writes conflict; a read is Gone.
-    cluster["post", deployments][:1] << kmock.KubernetesError(status=500, reason="InternalError", message="etcd is sad")
+    # The Deployment's creating apply answers 500 although the emulator stores it (a lost
+    # answer); a stale read then claims it is still missing, so the operator applies again
+    # (an apply is idempotent: still one object). Status writes conflict; a read is Gone.
+    cluster["patch", deployments][:1] << kmock.KubernetesError(status=500, reason="InternalError", message="etcd is sad")
     cluster["get", deployments, kmock.name("sd")][:2] << 404
     cluster["patch", kmock.resource(CRD_RESOURCE), kmock.subresource("status")][:2] << kmock.KubernetesError(status=409, reason="Conflict", message="try again")
     cluster["get", kmock.resource("v1/services"), kmock.name("sd")][:1] << kmock.KubernetesError(status=410, reason="Gone", message="too old")
     await create_pipeline(cluster, manifest())
     await eventually(lambda: deployment(cluster) and obj(cluster, "v1/services", "sd") and pipeline_status(cluster).get("phase"), what="converged")
-    posts = [r for r in list(cluster) if r.method == "POST" and r.resource == deployments]
-    assert len(posts) == 2  # one failed-but-stored, one answered 409 and adopted; never a third
+    assert not [r for r in list(cluster) if r.method == "POST" and r.resource == deployments]
     assert sum(1 for (res, _, _), o in cluster.objects.items() if res == deployments and not o.deleted) == 1
     assert any("retrying" in r.getMessage() for r in caplog.records)
     # The operator keeps working afterwards.

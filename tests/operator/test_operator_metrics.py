@@ -12,17 +12,17 @@ from typing import Any
 
 import kopf
 import pytest
-from fakecluster import FakeCluster
 from kopf._cogs.aiokits.aioenums import AsyncFlagWaiter, FlagSetter
-from ophelpers import manifest
 from prometheus_client.parser import text_string_to_metric_families
-from test_operator_kopf import NS, TIMEOUT, cluster, create_pipeline, eventually, pipeline_status  # noqa: F401  (cluster: a fixture)
 
 from kubediffusers.operator import runtime as runtime_module
 from kubediffusers.operator.kube import ApiError
 from kubediffusers.operator.metrics import OperatorMetrics
 from kubediffusers.operator.runtime import Runtime
 from kubediffusers.operator.settings import OperatorSettings
+from tests.operator.fakecluster import FakeCluster
+from tests.operator.helpers import NS, TIMEOUT, create_pipeline, manifest, pipeline_status
+from tests.operator.helpers import settle as eventually
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +94,7 @@ async def test_errors_are_counted_by_kind(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 @pytest.fixture
-async def metered(cluster: FakeCluster) -> AsyncIterator[tuple[Runtime, int]]:  # noqa: F811
+async def metered(cluster: FakeCluster) -> AsyncIterator[tuple[Runtime, int]]:
     import threading
 
     port = free_port()
@@ -113,7 +113,7 @@ async def metered(cluster: FakeCluster) -> AsyncIterator[tuple[Runtime, int]]:  
         scrape(port)
 
 
-async def test_the_running_operator_exports_reconciles_and_phases(cluster: FakeCluster, metered: tuple[Runtime, int]) -> None:  # noqa: F811
+async def test_the_running_operator_exports_reconciles_and_phases(cluster: FakeCluster, metered: tuple[Runtime, int]) -> None:
     _, port = metered
     await create_pipeline(cluster, manifest("good"))
     await create_pipeline(cluster, manifest("bad", model={"id": "not a repo id"}))

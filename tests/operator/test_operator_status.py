@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from ophelpers import manifest
 
 from kubediffusers.operator import names
 from kubediffusers.operator.checks import Problem, References, check, effective_replicas
 from kubediffusers.operator.pipeline import Pipeline
 from kubediffusers.operator.status import Observed, derive_status, inspect_pod, parse_resolved
+from tests.operator.helpers import manifest
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 HASH = "podhash"
@@ -58,6 +58,10 @@ CRASHING = pod(
         "restartCount": 4,
     },
 )
+CRASH_LOOP = pod(
+    FETCHED,
+    {"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1}}, "ready": False, "restartCount": 4},
+)
 IMAGE = pod({"state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image x"}}})
 UNSCHEDULABLE = pod(
     conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]
@@ -103,7 +107,8 @@ def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
         ([FETCH_BACKOFF], None, "Failed", "FetchFailed"),
         ([LOADING], None, "Loading", "Loading"),
         ([READY], deployment(1, 1), "Ready", "Ready"),
-        ([CRASHING], None, "Failed", "RunnerCrashLoopBackOff"),
+        ([CRASHING], None, "Failed", "OOMKilled"),
+        ([CRASH_LOOP], None, "Failed", "RunnerCrashLoopBackOff"),
         ([IMAGE], None, "Failed", "ImagePullBackOff"),
     ],
 )
@@ -122,8 +127,63 @@ def test_failed_fetch_shows_the_fetcher_message() -> None:
 
 
 def test_crash_loop_shows_the_reason() -> None:
-    status = derive([CRASHING])
-    assert "runner keeps exiting: exit code 137 (OOMKilled)" in status["message"]
+    assert "raise spec.resources.limits.memory" in derive([CRASHING])["message"]
+    assert "runner keeps exiting: exit code 1" in derive([CRASH_LOOP])["message"]
+
+
+WAITING_FOR_VOLUME = pod(conditions=[{"type": "PodScheduled", "status": "True"}])
+WAITING_FOR_VOLUME["metadata"]["name"] = "sd-abc12-xyz"
+
+
+def warning(pod_name: str, reason: str, message: str, when: str = "2030-01-01T00:00:00Z") -> dict[str, Any]:
+    return {
+        "type": "Warning",
+        "reason": reason,
+        "message": message,
+        "lastTimestamp": when,
+        "involvedObject": {"kind": "Pod", "name": pod_name, "namespace": "ns1"},
+    }
+
+
+def test_deployment_conditions_say_why_no_pod_comes() -> None:
+    """Pods rejected at creation (a ResourceQuota) never exist: only the Deployment's ReplicaFailure says so."""
+    dep = deployment(1, 0)
+    dep["status"]["conditions"] = [
+        {
+            "type": "ReplicaFailure",
+            "status": "True",
+            "reason": "FailedCreate",
+            "message": 'pods "sd-1" is forbidden: failed quota: compute: must specify requests.cpu',
+        }
+    ]
+    status = derive([], dep)
+    assert (status["phase"], status["reason"]) == ("Failed", "FailedCreate")
+    assert "must specify requests.cpu" in status["message"]
+    assert conditions(status)["Available"] == ("False", "FailedCreate")
+    dep["status"]["conditions"] = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet has timed out"}]
+    assert derive([], dep)["reason"] == "ProgressDeadlineExceeded"
+
+
+@pytest.mark.parametrize(
+    ("reason", "text"),
+    [("FailedScheduling", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."), ("FailedMount", "MountVolume.SetUp failed for volume models")],
+)
+def test_warning_events_say_why_a_pod_does_not_start(reason: str, text: str) -> None:
+    name = WAITING_FOR_VOLUME["metadata"]["name"]
+    events = [warning(name, "FailedMount", "older", "2029-01-01T00:00:00Z"), warning(name, reason, text), warning("other-pod", "FailedMount", "not ours")]
+    status = derive_status(
+        name="sd",
+        namespace="ns1",
+        generation=1,
+        problems=[],
+        observed=Observed(deployment=deployment(1, 0), pods=[WAITING_FOR_VOLUME], events=events),
+        previous=None,
+        now="2030-01-01T00:00:00Z",
+        port=80,
+        replicas=1,
+        pod_hash=HASH,
+    )
+    assert (status["phase"], status["reason"], status["message"]) == ("Pending", reason, text)
 
 
 def test_ready_status_fields() -> None:
@@ -132,7 +192,12 @@ def test_ready_status_fields() -> None:
     assert status["selector"] == "app.kubernetes.io/instance=sd,app.kubernetes.io/name=kubediffusers-runner"
     assert status["url"] == "http://sd.ns1.svc.cluster.local:80"
     assert status["model"] == {"resolvedRevision": SHA}
-    assert conditions(status) == {"Valid": ("True", "SpecValid"), "ModelCached": ("True", "Fetched"), "Available": ("True", "ReplicasReady")}
+    assert conditions(status) == {
+        "Valid": ("True", "SpecValid"),
+        "ModelCached": ("True", "Fetched"),
+        "Available": ("True", "ReplicasReady"),
+        "StorageReady": ("True", "AsSpecified"),
+    }
 
 
 def test_some_ready_is_degraded_and_a_failing_replica_is_degraded_not_failed() -> None:
@@ -197,7 +262,9 @@ def test_missing_secrets_and_keys() -> None:
 
 
 def test_read_write_once_with_replicas_is_reported_and_clamped() -> None:
-    p = pipeline(replicas=3)
+    # Layout Auto gives each pod its own volume instead (test_storage_layouts.py); an explicit Shared claim is clamped.
+    assert check(pipeline(replicas=3), References()) == []
+    p = pipeline(replicas=3, storage={"layout": "Shared"})
     problems = check(p, References())
     assert [(x.reason, x.blocking) for x in problems] == [("ReadWriteOnceWithReplicas", False)]
     assert "spec.replicas=3" in problems[0].message and effective_replicas(p, problems) == 1

@@ -9,13 +9,10 @@ quick to reach.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))  # fakecluster, ophelpers
 
 from tests.reliability.procs import RunnerProcess
 

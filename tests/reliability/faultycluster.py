@@ -9,8 +9,8 @@ kubeconfig's token; the tests' own requests carry none):
 * watch streams ended by an in-stream ``ERROR 410 Gone`` (resource version too old),
   as a real API server does, or simply cut.
 
-It also counts successful creations per object, so a test can tell that no object
-was ever created twice.
+It also counts successful creations per object (by POST or by a server-side apply
+of a missing object), so a test can tell that no object was ever created twice.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp.web
-from fakecluster import FakeCluster
+
+from tests.operator.fakecluster import FakeCluster
 
 TOKEN = "storm-token"
 
@@ -70,6 +71,11 @@ class FaultyCluster(FakeCluster):
                 if seen is request:
                     del self._requests[index]
                     break
+
+    async def _store(self, request: Any, key: Any, new: dict[str, Any], *, created: bool) -> None:
+        await super()._store(request, key, new, created=created)
+        if created and request.method == "PATCH":  # created by a server-side apply (POSTs are counted in _serve)
+            self.log.created[request.url.path.rsplit("/", 1)[0], new["metadata"]["name"]] += 1
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         ours = TOKEN in raw.headers.get("Authorization", "")

@@ -17,14 +17,14 @@ import kmock
 import kopf
 import pytest
 import yaml
-from fakecluster import CRD_RESOURCE, register_resources
-from ophelpers import eventually as shared_eventually
 
 import kubediffusers.operator.handlers  # noqa: F401  (registers the handlers with kopf)
 import kubediffusers.operator.runtime as runtime_module
 from kubediffusers.operator.kube import Kube
 from kubediffusers.operator.runtime import Runtime
 from kubediffusers.operator.settings import OperatorSettings
+from tests.operator.fakecluster import CRD_RESOURCE, register_resources
+from tests.operator.helpers import eventually as shared_eventually
 from tests.reliability.faultycluster import TOKEN, FaultyCluster
 
 NS = "storm"

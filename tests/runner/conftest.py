@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from kubediffusers.runner.app import create_app
 from kubediffusers.runner.dev.tiny import ensure_tiny_model
 from kubediffusers.runner.tasks import TASKS
+from tests.runner.addon_hub import addon_hub, addon_sources, served  # noqa: F401  (fixtures)
 from tests.runner.helpers import ready_client, settings_for
 
 

@@ -19,7 +19,7 @@ import transformers
 
 from kubediffusers.runner.dev import archs
 
-REAL = ["sd-turbo", "sd15", "sdxl", "svd", "flux-schnell", "sd35-medium"]
+REAL = ["sd-turbo", "sd15", "sdxl", "svd", "flux-schnell", "sd35-medium", "wan-t2v-1.3b", "ltx-video"]
 
 # Published parameter counts of the denoisers (and a text/image encoder each), in millions.
 EXPECTED_MILLIONS = {
@@ -38,14 +38,19 @@ EXPECTED_MILLIONS = {
     ("sd35-medium", "text_encoder"): 123.7,  # CLIP ViT-L/14 text, with projection
     ("sd35-medium", "text_encoder_2"): 694.7,
     ("sd35-medium", "text_encoder_3"): 4762.3,
+    ("wan-t2v-1.3b", "transformer"): 1419.0,  # "1.3B": the Hub's safetensors hold 1.42B
+    ("wan-t2v-1.3b", "text_encoder"): 5680.9,  # UMT5-XXL encoder
+    ("wan-t2v-1.3b", "vae"): 126.9,  # Wan-VAE, 127M
+    ("ltx-video", "transformer"): 1923.4,  # LTX-Video "2B" (0.9.0): 1.92B
+    ("ltx-video", "text_encoder"): 4762.3,  # T5 v1.1 XXL encoder
 }
 
 
 def test_every_real_architecture_is_shipped() -> None:
-    assert set(REAL) | {"tiny-sd"} <= set(archs.architectures())
+    assert set(REAL) | {"tiny-sd", "tiny-flux"} <= set(archs.architectures())
 
 
-@pytest.mark.parametrize("arch", [*REAL, "tiny-sd"])
+@pytest.mark.parametrize("arch", [*REAL, "tiny-sd", "tiny-flux"])
 def test_model_index_names_only_library_classes(arch: str) -> None:
     components = archs.components_of(arch)
     assert components
@@ -55,7 +60,7 @@ def test_model_index_names_only_library_classes(arch: str) -> None:
             continue
         module = {"diffusers": diffusers, "transformers": transformers}[library]
         assert hasattr(module, class_name), f"{arch}/{name}: {library}.{class_name}"
-        if class_name.endswith(("Tokenizer", "TokenizerFast")):
+        if "Tokenizer" in class_name:
             continue  # generated, not shipped
         folder = archs.arch_folder(arch) / name
         assert any(folder.glob("*.json")), f"{arch}/{name} has no config"
@@ -91,12 +96,23 @@ def test_sizes_match_the_issue() -> None:
     assert config("sdxl", "vae")["scaling_factor"] == 0.13025
     assert config("sdxl", "text_encoder_2")["projection_dim"] == 1280
     assert config("svd", "image_encoder")["patch_size"] == 14
+    wan = config("wan-t2v-1.3b", "transformer")
+    assert (wan["num_layers"], wan["num_attention_heads"] * wan["attention_head_dim"], wan["ffn_dim"], wan["patch_size"]) == (30, 1536, 8960, [1, 2, 2])
+    ltx = config("ltx-video", "transformer")
+    assert (ltx["num_layers"], ltx["num_attention_heads"] * ltx["attention_head_dim"], ltx["in_channels"]) == (28, 2048, 128)
 
 
 def test_random_pipeline_assembles_on_meta() -> None:
     pipe = archs.build_random_pipeline("sdxl", device="meta")
     assert type(pipe).__name__ == "StableDiffusionXLPipeline"
     assert pipe.tokenizer.model_max_length == 77
+
+
+@pytest.mark.parametrize(("arch", "pipeline"), [("wan-t2v-1.3b", "WanPipeline"), ("ltx-video", "LTXPipeline")])
+def test_video_pipelines_assemble_on_meta_with_their_tokenizers(arch: str, pipeline: str) -> None:
+    pipe = archs.build_random_pipeline(arch, device="meta")
+    assert type(pipe).__name__ == pipeline
+    assert pipe.tokenizer("a boat").input_ids[-1] == pipe.tokenizer.eos_token_id  # T5-style: ends with </s>
 
 
 def test_unknown_architecture_is_refused() -> None:
@@ -141,7 +157,7 @@ def test_harness_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    for mode in ("stock", "optimized", "http"):
+    for mode in ("stock", "optimized", "http-png"):  # the http rows name their output format
         line = next((row for row in out.splitlines() if f"| {mode} " in row), None)
         assert line is not None, out
         assert line.startswith("[CPU"), line
@@ -158,3 +174,13 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_the_bench_takes_each_architectures_native_size_and_the_familys_gpu_dtype() -> None:
+    from kubediffusers.runner.dev.bench.arch import native_size
+    from kubediffusers.runner.families import family_of
+
+    sizes = {arch: native_size(archs.arch_folder(arch)) for arch in ("sd-turbo", "sdxl", "flux-schnell", "sd35-medium")}
+    assert sizes == {"sd-turbo": 512, "sdxl": 1024, "flux-schnell": 1024, "sd35-medium": 1024}
+    # Random real-size checkpoints are saved in the family's GPU dtype: FLUX's T5 overflows float16.
+    assert [getattr(family_of(archs.arch_folder(a)), "gpu_dtype", None) for a in ("sdxl", "flux-schnell", "tiny-flux")] == ["float16", "bfloat16", "bfloat16"]

@@ -297,5 +297,5 @@ def test_delete_cancels_running_and_queued_jobs_and_forgets_finished_ones(client
     assert client.get(f"/jobs/{running}").json()["status"] == "failed"  # cancelled stays cancelled
     assert_error(client.get(f"/jobs/{queued}/result"), 410, "cancelled")
     assert client.delete(f"/jobs/{later}").status_code == 204
-    assert_error(client.get(f"/jobs/{later}"), 404, "no job")
-    assert_error(client.delete(f"/jobs/{later}"), 404, "no job")
+    assert_error(client.get(f"/jobs/{later}"), 404, "deleted with DELETE")
+    assert_error(client.delete(f"/jobs/{later}"), 404, "deleted with DELETE")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,50 @@ def test_server_still_serves_after_hostile_clients(server: ThreadedServer) -> No
 
     r = httpx.post(server.url + "/text-to-image", json={"prompt": "a cat", "num_inference_steps": 1}, timeout=60)
     assert r.status_code == 200
+
+
+# -- the size actually generated (issue 12, points 2 and 3) ---------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "multiple", "height", "width", "fragment"),
+    [
+        ((1, 4096), 8, None, None, "aspect ratio"),
+        ((4, 1000), 8, None, None, "8x1000 is 8000 pixels"),
+        ((20, 60), 64, None, None, "aspect ratio"),  # SVD's step: 20x60 would become 64x64
+        ((20, 4000), 64, 64, None, "aspect ratio"),
+        ((64, 64), 8, 4096, None, "pixels"),
+    ],
+)
+def test_fit_image_checks_the_fitted_size(size: tuple[int, int], multiple: int, height: int | None, width: int | None, fragment: str) -> None:
+    from PIL import Image
+
+    from kubediffusers.runner.errors import InvalidInput
+    from kubediffusers.runner.inputs import fit_image
+
+    settings = settings_for(Path("/nonexistent"), max_pixels=64 * 64)
+    with pytest.raises(InvalidInput, match=fragment):
+        fit_image(Image.new("RGB", size), height, width, settings, multiple=multiple)
+
+
+def test_fit_image_keeps_small_and_step_sized_inputs() -> None:
+    from PIL import Image
+
+    from kubediffusers.runner.inputs import fit_image
+
+    settings = settings_for(Path("/nonexistent"), max_pixels=64 * 64)
+    assert fit_image(Image.new("RGB", (5, 7)), None, None, settings).size == (8, 8)
+    assert fit_image(Image.new("RGB", (66, 60)), None, None, settings, multiple=64).size == (64, 64)
+    assert fit_image(Image.new("RGB", (1, 4096)), 64, 64, settings).size == (64, 64)
+
+
+def test_the_reported_bypass_is_closed() -> None:
+    """With the limit at 512x512 a 1 kB 1x262144 PNG held the worker for over 600 s as 8x262144."""
+    from PIL import Image
+
+    from kubediffusers.runner.errors import InvalidInput
+    from kubediffusers.runner.inputs import fit_image
+
+    settings = settings_for(Path("/nonexistent"), max_pixels=512 * 512)
+    with pytest.raises(InvalidInput, match="stretched to 8x262144"):
+        fit_image(Image.new("RGB", (1, 262144)), None, None, settings)

@@ -83,7 +83,7 @@ def test_compile_cache_defaults_to_the_model_claim(model_dir: Path) -> None:
 
 
 def test_missing_tiny_vae_is_a_clear_not_ready_reason(model_dir: Path) -> None:
-    with pytest.raises(ModelUnavailable, match="tiny VAE madebyollin/taesd is not usable"):
+    with pytest.raises(ModelUnavailable, match="tiny VAE madebyollin/taesd@main is not in the cache"):
         load(model_dir, tiny_vae_id="madebyollin/taesd")
 
 

@@ -34,7 +34,7 @@ LEAVES = runner_facing_fields()
 @pytest.mark.parametrize(("setting", "default"), LEAVES, ids=[leaf[0] for leaf in LEAVES])
 def test_every_runner_facing_field_is_a_runner_setting_with_the_same_default(setting: str, default: Any) -> None:
     assert setting in RunnerSettings.model_fields, f"the spec field of {setting} has no runner setting of that name"
-    runner_default = RunnerSettings.model_fields[setting].default
+    runner_default = RunnerSettings.model_fields[setting].get_default(call_default_factory=True)
     if default is not None:  # unset (None) in the CR: the runner's default applies
         assert default == runner_default, f"the spec defaults {setting} to {default!r}, the runner to {runner_default!r}"
 
@@ -73,11 +73,16 @@ def full_spec() -> dict[str, Any]:
         "model": {"id": "org/model", "revision": "v2", "variant": "fp16", "dtype": "bfloat16"},
         "runner": {
             "logLevel": "debug",
+            "compatibility": "livepeer",
+            "corsAllowedOrigins": ["https://app.example"],
             "maxQueueSize": 7,
             "requestTimeoutSeconds": 12.5,
+            "drainSeconds": 40,
             "maxBatchSize": 4,
             "batchWindowMs": 15,
-            "limits": {"maxPixels": 65536, "maxSteps": 20, "maxImagesPerRequest": 3, "maxUploadBytes": 4096},
+            "outputFormat": "webp",
+            "outputQuality": 70,
+            "limits": {"maxPixels": 65536, "maxSteps": 20, "maxImagesPerRequest": 3, "maxUploadBytes": 4096, "maxVideoFrames": 81},
             "optimizations": {
                 "attention": "default",
                 "channelsLast": True,
@@ -87,7 +92,9 @@ def full_spec() -> dict[str, Any]:
                 "tinyVaeId": "madebyollin/taesd",
                 "vaeSlicing": True,
                 "vaeTiling": True,
+                "promptCacheSize": 8,
             },
+            "safetyChecker": {"enabled": True, "modelId": "org/checker", "policy": "blank"},
         },
     }
 
@@ -99,7 +106,8 @@ def test_every_runner_facing_field_reaches_the_runner_with_its_value(monkeypatch
         monkeypatch.setenv(entry["name"], entry["value"])
     runner = runner_settings.load_settings()
     flat = {setting: value for setting, value, _ in runner_facing(pipeline.spec)}
-    skipped = {"cpu_offload"}  # cannot be combined with compile, which the full spec sets
+    # cpu_offload cannot be combined with compile, loras not with fuseQkv, which the full spec sets (loras: below).
+    skipped = {"cpu_offload", "loras"}
     for setting, value in flat.items():
         if setting not in skipped:
             assert getattr(runner, setting) == value, setting
@@ -164,3 +172,70 @@ def test_an_empty_variable_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     s = runner_settings.load_settings()
     assert s.model_variant is None and s.tiny_vae_id is None and s.auth_token is None
     assert s.max_pixels == RunnerSettings.model_fields["max_pixels"].default and s.model_revision == "main"
+
+
+LORAS = [
+    {"name": "pixel", "id": "nerijs/pixel-art-xl", "revision": "v1", "weightName": "pixel-art-xl.safetensors", "scale": 0.8},
+    {"name": "plain", "id": "org/lora"},
+]
+
+
+def test_loras_reach_the_runner_and_the_fetcher_with_every_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = {"task": "text-to-image", "model": {"id": "org/model"}, "loras": LORAS, "runner": {"safetyChecker": {"enabled": True}}}
+    doc = {"apiVersion": "kubediffusers.io/v1alpha1", "kind": "InferencePipeline", "metadata": {"name": "p", "namespace": "ns"}, "spec": spec}
+    pipeline = Pipeline.from_manifest(doc)
+    env = {e["name"]: e["value"] for e in build_runner_env(pipeline, OperatorSettings())}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    runner = runner_settings.load_settings()
+    fetcher = FetchSettings()
+    want = [runner_settings.LoraAdapter(name="pixel", id="nerijs/pixel-art-xl", revision="v1", weight_name="pixel-art-xl.safetensors", scale=0.8)]
+    want.append(runner_settings.LoraAdapter(name="plain", id="org/lora"))
+    assert runner.loras == fetcher.loras == want
+    assert runner.safety_checker_enabled and fetcher.safety_checker_enabled
+    assert runner.safety_checker_model_id == fetcher.safety_checker_model_id == operator_spec.SAFETY_CHECKER_ID == runner_settings.SAFETY_CHECKER_ID
+    assert [(a.kind, a.repo_id, a.revision, a.files) for a in fetcher.add_ons()] == [
+        ("LoRA adapter", "nerijs/pixel-art-xl", "v1", ("pixel-art-xl.safetensors",)),
+        ("LoRA adapter", "org/lora", "main", None),
+        ("safety checker", runner_settings.SAFETY_CHECKER_ID, "main", None),
+    ]
+
+
+def test_adapter_rules_are_one_rule_in_operator_and_runner() -> None:
+    assert field_pattern(operator_spec.LoraSpec, "name") == runner_settings.ADAPTER_NAME_PATTERN == operator_spec.ADAPTER_NAME_PATTERN
+    assert field_pattern(operator_spec.LoraSpec, "weight_name") == runner_settings.WEIGHT_NAME_PATTERN == operator_spec.WEIGHT_NAME_PATTERN
+    assert field_pattern(operator_spec.LoraSpec, "id") == field_pattern(runner_settings.LoraAdapter, "id") == runner_settings.MODEL_ID_PATTERN
+    assert operator_spec.MAX_LORA_SCALE == runner_settings.MAX_LORA_SCALE
+
+
+@pytest.mark.parametrize(
+    "lora",
+    [
+        {"name": "x", "id": "a/b", "weightName": "model.bin"},  # safetensors only
+        {"name": "x", "id": "a/b", "weightName": "../other/x.safetensors"},
+        {"name": "-x", "id": "a/b"},
+        {"name": "x", "id": "a/b", "scale": -1},
+        {"name": "x", "id": "a/b", "scale": 11},
+    ],
+)
+def test_a_bad_lora_is_refused_by_the_crd_model_and_the_runner(lora: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        operator_spec.LoraSpec.model_validate(lora)
+    with pytest.raises(ValidationError):
+        runner_settings.LoraAdapter.model_validate({runner_key(k): v for k, v in lora.items()})
+
+
+def runner_key(name: str) -> str:
+    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name)
+
+
+def test_adapter_names_are_unique_and_loras_exclude_fused_projections() -> None:
+    base = {"task": "text-to-image", "model": {"id": "a/b"}}
+    with pytest.raises(ValidationError, match="names must be unique"):
+        operator_spec.InferencePipelineSpec.model_validate({**base, "loras": [{"name": "x", "id": "a/b"}, {"name": "x", "id": "a/c"}]})
+    with pytest.raises(ValidationError, match="fuseQkv"):
+        operator_spec.InferencePipelineSpec.model_validate({**base, "loras": LORAS, "runner": {"optimizations": {"fuseQkv": True}}})
+    with pytest.raises(ValidationError, match="names must be unique"):
+        RunnerSettings(task="text-to-image", model_id="a/b", loras=[{"name": "x", "id": "a/b"}, {"name": "x", "id": "a/c"}])
+    with pytest.raises(ValidationError, match="fuse_qkv"):
+        RunnerSettings(task="text-to-image", model_id="a/b", loras=[{"name": "x", "id": "a/b"}], fuse_qkv=True)

@@ -84,7 +84,7 @@ def test_a_checkpoint_of_an_unknown_family_is_not_served(tmp_path: Path) -> None
     assert tasks_of(tmp_path) is None
     with pytest.raises(ModelUnavailable, match=r"\(SomeFuturePipeline\) is of a family this runner does not know; it serves stable-diffusion, .*flux-schnell"):
         check_task_support(tmp_path, Task.TEXT_TO_IMAGE, "org/future")
-    with pytest.raises(ModelUnavailable, match="needs a StableVideoDiffusionPipeline checkpoint"):
+    with pytest.raises(ModelUnavailable, match="needs a StableVideoDiffusionPipeline, WanImageToVideoPipeline or LTXPipeline checkpoint"):
         check_task_support(tmp_path, Task.IMAGE_TO_VIDEO, "org/future")
 
 

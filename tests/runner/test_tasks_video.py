@@ -79,7 +79,8 @@ def test_the_input_is_trimmed_to_the_models_size_step(client: TestClient) -> Non
         ({"min_guidance_scale": "3", "max_guidance_scale": "2"}, 422, "min_guidance_scale must not exceed"),
         ({"num_inference_steps": "151"}, 400, "at most 150"),
         ({"width": "36", "height": "32"}, 400, "multiple of 8"),
-        ({"prompt": "a cat"}, 422, "prompt"),
+        ({"prompt": "a cat"}, 400, "Stable Video Diffusion takes no prompt"),
+        ({"guidance_scale": "2"}, 400, "guidance_scale: Stable Video Diffusion takes no prompt"),
     ],
 )
 def test_bad_video_inputs(client: TestClient, data: dict, status: int, fragment: str) -> None:

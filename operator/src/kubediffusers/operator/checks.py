@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .layout import SINGLE_NODE_MODES, storage_layout
 from .pipeline import Pipeline
 from .spec import SecretKeyRef, Task, is_dns_label
 
-SINGLE_NODE_MODES = frozenset({"ReadWriteOnce", "ReadWriteOncePod"})
+__all__ = ["SINGLE_NODE_MODES", "Problem", "References", "check", "effective_replicas", "secret_refs"]
 
 # Models whose task is known for sure; anything else is trusted to the runner.
 KNOWN_MODEL_TASKS: Mapping[str, frozenset[Task]] = {
@@ -68,7 +69,9 @@ def check(pipeline: Pipeline, refs: References) -> list[Problem]:
             )
         )
     for path, ref in secret_refs(pipeline).items():
-        keys = refs.secrets.get(ref.name)
+        if ref.name not in refs.secrets:
+            continue  # not read (OperatorSettings.check_secret_keys is off)
+        keys = refs.secrets[ref.name]
         if keys is None:
             problems.append(Problem("SecretNotFound", f"{path}: Secret {ref.name!r} not found in namespace {pipeline.namespace!r}"))
         elif ref.key not in keys:
@@ -88,7 +91,7 @@ def check(pipeline: Pipeline, refs: References) -> list[Problem]:
         else:
             modes = set((refs.claim.get("spec") or {}).get("accessModes") or [])
             problems += _replica_problems(pipeline, modes, f"claim {spec.storage.existing_claim!r}")
-    else:
+    elif storage_layout(spec) == "Shared":  # PerPod: each pod has a claim of its own, any access mode serves
         problems += _replica_problems(pipeline, set(spec.storage.access_modes), f"claim {pipeline.name}-models")
     return problems
 
@@ -99,7 +102,8 @@ def _replica_problems(pipeline: Pipeline, modes: set[str], what: str) -> list[Pr
             Problem(
                 "ReadWriteOnceWithReplicas",
                 f"spec.replicas={pipeline.spec.replicas} but the {what} is {'/'.join(sorted(modes))}: pods on other nodes could not mount it; "
-                "running 1 replica. Use storage.accessModes [ReadWriteMany] or a ReadWriteMany existingClaim to scale out",
+                "running 1 replica. Use storage.layout PerPod (a cache volume per pod), storage.accessModes [ReadWriteMany] "
+                "or a ReadWriteMany existingClaim to scale out",
                 blocking=False,
             )
         ]

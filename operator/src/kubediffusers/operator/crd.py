@@ -45,6 +45,9 @@ def _convert(node: Any, defs: dict[str, Any]) -> Any:
         outer = {k: _convert(v, defs) for k, v in node.items() if k not in _DROPPED_KEYS}
         merged = {**_convert(inner, defs), **outer}
         merged["nullable"] = True
+        if "enum" in merged and None not in merged["enum"]:
+            # The API server checks enum on null values too: an explicit null must be listed to pass.
+            merged["enum"] = [*merged["enum"], None]
         return merged
     out: dict[str, Any] = {}
     for key, value in node.items():
@@ -65,10 +68,13 @@ def _convert(node: Any, defs: dict[str, Any]) -> Any:
     if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
         out["x-kubernetes-preserve-unknown-fields"] = True
     if out.get("x-kubernetes-int-or-string"):
-        # As controller-gen writes quantities: the pattern outside the int/string choice.
+        # As controller-gen writes quantities: the pattern outside the int/string choice. Sizes and
+        # compute resources are never negative, so the API server refuses -1 and "-1Gi" at admission
+        # (pattern applies to strings, minimum to numbers).
         out.pop("type", None)
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-        out["pattern"] = s.QUANTITY_PATTERN
+        out["pattern"] = s.NON_NEGATIVE_QUANTITY_PATTERN
+        out["minimum"] = 0
     return out
 
 
@@ -112,6 +118,12 @@ def build_crd() -> dict[str, Any]:
                             "type": "string",
                             "jsonPath": ".status.phase",
                             "description": "Pending, Downloading, Loading, Ready, Degraded or Failed.",
+                        },
+                        {
+                            "name": "Reason",
+                            "type": "string",
+                            "jsonPath": ".status.reason",
+                            "description": "Why the pipeline is in this phase, in one word (FailedCreate, ImagePullBackOff, FailedScheduling, ...).",
                         },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                         {"name": "URL", "type": "string", "jsonPath": ".status.url", "priority": 1, "description": "Cluster URL of the Service."},

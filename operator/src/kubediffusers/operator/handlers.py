@@ -46,5 +46,8 @@ def pipeline_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 @kopf.on.event("v1", "persistentvolumeclaims", labels=OURS)
 @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=OURS)
 @kopf.on.event("v1", "pods", labels=OURS)
+# KEDA's objects: watched only where KEDA is installed (kopf waits for their CRDs otherwise).
+@kopf.on.event("keda.sh", "v1alpha1", "scaledobjects", labels=OURS)
+@kopf.on.event("http.keda.sh", "v1alpha1", "httpscaledobjects", labels=OURS)
 def child_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     runtime_of(memo).poke(namespace, labels.get(PIPELINE_LABEL))

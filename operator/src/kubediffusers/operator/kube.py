@@ -7,6 +7,7 @@ authenticates once, the same way for kopf's watches and for its own writes.
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 import os
 import ssl
@@ -27,6 +28,9 @@ _PLURALS = {
     "Pod": "pods",
     "NetworkPolicy": "networkpolicies",
     "CustomResourceDefinition": "customresourcedefinitions",
+    "Event": "events",
+    "ScaledObject": "scaledobjects",
+    "HTTPScaledObject": "httpscaledobjects",
 }
 
 
@@ -130,17 +134,22 @@ class Kube:
                 return None
             raise
 
-    async def list(self, path: str, label_selector: str | None = None) -> list[dict[str, Any]]:
-        params = {"labelSelector": label_selector} if label_selector else None
-        return list((await self.request("GET", path, params=params) or {}).get("items") or [])
-
-    async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        return await self.request("POST", path_of(obj, collection=True), body=obj, params={"fieldManager": MANAGER})
+    async def list(self, path: str, label_selector: str | None = None, field_selector: str | None = None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v}
+        return list((await self.request("GET", path, params=params or None) or {}).get("items") or [])
 
     async def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply: sets the fields in ``obj``, drops fields this manager set before and no longer sets."""
+        """Server-side apply: creates a missing object; sets the fields in ``obj``, drops fields this manager set before and no longer sets."""
         params = {"fieldManager": MANAGER, "force": "true"}
         return await self.request("PATCH", path_of(obj), body=obj, params=params, content_type="application/apply-patch+yaml")
+
+    async def replace_managed_fields(self, path: str, current: Mapping[str, Any], managed_fields: builtins.list[dict[str, Any]]) -> dict[str, Any]:
+        """Rewrite ``metadata.managedFields`` (the csaupgrade migration), only if the object is still the one read."""
+        patch: list[dict[str, Any]] = [{"op": "replace", "path": "/metadata/managedFields", "value": managed_fields}]
+        version = (current.get("metadata") or {}).get("resourceVersion")
+        if version:
+            patch.insert(0, {"op": "test", "path": "/metadata/resourceVersion", "value": version})
+        return await self.request("PATCH", path, body=patch, content_type="application/json-patch+json")
 
     async def patch_status(self, path: str, status: Mapping[str, Any]) -> dict[str, Any]:
         return await self.request("PATCH", path + "/status", body={"status": status}, content_type="application/merge-patch+json")

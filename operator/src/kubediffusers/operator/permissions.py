@@ -2,8 +2,12 @@
 
 The Helm chart's ClusterRole/Role rules must equal these (tests/chart checks the
 rendered rules against this list, and checks this list against the requests the real
-operator makes to an emulated API server). Nothing here is a wildcard and nothing
-deletes: children go away through owner references and the garbage collector.
+operator makes to an emulated API server). Nothing here is a wildcard. The operator
+never deletes anything: children go away through owner references and the garbage
+collector. The one ``delete`` grant (claims) is there because the API server's
+OwnerReferencesPermissionEnforcement admission plugin (on by default in OpenShift)
+lets only someone who may delete an object change its owner references, and
+switching storage.deletePolicy between Delete and Retain does exactly that.
 
 Two scopes:
 
@@ -59,16 +63,47 @@ NAMESPACED: tuple[Rule, ...] = (
         "children carry blockOwnerDeletion owner references; clusters with OwnerReferencesPermissionEnforcement require this",
     ),
     Rule("apps", ("deployments",), CHILD_VERBS, "the runner Deployment: watched for changes, read, created, server-side applied"),
-    Rule("", ("services", "persistentvolumeclaims"), CHILD_VERBS, "the Service and model-cache claim; an existingClaim is read to check it"),
+    Rule("", ("services",), CHILD_VERBS, "the Service: watched, read, server-side applied (an apply creates it)"),
+    Rule(
+        "",
+        ("persistentvolumeclaims",),
+        (*CHILD_VERBS, "delete"),
+        "the model-cache claim (an existingClaim is only read); delete only because OwnerReferencesPermissionEnforcement requires it to add or "
+        "remove the claim's owner reference when storage.deletePolicy switches between Delete and Retain (the operator never deletes it)",
+    ),
     Rule(
         "networking.k8s.io",
         ("networkpolicies",),
         CHILD_VERBS,
         "the optional per-pipeline NetworkPolicy: watched, read, created, server-side applied (made inert, never deleted, when turned off)",
     ),
+    Rule(
+        "keda.sh",
+        ("scaledobjects",),
+        CHILD_VERBS,
+        "spec.autoscaling: the KEDA ScaledObject: watched, read, created, server-side applied (paused, never deleted, when turned off); "
+        "its collection is read to tell whether KEDA is installed",
+    ),
+    Rule(
+        "http.keda.sh",
+        ("httpscaledobjects",),
+        CHILD_VERBS,
+        "autoscaling.minReplicas 0: the KEDA HTTP add-on's HTTPScaledObject (the interceptor's route): watched, read, created, server-side applied",
+    ),
     Rule("", ("pods",), ("list", "watch"), "runner pods: watched, and listed to report download and load progress and failures"),
-    Rule("", ("secrets",), ("get",), "tokenSecretRef/authSecretRef are checked to exist and hold the key (values are never kept)"),
-    Rule("", ("events",), ("create",), "kopf posts events on pipelines (phase transitions, handler errors)"),
+    Rule(
+        "",
+        ("secrets",),
+        ("get",),
+        "tokenSecretRef/authSecretRef are checked to exist and hold the key, so a typo is a clear condition rather than a pod stuck in "
+        "CreateContainerConfigError (only key names are kept, never values; KUBEDIFFUSERS_OPERATOR_CHECK_SECRET_KEYS=false skips it)",
+    ),
+    Rule(
+        "",
+        ("events",),
+        ("create", "list"),
+        "kopf posts events on pipelines (phase transitions, handler errors); Warning events of runner pods are listed to say why they do not start",
+    ),
 )
 
 CLUSTER: tuple[Rule, ...] = (

@@ -18,11 +18,20 @@ import kopf
 
 from .kube import ApiError, Kube
 from .metrics import OperatorMetrics
+from .names import MANAGED_BY_LABEL, MANAGER
 from .reconcile import Result, reconcile
 from .settings import OperatorSettings
 from .spec import GROUP
 
 Key = tuple[str, str]
+# (group, plural) of the children the handlers watch.
+CHILD_RESOURCES = frozenset({("apps", "deployments"), ("", "services"), ("", "persistentvolumeclaims"), ("networking.k8s.io", "networkpolicies"), ("", "pods")})
+
+
+def _is_child(resource: kopf.Resource) -> bool:
+    return (resource.group, resource.plural) in CHILD_RESOURCES
+
+
 FINALIZER = f"{GROUP}/finalizer"
 WARNING_PHASES = frozenset({"Degraded", "Failed"})
 
@@ -49,6 +58,11 @@ class Runtime:
         settings.networking.request_timeout = 60
         if self.settings.metrics_port:
             self.metrics.serve(self.settings.metrics_port)
+        # Children are watched cluster-wide: let the API server filter them by label (kopf's
+        # labels= on the handlers alone filters client-side, after every pod of the cluster
+        # was sent) and page the initial listings, so a big cluster does not starve the operator.
+        settings.watching.label_selectors[_is_child] = f"{MANAGED_BY_LABEL}={MANAGER}"
+        settings.watching.chunk_size = self.settings.list_chunk_size
 
     def login(self, **kwargs: Any) -> kopf.ConnectionInfo | None:
         info = None

@@ -34,7 +34,6 @@ class OperatorSettings(BaseSettings):
     standalone: bool = Field(default=False, description="Run without peering (one replica only, or for development).")
     resync_seconds: float = Field(default=60.0, gt=0, description="Each pipeline is re-checked this often even when nothing changes.")
     retry_seconds: float = Field(default=5.0, gt=0, description="Delay before retrying after the Kubernetes API failed.")
-    run_as_user: int = Field(default=1000, ge=1, description="UID (and GID, fsGroup) of the runner pods.")
     image_pull_secrets: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Secrets for pulling runner images, comma-separated names, for pipelines that set no spec.imagePullSecrets."
     )
@@ -51,8 +50,40 @@ class OperatorSettings(BaseSettings):
         le=65535,
         description="Port of the operator's Prometheus /metrics endpoint (reconciles, errors, pipelines by phase); 0: none (the chart sets 8081).",
     )
+    run_as_user: int | None = Field(
+        default=1000,
+        ge=1,
+        description="UID (and GID, fsGroup) of the runner pods. Empty: left unset, for OpenShift's restricted SCC to assign them from the namespace's range.",
+    )
+    progress_deadline_seconds: int = Field(
+        default=7200,
+        ge=600,
+        description="The runner Deployment's progressDeadlineSeconds: room for a first model download and load before a rollout counts as stalled.",
+    )
+    list_chunk_size: int = Field(
+        default=500, ge=1, description="Objects per page when kopf lists pipelines and children before watching (the API server's limit/continue)."
+    )
+    check_secret_keys: bool = Field(
+        default=True,
+        description=(
+            "Read the Secrets that tokenSecretRef/authSecretRef name to check that they exist and hold the key (needs get on secrets). "
+            "False: skip the check where policy forbids the operator reading Secrets; a missing one then shows as the pod's CreateContainerConfigError."
+        ),
+    )
     startup_timeout_seconds: int = Field(
         default=3600, ge=60, description="How long a runner may take to load its model before the kubelet restarts it (startup probe)."
+    )
+    prometheus_address: str | None = Field(
+        default=None, description="Prometheus server the KEDA ScaledObjects query, for pipelines whose spec.autoscaling names none."
+    )
+    http_interceptor_service: str = Field(
+        default="keda-add-ons-http-interceptor-proxy.keda.svc.cluster.local",
+        min_length=1,
+        description="DNS name of the KEDA HTTP add-on's interceptor proxy Service (scale to zero: pipeline Services become ExternalNames to it).",
+    )
+    http_interceptor_port: int = Field(default=8080, ge=1, le=65535, description="Port of the interceptor proxy Service.")
+    http_external_scaler_address: str = Field(
+        default="keda-add-ons-http-external-scaler.keda:9090", min_length=1, description="host:port of the KEDA HTTP add-on's external scaler."
     )
 
     @field_validator("namespaces", "image_pull_secrets", mode="before")
@@ -62,7 +93,7 @@ class OperatorSettings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("hf_endpoint", "liveness_endpoint", "runner_cpu_request", "runner_memory_request", mode="before")
+    @field_validator("hf_endpoint", "liveness_endpoint", "prometheus_address", "run_as_user", "runner_cpu_request", "runner_memory_request", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value

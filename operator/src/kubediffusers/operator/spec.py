@@ -35,6 +35,12 @@ MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9_.\-]+)?$"
 REVISION_PATTERN = r"^[A-Za-z0-9_.\-/]+$"
 VARIANT_PATTERN = r"^[A-Za-z0-9_\-]+$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+# A browser origin (scheme://host[:port], no path), or * for any.
+CORS_ORIGIN_PATTERN = r"^(\*|https?://[A-Za-z0-9.\-\[\]:]+)$"
+ADAPTER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+WEIGHT_NAME_PATTERN = r"^[A-Za-z0-9_.\-][A-Za-z0-9_.\-/]*\.safetensors$"
+SAFETY_CHECKER_ID = "CompVis/stable-diffusion-safety-checker"
+MAX_LORA_SCALE = 10.0
 
 
 def _quantity_to_str(value: Any) -> Any:
@@ -86,6 +92,7 @@ class Task(StrEnum):
     IMAGE_TO_VIDEO = "image-to-video"
     UPSCALE = "upscale"
     IMAGE_VARIATION = "image-variation"
+    TEXT_TO_VIDEO = "text-to-video"
 
 
 class SecretKeyRef(_Model):
@@ -127,7 +134,9 @@ class ModelSpec(_Model):
 class StorageSpec(_Model):
     """The model cache: a PersistentVolumeClaim mounted at /models."""
 
-    size: PositiveQuantity = Field(default="20Gi", description="Size of the claim the operator creates (<name>-models). Ignored with existingClaim.")
+    size: PositiveQuantity = Field(
+        default="20Gi", description="Size of the claim the operator creates (<name>-models, or each pod's own with layout PerPod). Ignored with existingClaim."
+    )
     storage_class_name: str | None = Field(
         default=None, max_length=253, description="StorageClass of the claim the operator creates. Unset: the cluster's default class."
     )
@@ -135,7 +144,7 @@ class StorageSpec(_Model):
         default=["ReadWriteOnce"],
         min_length=1,
         max_length=3,
-        description="Access modes of the claim the operator creates. More than one replica needs ReadWriteMany (or an existingClaim that allows it).",
+        description="Access modes of the claim(s) the operator creates. Several replicas on one Shared claim need ReadWriteMany; layout PerPod works with ReadWriteOnce.",
     )
     existing_claim: str | None = Field(
         default=None,
@@ -143,13 +152,36 @@ class StorageSpec(_Model):
         pattern=DNS_SUBDOMAIN_PATTERN,
         description="Use this existing claim (e.g. a ReadWriteMany cache shared by several pipelines) instead of creating one. The operator never deletes it.",
     )
+    layout: Literal["Auto", "Shared", "PerPod"] = Field(
+        default="Auto",
+        description=(
+            "Shared: every pod mounts one claim (<name>-models or existingClaim); more than one replica needs it ReadWriteMany. "
+            "PerPod: each pod gets its own claim (a generic ephemeral volume, made and deleted with the pod), so any number of replicas "
+            "runs on ReadWriteOnce storage, each fetching the model once when it starts. "
+            "Auto: PerPod when the claim would be single-node and the pipeline can have more than one replica "
+            "(spec.replicas, or autoscaling.maxReplicas, above 1); Shared otherwise. status.storage.layout says which is in use."
+        ),
+    )
     delete_policy: Literal["Delete", "Retain"] = Field(
         default="Delete",
         description=(
             "Fate of the claim the operator creates when the pipeline is deleted. Delete: it goes with the pipeline (owner reference). "
-            "Retain: it is kept, and a pipeline created again under the same name reuses the cached model."
+            "Retain: it is kept, and a pipeline created again under the same name reuses the cached model. "
+            "Per-pod volumes (layout PerPod) always go with their pod."
         ),
     )
+
+    @model_validator(mode="after")
+    def _per_pod_needs_own_claims(self) -> StorageSpec:
+        if self.layout == "PerPod" and self.existing_claim:
+            raise ValueError("storage.layout PerPod gives each pod a claim of its own; it cannot be combined with storage.existingClaim")
+        return self
+
+    @model_validator(mode="after")
+    def _read_write_once_pod_alone(self) -> StorageSpec:
+        if "ReadWriteOncePod" in self.access_modes and len(set(self.access_modes)) > 1:
+            raise ValueError("storage.accessModes: ReadWriteOncePod cannot be combined with other access modes (the API server rejects the claim)")
+        return self
 
 
 class ResourceRequirements(_Model):
@@ -157,6 +189,10 @@ class ResourceRequirements(_Model):
 
     limits: dict[str, Quantity] | None = Field(default=None, description="Resource limits, e.g. {nvidia.com/gpu: 1, memory: 16Gi}.")
     requests: dict[str, Quantity] | None = Field(default=None, description="Resource requests, e.g. {cpu: 2, memory: 12Gi}.")
+
+
+def _default_fetch_resources() -> ResourceRequirements:
+    return ResourceRequirements(requests={"cpu": "250m", "memory": "512Mi"}, limits={"cpu": "1", "memory": "2Gi"})
 
 
 class Toleration(_Model):
@@ -179,6 +215,9 @@ class RunnerLimits(_Model):
     max_images_per_request: int | None = Field(default=None, ge=1, le=64, description="Largest num_images_per_prompt (runner default 4).")
     max_upload_bytes: int | None = Field(
         default=None, ge=1024, le=1024**3, description="Largest request body in bytes; larger gets 413 (runner default 20 MiB)."
+    )
+    max_video_frames: int | None = Field(
+        default=None, ge=1, le=1000, description="Largest num_frames of a video request (runner default 25; Wan's own length is 81, LTX-Video's 161)."
     )
 
 
@@ -207,13 +246,22 @@ class OptimizationsSpec(_Model):
     fuse_qkv: bool = Field(default=False, description="Fuse attention QKV projections into one matmul.")
     compile: CompileSpec = Field(default_factory=CompileSpec, description="torch.compile options; compiled kernels are cached on the model claim.")
     deepcache_interval: int = Field(
-        default=0, ge=0, le=10, description="DeepCache: reuse high-level UNet features for this many steps (0 off; 2-3 for multi-step models)."
+        default=0,
+        ge=0,
+        le=10,
+        description="UNet feature reuse (the DeepCache method, written in the runner): reuse high-level UNet features for this many steps (0 off; 2-3 for multi-step models; transformer checkpoints refuse it).",
     )
     tiny_vae_id: str | None = Field(
         default=None,
         max_length=200,
         pattern=MODEL_ID_PATTERN,
         description="Repository of a tiny autoencoder decoding in place of the VAE (e.g. madebyollin/taesd, madebyollin/taesdxl); fetched with the model.",
+    )
+    prompt_cache_size: int | None = Field(
+        default=None,
+        ge=0,
+        le=100_000,
+        description="Prompt embeddings kept (LRU) so a repeated prompt skips the text encoders (SD and SDXL); 0 turns it off (runner default 64).",
     )
     vae_slicing: bool = Field(default=False, description="Decode a batch one image at a time (less GPU memory).")
     vae_tiling: bool = Field(default=False, description="Decode large images in tiles (less GPU memory).")
@@ -228,6 +276,21 @@ class OptimizationsSpec(_Model):
         return self
 
 
+class SafetyCheckerSpec(_Model):
+    """A CLIP safety checker run on every generated image (livepeer's safety_check): real nsfw flags for every model."""
+
+    enabled: bool = Field(default=False, description="Fetch and run the safety checker; requests may skip it with safety_check: false.")
+    model_id: str = Field(
+        default=SAFETY_CHECKER_ID,
+        max_length=200,
+        pattern=MODEL_ID_PATTERN,
+        description="Repository of a diffusers StableDiffusionSafetyChecker (safetensors weights); fetched at main with the model.",
+    )
+    policy: Literal["flag", "blank"] = Field(
+        default="flag", description="flag: report nsfw: true and return the image; blank: also return a black image (every frame of a flagged video)."
+    )
+
+
 class RunnerSpec(_Model):
     """The runner container: image, queue, batching, optimizations and limits."""
 
@@ -239,6 +302,15 @@ class RunnerSpec(_Model):
         default=None, ge=1, le=10_000, description="Requests that may wait beyond the running one; more get 503 (runner default 16)."
     )
     request_timeout_seconds: float | None = Field(default=None, gt=0, le=86_400, description="A request not done by then gets 504 (runner default 300).")
+    drain_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        description=(
+            "After SIGTERM, how long the runner may take to finish running and queued work (new work gets 503) before failing the rest; "
+            "the pod's grace period follows. Unset: the request timeout."
+        ),
+    )
     max_batch_size: int | None = Field(
         default=None,
         ge=1,
@@ -248,7 +320,25 @@ class RunnerSpec(_Model):
     batch_window_ms: float | None = Field(
         default=None, ge=0, le=10_000, description="How long the runner waits for compatible requests to fill a batch (runner default 0)."
     )
+    compatibility: Literal["none", "livepeer"] = Field(
+        default="none",
+        description=(
+            "livepeer: answer go-livepeer's client as livepeer ai-runner does (only the statuses its spec declares: 500 for queue full, "
+            "not ready, out of memory and timeout; its defaults). none: the native 503/504 with Retry-After."
+        ),
+    )
+    cors_allowed_origins: list[Annotated[str, Field(max_length=253, pattern=CORS_ORIGIN_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description='Origins browsers may call the runner from (CORS), e.g. ["https://app.example"], or ["*"] for any; empty: CORS off.',
+    )
+    output_format: Literal["png", "jpeg", "webp"] | None = Field(
+        default=None,
+        description="Image encoding when a request names none (output_format or Accept): png (lossless, fast level), jpeg or webp (runner default png).",
+    )
+    output_quality: int | None = Field(default=None, ge=1, le=100, description="JPEG/WebP quality when a request names none (runner default 90).")
     optimizations: OptimizationsSpec = Field(default_factory=OptimizationsSpec, description="Speed and memory options.")
+    safety_checker: SafetyCheckerSpec = Field(default_factory=SafetyCheckerSpec, description="The safety checker (off by default).")
     limits: RunnerLimits = Field(default_factory=RunnerLimits, description="Per-request limits.")
     auth_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret key holding a bearer token; when set, inference routes need 'Authorization: Bearer <token>'."
@@ -304,6 +394,84 @@ class ServiceSpec(_Model):
         return self
 
 
+class AutoscalingSpec(_Model):
+    """Replicas follow the load: a KEDA ScaledObject (and, with minReplicas 0, the KEDA HTTP add-on) sets spec.replicas."""
+
+    min_replicas: int = Field(
+        default=1,
+        ge=0,
+        le=100,
+        description=(
+            "Fewest replicas. 0: idle pipelines scale to zero, and requests that arrive then are held by the KEDA HTTP add-on's "
+            "interceptor until a replica is ready (the Service becomes an ExternalName to the interceptor; see docs/scaling.md)."
+        ),
+    )
+    max_replicas: int = Field(ge=1, le=100, description="Most replicas.")
+    target_queue_depth: float = Field(
+        default=2,
+        gt=0,
+        le=10_000,
+        description="Queued requests per replica the autoscaler aims for (replicas = ceil(sum of queue depths / this)); see docs/scaling.md per family.",
+    )
+    target_in_flight: float | None = Field(
+        default=None,
+        gt=0,
+        le=10_000,
+        description="Also scale on requests running plus queued per replica (unset: queue depth only); the larger of the two answers wins.",
+    )
+    scale_down_stabilization_seconds: int = Field(
+        default=300, ge=0, le=3600, description="Scale down only to the highest replica count wanted over this window (HPA behavior)."
+    )
+    polling_interval_seconds: int = Field(default=15, ge=1, le=3600, description="How often KEDA evaluates the query.")
+    cooldown_seconds: int = Field(
+        default=300, ge=0, le=86_400, description="With minReplicas 0: idle time after the last request before going to zero (KEDA cooldownPeriod)."
+    )
+    cold_start_timeout_seconds: int = Field(
+        default=1800,
+        ge=10,
+        le=86_400,
+        description="With minReplicas 0: how long the interceptor holds a request while a replica starts (download if not cached, load, warm-up).",
+    )
+    prometheus_address: str | None = Field(
+        default=None,
+        max_length=512,
+        pattern=r"^https?://[^\s]+$",
+        description="Prometheus server that scrapes the runner pods, e.g. http://prometheus.monitoring:9090. Unset: the operator's setting (chart value autoscaling.prometheusAddress).",
+    )
+    hosts: list[Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="With minReplicas 0: extra Host names the interceptor routes to this pipeline (an Ingress host); the Service's own names are always routed.",
+    )
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"autoscaling.minReplicas ({self.min_replicas}) must not exceed autoscaling.maxReplicas ({self.max_replicas})")
+        return self
+
+
+class LoraSpec(_Model):
+    """A LoRA adapter fetched with the model and loaded at start-up; requests apply it by name or id (livepeer's loras)."""
+
+    name: str = Field(pattern=ADAPTER_NAME_PATTERN, description="The adapter's name, unique in the pipeline; requests may name it or its id.")
+    id: str = Field(min_length=1, max_length=200, pattern=MODEL_ID_PATTERN, description="Hugging Face repository id of the adapter.")
+    revision: str = Field(default="main", min_length=1, max_length=200, pattern=REVISION_PATTERN, description="Branch, tag or commit of the repository.")
+    weight_name: str | None = Field(
+        default=None,
+        max_length=255,
+        pattern=WEIGHT_NAME_PATTERN,
+        description="The .safetensors file in the repository (only it is fetched). Unset: the repository's root safetensors.",
+    )
+    scale: float = Field(default=1.0, ge=0, le=MAX_LORA_SCALE, description="The weight used when a request names the adapter with null.")
+
+    @model_validator(mode="after")
+    def _inside_the_repository(self) -> LoraSpec:
+        if self.weight_name is not None and ".." in self.weight_name.split("/"):
+            raise ValueError("weightName must be a path inside the repository")
+        return self
+
+
 class InferencePipelineSpec(_Model):
     """Desired state: one task served by one model, cached on a volume, behind a Service."""
 
@@ -313,6 +481,21 @@ class InferencePipelineSpec(_Model):
     replicas: int = Field(default=1, ge=0, le=100, description="Number of runner pods. Also set by `kubectl scale` and HorizontalPodAutoscalers.")
     resources: ResourceRequirements | None = Field(
         default=None, description="Compute resources of the runner container, e.g. {limits: {nvidia.com/gpu: 1}}. Unset: none (the runner uses the CPU)."
+    )
+    fetch_resources: ResourceRequirements = Field(
+        default_factory=_default_fetch_resources,
+        description=(
+            "Compute resources of the fetch init container (a namespace with a cpu/memory ResourceQuota rejects pods whose containers, "
+            "init containers included, request none). Default: requests {cpu: 250m, memory: 512Mi}, limits {cpu: 1, memory: 2Gi}."
+        ),
+    )
+    rollout_strategy: Literal["Auto", "Recreate", "RollingUpdate"] = Field(
+        default="Auto",
+        description=(
+            "How a spec change replaces the pods. Auto: RollingUpdate (one extra pod at a time) only on a ReadWriteMany claim or with storage "
+            "layout PerPod (each new pod brings its own volume), else Recreate: on a ReadWriteOnce or ReadWriteOncePod claim the new pod "
+            "could not mount the claim (or would need a second GPU) while the old one runs."
+        ),
     )
     node_selector: dict[str, str] | None = Field(default=None, description="Node labels the pods must match, as in a Pod spec.")
     tolerations: list[Toleration] | None = Field(default=None, description="Tolerations of the pods, as in a Pod spec (e.g. for tainted GPU nodes).")
@@ -332,10 +515,40 @@ class InferencePipelineSpec(_Model):
         ),
     )
     runner: RunnerSpec = Field(default_factory=RunnerSpec, description="The runner container.")
+    loras: list[LoraSpec] = Field(
+        default_factory=list,
+        max_length=16,
+        description="LoRA adapters (safetensors) fetched with the model and loaded at start-up; each request picks up to 4 with weights.",
+    )
     service: ServiceSpec = Field(default_factory=ServiceSpec, description="The Service in front of the pods.")
     network_policy: NetworkPolicySpec = Field(
         default_factory=NetworkPolicySpec, description="Who may reach the runner pods (needs a network plugin that enforces NetworkPolicy)."
     )
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None, description="Scale on load with KEDA (a ScaledObject that sets spec.replicas). Unset: spec.replicas, set by hand or kubectl scale."
+    )
+
+    @model_validator(mode="after")
+    def _scale_to_zero_needs_cluster_ip(self) -> InferencePipelineSpec:
+        if self.autoscaling is not None and self.autoscaling.min_replicas == 0 and self.service.type != "ClusterIP":
+            raise ValueError(
+                "autoscaling.minReplicas 0 routes requests through the KEDA HTTP interceptor (the Service becomes an ExternalName), "
+                f"so service.type must be ClusterIP, not {self.service.type}: expose the interceptor instead"
+            )
+        return self
+
+    def most_replicas(self) -> int:
+        """The most replicas this spec can run: what the storage layout must serve."""
+        return self.autoscaling.max_replicas if self.autoscaling is not None else self.replicas
+
+    @model_validator(mode="after")
+    def _adapters_consistent(self) -> InferencePipelineSpec:
+        names = [lora.name for lora in self.loras]
+        if len(set(names)) != len(names):
+            raise ValueError(f"loras: adapter names must be unique, got {names}")
+        if self.loras and self.runner.optimizations.fuse_qkv:
+            raise ValueError("loras cannot be combined with runner.optimizations.fuseQkv (fused projections bypass the adapters)")
+        return self
 
 
 # ---- status (written by the operator; modelled here so the CRD schema is generated too)
@@ -353,7 +566,7 @@ class Phase(StrEnum):
 class Condition(_Model):
     """One aspect of the pipeline's state, as in other Kubernetes objects."""
 
-    type: str = Field(description="Valid, ModelCached or Available.")
+    type: str = Field(description="Valid, ModelCached, Available, StorageReady or Autoscaling.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="One CamelCase word saying why.")
     message: str = Field(default="", description="What a person should know, in a sentence.")
@@ -367,18 +580,39 @@ class ModelStatus(_Model):
     resolved_revision: str | None = Field(default=None, description="Commit the requested revision resolved to when fetched.")
 
 
+class StorageStatus(_Model):
+    """Where the model is cached."""
+
+    layout: Literal["Shared", "PerPod"] | None = Field(default=None, description="Shared (one claim for all pods) or PerPod (a claim per pod).")
+    claim: str | None = Field(default=None, description="The shared claim's name (layout Shared).")
+    cached_replicas: int | None = Field(default=None, description="Runner pods of the current spec whose model is in their cache.")
+
+
+class AutoscalingStatus(_Model):
+    """What drives spec.replicas."""
+
+    scaled_object: str | None = Field(default=None, description="Name of the KEDA ScaledObject that sets spec.replicas.")
+    http_scaled_object: str | None = Field(default=None, description="Name of the HTTPScaledObject routing requests through the interceptor (minReplicas 0).")
+    query: str | None = Field(default=None, description="The Prometheus query the ScaledObject scales on.")
+
+
 class InferencePipelineStatus(_Model):
     """Observed state, written by the operator."""
 
     phase: Phase | None = Field(default=None, description="Pending, Downloading, Loading, Ready, Degraded or Failed.")
+    reason: str | None = Field(default=None, description="Why the pipeline is in this phase, in one CamelCase word (the Reason column).")
     message: str | None = Field(default=None, description="Why the pipeline is in this phase.")
-    conditions: list[Condition] = Field(default_factory=list, description="Valid, ModelCached and Available conditions.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Valid, ModelCached, Available, StorageReady and (with spec.autoscaling) Autoscaling conditions."
+    )
     observed_generation: int | None = Field(default=None, description="metadata.generation this status was computed from.")
     replicas: int | None = Field(default=None, description="Runner pods that exist (for the scale subresource).")
     ready_replicas: int | None = Field(default=None, description="Runner pods that answer /readyz.")
     selector: str | None = Field(default=None, description="Label selector of the runner pods (for the scale subresource and HPAs).")
     url: str | None = Field(default=None, description="Cluster URL of the Service, http://<name>.<namespace>.svc.cluster.local:<port>.")
     model: ModelStatus | None = Field(default=None, description="What was fetched.")
+    storage: StorageStatus | None = Field(default=None, description="The storage layout in use and how many replicas have the model cached.")
+    autoscaling: AutoscalingStatus | None = Field(default=None, description="The KEDA objects that scale the pipeline (when spec.autoscaling is set).")
 
 
 # ---- parsing

@@ -13,7 +13,8 @@ from typing import Any
 
 from . import names
 from .checks import Problem
-from .spec import Phase
+from .layout import storage_layout
+from .spec import InferencePipelineSpec, Phase
 
 # Waiting reasons that do not fix themselves: the pod will not start until someone acts.
 STUCK_WAITING = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"})
@@ -84,6 +85,10 @@ def inspect_pod(pod: Mapping[str, Any]) -> PodState:
             return PodState("stuck", waiting["reason"], _short(f"container runner: {waiting.get('message') or waiting['reason']}"), resolved)
         if (waiting is not None and waiting.get("reason") == "CrashLoopBackOff") or state.get("terminated") is not None:
             term = last or state.get("terminated") or {}
+            if term.get("reason") == "OOMKilled":
+                return PodState(
+                    "crashing", "OOMKilled", "the runner was killed for using more memory than its limit: raise spec.resources.limits.memory", resolved
+                )
             return PodState("crashing", "RunnerCrashLoopBackOff", _short(f"runner keeps exiting: {_terminated_message(term)}"), resolved)
         message = "the runner is loading the model"
         if last is not None:
@@ -101,12 +106,42 @@ def _pending(status: Mapping[str, Any]) -> PodState:
     return PodState("pending", "PodPending", "waiting for the pod to start")
 
 
+# Warning events on pods that say why a pod that exists does not start.
+POD_WARNINGS = frozenset({"FailedScheduling", "FailedMount", "FailedAttachVolume", "FailedCreatePodSandBox"})
+
+
 @dataclass(frozen=True)
 class Observed:
     """What the cluster shows for one pipeline."""
 
     deployment: Mapping[str, Any] | None
     pods: Sequence[Mapping[str, Any]]
+    events: Sequence[Mapping[str, Any]] = ()  # Warning events in the namespace (any object; filtered here)
+
+
+def _latest_warnings(events: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]) -> dict[str, PodState]:
+    """Per pod name, its newest warning event of the kinds in POD_WARNINGS."""
+    names_ = {(p.get("metadata") or {}).get("name") for p in pods}
+    newest: dict[str, tuple[str, PodState]] = {}
+    for event in events:
+        target = event.get("involvedObject") or event.get("regarding") or {}
+        reason = event.get("reason") or ""
+        if target.get("kind") != "Pod" or target.get("name") not in names_ or reason not in POD_WARNINGS or event.get("type") != "Warning":
+            continue
+        when = str(event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp") or "")
+        if target["name"] not in newest or when >= newest[target["name"]][0]:
+            newest[target["name"]] = (when, PodState("pending", reason, _short(event.get("message") or event.get("note"))))
+    return {name: state for name, (_, state) in newest.items()}
+
+
+def _deployment_trouble(deployment: Mapping[str, Any] | None) -> PodState | None:
+    """ReplicaFailure (pods cannot be created: quota, admission) or a stalled rollout, from the Deployment's conditions."""
+    for cond in ((deployment or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            return PodState("stuck", cond.get("reason") or "FailedCreate", _short(f"pods cannot be created: {cond.get('message')}"))
+        if cond.get("type") == "Progressing" and cond.get("status") == "False" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return PodState("stuck", "ProgressDeadlineExceeded", _short(cond.get("message") or "the rollout made no progress"))
+    return None
 
 
 def _condition(type_: str, ok: bool | None, reason: str, message: str) -> Json:
@@ -125,15 +160,28 @@ def derive_status(
     port: int | None,
     replicas: int | None,
     pod_hash: str | None,
+    storage_note: str | None = None,
+    extra_conditions: Sequence[Json] = (),
+    extra: Mapping[str, Any] | None = None,
 ) -> Json:
-    """The whole new status. ``replicas`` is what the operator asked the Deployment for."""
+    """The whole new status. ``replicas`` is what the operator asked the Deployment for.
+
+    ``extra_conditions`` and ``extra`` (more status fields) come from other parts, e.g. autoscaling and the storage layout.
+    """
     previous = previous or {}
     blocking = [p for p in problems if p.blocking]
     warnings = [p for p in problems if not p.blocking]
     deployment = observed.deployment
     live = [p for p in observed.pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
     current = [p for p in live if pod_hash is None or ((p.get("metadata") or {}).get("annotations") or {}).get(names.POD_HASH_ANNOTATION) == pod_hash]
-    states = [inspect_pod(p) for p in current]
+    warnings_by_pod = _latest_warnings(observed.events, current)
+    states = []
+    for pod in current:
+        state = inspect_pod(pod)
+        warning = warnings_by_pod.get(str((pod.get("metadata") or {}).get("name")))
+        if state.kind == "pending" and warning is not None and state.reason in ("PodPending", "Unschedulable"):
+            state = warning  # the scheduler's or kubelet's own words: FailedScheduling, FailedMount, ...
+        states.append(state)
     dep_status = (deployment or {}).get("status") or {}
     ready_current = sum(1 for s in states if s.kind == "ready")
     # The Deployment's count lags its pods' (and vice versa): take whichever saw more.
@@ -142,6 +190,10 @@ def derive_status(
     desired = replicas if replicas is not None else int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
 
     phase, reason, message = _phase(blocking, warnings, deployment, states, desired, ready_current, ready_total)
+    trouble = _deployment_trouble(deployment)
+    if trouble is not None and phase in (Phase.PENDING, Phase.DEGRADED) and ready_current < desired and not any(s.failed for s in states):
+        phase = Phase.DEGRADED if ready_total else Phase.FAILED
+        reason, message = trouble.reason, trouble.message
 
     resolved = next((s.resolved for s in states if s.resolved), None) or ((previous.get("model") or {}).get("resolvedRevision"))
     if blocking:
@@ -150,10 +202,17 @@ def derive_status(
         valid = _condition("Valid", False, warnings[0].reason, "; ".join(p.message for p in warnings))
     else:
         valid = _condition("Valid", True, "SpecValid", "the spec and everything it refers to are valid")
-    conditions = [valid, _model_condition(states, resolved), _available_condition(ready_total, desired, deployment, reason, message)]
+    conditions = [
+        valid,
+        _model_condition(states, resolved),
+        _available_condition(ready_total, desired, deployment, reason, message),
+        _storage_condition(problems, storage_note),
+    ]
+    conditions += [dict(c) for c in extra_conditions]
 
     status: Json = {
         "phase": phase.value,
+        "reason": reason,
         "message": message,
         "conditions": _keep_transition_times(conditions, previous.get("conditions") or [], now, generation),
         "observedGeneration": generation,
@@ -162,6 +221,7 @@ def derive_status(
         "selector": names.selector_string(name),
         "url": names.service_url(name, namespace, port) if port is not None else previous.get("url"),
         "model": {"resolvedRevision": resolved},
+        **(extra or {}),
     }
     return status
 
@@ -214,6 +274,15 @@ def _available_condition(ready: int, desired: int, deployment: Mapping[str, Any]
     return _condition("Available", False, reason, message or "no runner pod is ready")
 
 
+def _storage_condition(problems: Sequence[Problem], resizing: str | None) -> Json:
+    rejected = [p for p in problems if p.reason in ("StorageChangeRejected", "StorageResizeRejected")]
+    if rejected:
+        return _condition("StorageReady", False, rejected[0].reason, "; ".join(p.message for p in rejected))
+    if resizing:
+        return _condition("StorageReady", False, "Resizing", resizing)
+    return _condition("StorageReady", True, "AsSpecified", "the model cache claim is as the spec asks")
+
+
 def _keep_transition_times(conditions: list[Json], previous: Sequence[Mapping[str, Any]], now: str, generation: int | None) -> list[Json]:
     before = {c.get("type"): c for c in previous}
     for cond in conditions:
@@ -226,3 +295,27 @@ def _keep_transition_times(conditions: list[Json], previous: Sequence[Mapping[st
 
 def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
     return any((old or {}).get(key) != value for key, value in new.items())
+
+
+# ---- status.storage (the layout itself is layout.py's)
+
+
+def cached(pod: Mapping[str, Any]) -> bool:
+    """Whether the pod's model is in its cache: its fetch init container finished."""
+    state = inspect_pod(pod)
+    return state.resolved is not None or state.kind in ("ready", "loading", "crashing")
+
+
+def storage_status(spec: InferencePipelineSpec, pipeline: str, pods: Sequence[Mapping[str, Any]], pod_hash: str | None) -> dict[str, Any]:
+    """``status.storage``: the layout in use and how many replicas of the current spec have their model cached."""
+    layout = storage_layout(spec)
+    current = [
+        p
+        for p in pods
+        if not (p.get("metadata") or {}).get("deletionTimestamp")
+        and (pod_hash is None or ((p.get("metadata") or {}).get("annotations") or {}).get(names.POD_HASH_ANNOTATION) == pod_hash)
+    ]
+    status: dict[str, Any] = {"layout": layout, "cachedReplicas": sum(1 for p in current if cached(p))}
+    if layout == "Shared":
+        status["claim"] = spec.storage.existing_claim or names.claim_name(pipeline)
+    return status

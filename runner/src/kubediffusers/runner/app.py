@@ -7,20 +7,28 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from kubediffusers.runner import __version__
 from kubediffusers.runner.auth import require_token
+from kubediffusers.runner.compat import livepeer
 from kubediffusers.runner.context import RunnerContext
 from kubediffusers.runner.errors import install_error_handlers
-from kubediffusers.runner.middleware import BodyLimits, RequestMetrics
+from kubediffusers.runner.middleware import BodyLimits, RequestMetrics, TokenFirst
 from kubediffusers.runner.routes import health, jobs, task_routers
-from kubediffusers.runner.settings import RunnerSettings, Task
+from kubediffusers.runner.routes import livepeer as livepeer_routes
+from kubediffusers.runner.routes.pico import health_router as pico_health
+from kubediffusers.runner.settings import Compatibility, RunnerSettings, Task
 
 DESCRIPTION = """\
 HTTP API of one kubediffusers runner. A runner serves one task; only that
 task's route exists. Responses follow livepeer ai-runner's shapes. Errors are
-`{"detail": {"msg": "..."}}`.
+`{"detail": {"msg": "..."}}`. PICO's routes (/api/v1/...) answer in PICO's
+shapes; see docs/runner-api.md for the clients of livepeer ai-runner and PICO.
 """
+
+# Headers a browser script may read from an answer (CORS).
+EXPOSED_HEADERS = ["Retry-After", "Location", "Preference-Applied", "X-Seed", "X-Nsfw", "X-Frames"]
 
 
 def create_app(settings: RunnerSettings, *, tasks: list[Task] | None = None, load_model: bool = True) -> FastAPI:
@@ -40,15 +48,39 @@ def create_app(settings: RunnerSettings, *, tasks: list[Task] | None = None, loa
             await context.worker.stop()
             context.executor.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="kubediffusers runner", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # Swagger UI and ReDoc load their scripts from a public CDN: not on a runner that guards its routes.
+    # /openapi.json stays, for clients and generators.
+    guarded_docs = settings.auth_token is not None
+    app = FastAPI(
+        title="kubediffusers runner",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None if guarded_docs else "/docs",
+        redoc_url=None if guarded_docs else "/redoc",
+    )
     app.state.context = context
     install_error_handlers(app)
     app.include_router(health.router)
-    for task in tasks or [settings.task]:
-        for router in task_routers(task):
-            app.include_router(router, dependencies=[Depends(require_token)])
-    # Async jobs of the served task; the same token guards them.
-    app.include_router(jobs.router, dependencies=[Depends(require_token)])
+    app.include_router(livepeer_routes.router)
+    app.include_router(pico_health)
+    # The task's routes (native and compatibility) and its async jobs; the token guards them.
+    guarded = [router for task in tasks or [settings.task] for router in task_routers(task, settings.compatibility)] + [jobs.router]
+    for router in guarded:
+        app.include_router(router, dependencies=[Depends(require_token)])
     app.add_middleware(RequestMetrics, metrics=context.metrics)
+    token = settings.auth_token.get_secret_value() if settings.auth_token is not None else None
+    app.add_middleware(TokenFirst, token=token, guarded=[route for router in guarded for route in router.routes])
     app.add_middleware(BodyLimits, max_bytes=settings.max_upload_bytes, timeout_seconds=settings.body_timeout_seconds)
+    if settings.compatibility is Compatibility.LIVEPEER:
+        app.add_middleware(livepeer.DeclaredStatuses, paths=livepeer.livepeer_paths())
+    if settings.cors_allowed_origins:
+        # Outermost: a preflight is answered before auth or body limits see it.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allowed_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "Prefer"],
+            expose_headers=EXPOSED_HEADERS,
+        )
     return app

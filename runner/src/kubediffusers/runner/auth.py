@@ -21,6 +21,19 @@ async def require_token(
     if expected is None:
         return
     supplied = credentials.credentials if credentials is not None else ""
+    if not token_matches(supplied, expected.get_secret_value()):
+        raise Unauthorized(UNAUTHORIZED)
+
+
+UNAUTHORIZED = "a valid 'Authorization: Bearer <token>' header is required"
+
+
+def token_matches(supplied: str, expected: str) -> bool:
     # Constant-time comparison: response timing must not reveal the token.
-    if not secrets.compare_digest(supplied.encode(), expected.get_secret_value().encode()):
-        raise Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
+    return secrets.compare_digest(supplied.encode(), expected.encode())
+
+
+def bearer_of(authorization: bytes) -> str:
+    """The credentials of an 'Authorization: Bearer <token>' header value ('' if it is not one)."""
+    scheme, _, token = authorization.decode("latin-1").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 
 from kubediffusers.runner.settings import ConfigurationError, load_settings
 
@@ -15,22 +16,16 @@ def serve() -> int:
         print(f"kubediffusers-runner: {exc}", file=sys.stderr)
         return 2
 
-    import uvicorn
-
-    from kubediffusers.runner.app import create_app
     from kubediffusers.runner.logs import configure_logging
+    from kubediffusers.runner.server import serve as serve_http
 
     configure_logging(settings.log_level)
+    # Fix the temp directory (uploads past 1 MiB spool there) while it is writable: Python picks it
+    # on first use, and skips a full one for the next candidate, so a full /tmp would otherwise
+    # spill uploads elsewhere, or fail as "no usable temporary directory" instead of a clear 507.
+    tempfile.gettempdir()
     logging.getLogger(__name__).info("serving %s with %s@%s from %s", settings.task.value, settings.model_id, settings.model_revision, settings.model_dir)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_keep_alive=5,
-        # Slow clients must not hold a connection open forever.
-        h11_max_incomplete_event_size=64 * 1024,
-    )
+    serve_http(settings)
     return 0
 
 

@@ -40,7 +40,7 @@ class RunnerContext:
                 max_batch_size=settings.max_batch_size,
                 batch_window_seconds=settings.batch_window_ms / 1000,
             ),
-            jobs=JobStore(settings.job_ttl_seconds, settings.max_jobs),
+            jobs=JobStore(settings.job_ttl_seconds, settings.max_jobs, max_bytes=settings.max_job_bytes),
             executor=executor,
         )
 

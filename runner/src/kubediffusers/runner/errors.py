@@ -5,16 +5,25 @@ status and a message meant for the caller. The handlers installed by
 ``install_error_handlers`` turn those, FastAPI's validation errors, Starlette's
 HTTP errors and anything unexpected into ``{"detail": {"msg": ...}}`` so no
 stack trace ever reaches a client.
+
+Routes of another API's clients answer in that API's shapes: the route's class
+carries its ``ErrorStyle`` (``styled_route``), and the handlers render by it.
+livepeer ai-runner: ``{"detail": {"msg"}}`` too, but 422 as FastAPI's list and
+an empty prompt as its 400; PICO: ``{"detail": "<string>"}``, 503 "GPU_BUSY"
+for a full queue, 422 as FastAPI's list.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-from typing import Any
+from enum import StrEnum
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -23,6 +32,7 @@ log = logging.getLogger(__name__)
 class RunnerError(Exception):
     status_code = 500
     retry_after: int | None = None
+    headers: ClassVar[dict[str, str]] = {}  # sent with the answer (WWW-Authenticate)
 
     def __init__(self, msg: str, *, retry_after: int | None = None) -> None:
         super().__init__(msg)
@@ -39,6 +49,7 @@ class InvalidInput(RunnerError):
 
 class Unauthorized(RunnerError):
     status_code = 401
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}  # RFC 6750: which scheme to use
 
 
 class PayloadTooLarge(RunnerError):
@@ -55,6 +66,13 @@ class NotReady(RunnerError):
 class QueueFull(RunnerError):
     status_code = 503
     retry_after = 5
+
+
+class ShuttingDown(RunnerError):
+    """The runner is draining for shutdown: new work is refused, and work left at the drain deadline fails."""
+
+    status_code = 503
+    retry_after = 1
 
 
 class GpuOutOfMemory(RunnerError):
@@ -115,39 +133,110 @@ def error_response(status_code: int, msg: str, *, retry_after: int | None = None
     return JSONResponse(error_body(msg, **extra), status_code=status_code, headers=headers)
 
 
+# A 422 reports this many errors at most, each location and message bounded:
+# a body of a million unknown keys once made a 161 MiB answer.
+MAX_REPORTED_ERRORS = 20
+MAX_LOC_CHARS = 100
+
+
+class ErrorStyle(StrEnum):
+    """Whose error shapes a route answers with."""
+
+    NATIVE = "native"
+    LIVEPEER = "livepeer"
+    PICO = "pico"
+
+
+_ROUTE_CLASSES: dict[ErrorStyle, type[APIRoute]] = {}
+
+
+def styled_route(style: ErrorStyle) -> type[APIRoute]:
+    """The route class (``APIRouter(route_class=...)``) whose errors render in ``style``."""
+    if style not in _ROUTE_CLASSES:
+        _ROUTE_CLASSES[style] = type(f"{style.value.title()}Route", (APIRoute,), {"error_style": style})
+    return _ROUTE_CLASSES[style]
+
+
+def style_of(request: Request) -> ErrorStyle:
+    style = getattr(request.scope.get("route"), "error_style", ErrorStyle.NATIVE)
+    return style if isinstance(style, ErrorStyle) else ErrorStyle.NATIVE
+
+
+def styled_response(request: Request, status_code: int, msg: str, *, retry_after: int | None = None, queue_full: bool = False) -> JSONResponse:
+    """An error in the shape of the route's API."""
+    if style_of(request) is ErrorStyle.PICO:
+        # PICO raised HTTPException(503, "GPU_BUSY") when its GPU gate was taken.
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return JSONResponse({"detail": "GPU_BUSY" if queue_full else msg}, status_code=status_code, headers=headers)
+    return error_response(status_code, msg, retry_after=retry_after)
+
+
+# livepeer ai-runner checks the prompt itself and answers this 400 (routes/text_to_image.py).
+LIVEPEER_EMPTY_PROMPT = "Prompt must be provided."
+
+
 def _describe_validation(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+    found = exc.errors()
     errors = []
-    for err in exc.errors():
+    for err in found[:MAX_REPORTED_ERRORS]:
         # Drop 'input' and 'ctx': they can echo huge or binary request data.
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query")]
-        errors.append({"loc": loc, "msg": err.get("msg", "invalid"), "type": err.get("type", "")})
+        loc = [str(p)[:MAX_LOC_CHARS] for p in err.get("loc", ()) if p not in ("body", "query")]
+        errors.append({"loc": loc, "msg": one_line(ValueError(err.get("msg", "invalid")), 200), "type": err.get("type", "")})
     summary = "; ".join(f"{'.'.join(e['loc']) or 'request'}: {e['msg']}" for e in errors)
+    if len(found) > MAX_REPORTED_ERRORS:
+        summary += f"; and {len(found) - MAX_REPORTED_ERRORS} more errors"
     return summary or "invalid request", errors
 
 
-async def _runner_error(_: Request, exc: Exception) -> JSONResponse:
+async def _runner_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RunnerError)
-    return error_response(exc.status_code, exc.msg, retry_after=exc.retry_after)
+    response = styled_response(request, exc.status_code, exc.msg, retry_after=exc.retry_after, queue_full=isinstance(exc, QueueFull))
+    response.headers.update(exc.headers)
+    return response
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+def _fastapi_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """FastAPI's own 422 items (loc with "body"), without 'input' and 'ctx'."""
+    return [{"loc": list(err.get("loc", ())), "msg": err.get("msg", "invalid"), "type": err.get("type", "")} for err in exc.errors()]
+
+
+def _empty_prompt(exc: RequestValidationError) -> bool:
+    return any(tuple(err.get("loc", ()))[-1:] == ("prompt",) and err.get("type") == "string_too_short" for err in exc.errors())
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    style = style_of(request)
+    if style is ErrorStyle.LIVEPEER and _empty_prompt(exc):
+        return error_response(400, LIVEPEER_EMPTY_PROMPT)
+    if style is not ErrorStyle.NATIVE:
+        # What livepeer's and PICO's FastAPI apps answer; go-livepeer parses exactly this list.
+        return JSONResponse({"detail": _fastapi_errors(exc)}, status_code=422)
     msg, errors = _describe_validation(exc)
     return error_response(422, msg, errors=errors)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+def _disk_full(exc: BaseException) -> bool:
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if _disk_full(exc):
+        # Uploads past 1 MiB are spooled to the temp directory; full, it is not the client's fault.
+        log.warning("the temp directory is full: an upload could not be spooled")
+        return error_response(507, "the runner's temp directory is full, so the upload could not be stored; retry later", retry_after=5)
     detail = exc.detail if isinstance(exc.detail, str) else "request failed"
-    response = error_response(exc.status_code, detail)
+    response = styled_response(request, exc.status_code, detail)
     if exc.headers:
         response.headers.update(exc.headers)
     return response
 
 
-async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
-    return error_response(500, "internal error; see the runner's log")
+    return styled_response(request, 500, "internal error; see the runner's log")
 
 
 def install_error_handlers(app: FastAPI) -> None:

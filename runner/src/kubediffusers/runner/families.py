@@ -1,15 +1,24 @@
-"""The checkpoint families the runner knows, one row each, without torch.
+"""The checkpoint families the runner knows, image and video, one row each, without torch.
 
 A family is recognised from the checkpoint alone: ``model_index.json``'s
 ``_class_name`` and, where one class covers several models (FLUX.1 schnell
 and dev are both ``FluxPipeline``), a value in a component's config. A row
-says what the pipelines need to serve it well: the tasks it serves, its
+says what the pipelines need to serve it well: the tasks it serves and, where
+the registry row's class is not the one, its pipeline class per task; its
 denoiser (a UNet or a transformer), the dtype ``auto`` means on a GPU, the
 pixel step of its sizes, its request defaults (steps, guidance, text length)
 and which request fields do not apply to it.
 
-Adding a family: one row in ``FAMILIES``. Single-task families (SVD, the x4
-upscaler, image variation) stay with their task's registry row
+One table for image and video families: what a row decides (recognition, the
+tasks served, the GPU dtype, whether UNet-only options apply) is the same
+question for both, and one lookup answers it for ``pipelines.support``,
+``pipelines.pipeline_class`` and ``TaskPipeline.load``. The video pipelines
+keep their own size and frame rules (``pipelines.prompted_video``).
+
+Adding a family: one row in ``FAMILIES`` (and, for a task the registry row's
+class does not serve, a pipeline module under ``pipelines/``), a tiny
+architecture in ``dev.tiny`` and its end-to-end test. Single-task families
+(SVD, the x4 upscaler, image variation) stay with their task's registry row
 (``tasks.TaskSpec.families``); SD 1.x/2.x and SDXL keep their UNet checks in
 ``pipelines.support``.
 """
@@ -17,6 +26,7 @@ upscaler, image variation) stay with their task's registry row
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +35,7 @@ from kubediffusers.runner.errors import InvalidInput
 from kubediffusers.runner.settings import RunnerSettings, Task
 
 IMAGE_TASKS = frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING})
+_NO_PIPELINES: Mapping[Task, str] = {}
 
 
 @dataclass(frozen=True)
@@ -47,11 +58,20 @@ class Family:
     ignores: tuple[str, ...] = ()
     # Fixed keyword arguments of the diffusers call (none yet; e.g. a resizing switch).
     call: tuple[tuple[str, Any], ...] = ()
+    # Task -> "module:Class" under kubediffusers.runner.pipelines, for tasks the registry
+    # row's class does not serve (the video families); imported only when the model loads.
+    pipelines: Mapping[Task, str] = field(default_factory=lambda: _NO_PIPELINES)
+    example: str = ""  # a published checkpoint, for messages and docs
     notes: str = field(default="", compare=False)  # for people: what the defaults copy
 
     @property
     def transformer(self) -> bool:
         return self.denoiser == "transformer"
+
+
+def _video(name: str, classes: tuple[str, ...], pipelines: Mapping[Task, str], example: str) -> Family:
+    """A video family: a transformer whose UMT5/T5 text encoder overflows in float16 (bfloat16 on a GPU)."""
+    return Family(name, classes, frozenset(pipelines), denoiser="transformer", gpu_dtype="bfloat16", pipelines=pipelines, example=example)
 
 
 _FLUX_CLASSES = ("FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline")
@@ -107,7 +127,21 @@ FAMILIES: tuple[Family, ...] = (
         max_sequence_length=512,
         notes="Tongyi-MAI/Z-Image-Turbo: 9 steps (8 transformer calls), no guidance",
     ),
+    # Wan 2.1 T2V (1.3B, 14B) and Wan 2.2 T2V A14B (two experts: transformer_2, boundary_ratio).
+    _video("wan", ("WanPipeline",), {Task.TEXT_TO_VIDEO: "wan:WanTextToVideoPipeline"}, "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"),
+    # Wan 2.1 I2V (480P, 720P: a CLIP image encoder) and Wan 2.2 I2V A14B (no image encoder).
+    _video("wan-i2v", ("WanImageToVideoPipeline",), {Task.IMAGE_TO_VIDEO: "wan:WanImageToVideoPipeline"}, "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"),
+    # LTX-Video: one checkpoint (saved as LTXPipeline) serves both tasks.
+    _video(
+        "ltx",
+        ("LTXPipeline", "LTXImageToVideoPipeline"),
+        {Task.TEXT_TO_VIDEO: "ltx:LTXTextToVideoPipeline", Task.IMAGE_TO_VIDEO: "ltx:LTXImageToVideoPipeline"},
+        "Lightricks/LTX-Video",
+    ),
 )
+
+# Tasks only families with their own pipelines serve (no diffusers auto pipeline decides for them).
+VIDEO_TASKS: frozenset[Task] = frozenset(task for family in FAMILIES for task in family.pipelines)
 
 
 def _config(snapshot: Path, component: str) -> dict[str, Any]:
@@ -136,8 +170,19 @@ def family_of(snapshot: Path) -> Family | None:
 
 
 def known_families() -> str:
-    """For error messages: the families the table serves."""
-    return ", ".join(f.name for f in FAMILIES)
+    """For error messages: the image families the table serves."""
+    return ", ".join(f.name for f in FAMILIES if f.tasks & IMAGE_TASKS)
+
+
+def pipeline_of(snapshot: Path, task: Task) -> str | None:
+    """The family's own pipeline ("module:Class") for ``task``, or None: the registry row's class serves it."""
+    family = family_of(snapshot)
+    return None if family is None else family.pipelines.get(task)
+
+
+def classes_for(task: Task) -> list[str]:
+    """Checkpoint classes of the families with their own pipeline for ``task``, for messages."""
+    return [family.classes[0] for family in FAMILIES if task in family.pipelines]
 
 
 UNKNOWN = Family("unknown", ())  # what a checkpoint outside the table is served as (diffusers' own defaults)

@@ -1,8 +1,7 @@
-"""Decoding uploads safely and encoding results."""
+"""Decoding uploads safely (results are encoded by ``encoding``)."""
 
 from __future__ import annotations
 
-import base64
 import io
 import warnings
 
@@ -10,7 +9,8 @@ from PIL import Image
 
 from kubediffusers.runner.errors import InvalidInput
 
-ACCEPTED_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"}
+# MPO: multi-picture JPEGs, what many phones write; the first picture is used.
+ACCEPTED_FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "GIF", "TIFF"}
 
 
 def decode_image(data: bytes, *, field: str, max_pixels: int) -> Image.Image:
@@ -35,13 +35,3 @@ def decode_image(data: bytes, *, field: str, max_pixels: int) -> Image.Image:
     except Exception:  # PIL raises many types for corrupt data
         raise InvalidInput(f"{field}: not a readable image (PNG, JPEG, WebP, ...)") from None
     return image.convert("RGB")
-
-
-def encode_png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def png_data_url(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")

@@ -3,8 +3,10 @@
 An async job goes through the same bounded queue and inference thread as a
 synchronous request; only the waiting differs. Nobody holds a connection open,
 so the job is never dropped for a disconnect and no request timeout applies:
-it runs when its turn comes and runs to the end. Its outcome is kept in memory
-for a bounded time and count, then forgotten.
+it runs when its turn comes and runs to the end. Its outcome is kept in memory,
+in one encoded form (the JSON body of PNG data URLs; a raw PNG or mp4 asked
+for with Accept is derived from it once and kept), for a bounded time, count
+and size, then forgotten; a 404 says which bound forgot it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -34,10 +37,11 @@ class AsyncJob:
     task: str
     job: Job[Any]  # the worker's job: its started_at, step and total_steps are the progress
     render: Callable[[Any], dict[str, Any]]  # result -> the sync call's JSON body
-    respond: Callable[[Any, Any], Any] | None = None  # (request, result) -> the sync call's Response
+    respond: Callable[[Any, Any], Any] | None = None  # (request, body) -> the sync call's Response
     created_at: float = field(default_factory=time.time)
-    result: Any = None  # the raw result, for /jobs/{id}/result with Accept
-    body: dict[str, Any] | None = None  # the rendered JSON result
+    body: dict[str, Any] | None = None  # the rendered JSON result: the one form kept
+    raw: dict[str, Any] = field(default_factory=dict)  # media type -> a Response derived from the body (mp4, PNG), kept once made
+    size: int = 0  # bytes held: the body's data URLs and the raw answers
     error: RunnerError | None = None
     finished_at: float | None = None  # monotonic, for expiry
     waiter: asyncio.Task[None] | None = None
@@ -49,15 +53,72 @@ class AsyncJob:
         return "running" if self.job.started_at is not None else "queued"
 
 
-class JobStore:
-    """Jobs by id. Finished jobs are kept ``ttl_seconds`` and at most
-    ``max_jobs`` jobs are kept in all; when full, the oldest finished go first."""
+# Ids of forgotten jobs remembered, with why, so that their 404 can say it.
+FORGOTTEN_KEPT = 10_000
 
-    def __init__(self, ttl_seconds: float, max_jobs: int, clock: Callable[[], float] = time.monotonic) -> None:
+
+def body_bytes(body: dict[str, Any]) -> int:
+    """What a rendered body holds in memory, near enough: its strings (the data URLs)."""
+    total = 0
+    stack: list[Any] = [body]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return total
+
+
+def release(job: Job[Any]) -> None:
+    """Let go of a finished job's inputs and raw outputs (PIL images): its
+    progress stays readable, and the rendered body is all that is kept."""
+    job.work = None
+    if job.future.done() and not job.future.cancelled() and job.future.exception() is None:
+        emptied: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        emptied.set_result(None)
+        job.future = emptied
+
+
+class JobStore:
+    """Jobs by id. Finished jobs are kept ``ttl_seconds``; at most ``max_jobs``
+    jobs and ``max_bytes`` of results are kept in all; past either, the oldest
+    finished go first."""
+
+    def __init__(self, ttl_seconds: float, max_jobs: int, clock: Callable[[], float] = time.monotonic, max_bytes: int | None = None) -> None:
         self.ttl_seconds = ttl_seconds
         self.max_jobs = max_jobs
+        self.max_bytes = max_bytes
         self._clock = clock
         self._jobs: dict[str, AsyncJob] = {}  # insertion order = submission order
+        self._forgotten: OrderedDict[str, str] = OrderedDict()  # id -> why it was forgotten
+
+    @property
+    def bytes_held(self) -> int:
+        return sum(job.size for job in self._jobs.values())
+
+    def forgotten(self, job_id: str) -> str | None:
+        """Why a job this store once kept was forgotten (None: never kept, or long ago)."""
+        return self._forgotten.get(job_id)
+
+    def _drop(self, job_id: str, why: str) -> None:
+        self._jobs.pop(job_id, None)
+        self._forgotten[job_id] = why
+        while len(self._forgotten) > FORGOTTEN_KEPT:
+            self._forgotten.popitem(last=False)
+
+    def account(self, record: AsyncJob, size: int) -> None:
+        """Add ``size`` bytes to what ``record`` holds, then forget the oldest finished jobs while over ``max_bytes`` (never ``record`` itself)."""
+        record.size += size
+        if self.max_bytes is None:
+            return
+        for job_id, job in list(self._jobs.items()):
+            if self.bytes_held <= self.max_bytes:
+                return
+            if job.finished_at is not None and job is not record:
+                self._drop(job_id, f"the runner keeps at most {self.max_bytes} bytes of job results and newer results needed the room")
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -73,7 +134,7 @@ class JobStore:
             return
         for job_id, job in list(self._jobs.items()):
             if job.finished_at is not None:
-                del self._jobs[job_id]
+                self._drop(job_id, f"the runner keeps at most {self.max_jobs} jobs and newer ones needed the room")
                 if len(self._jobs) < self.max_jobs:
                     return
         raise QueueFull(f"{self.max_jobs} unfinished jobs are already kept; retry later", retry_after=5)
@@ -100,17 +161,22 @@ class JobStore:
         record.error = JobCancelled(f"job {record.id} was cancelled by DELETE /jobs/{record.id}")
         record.finished_at = self._clock()
 
+    def unfinished_waiters(self) -> list[asyncio.Task[None]]:
+        """The tasks of jobs not finished yet (a drain waits for them)."""
+        return [r.waiter for r in self._jobs.values() if r.waiter is not None and not r.waiter.done()]
+
     def forget(self, record: AsyncJob) -> None:
-        self._jobs.pop(record.id, None)
+        self._drop(record.id, f"it was deleted with DELETE /jobs/{record.id}")
 
     async def _wait(self, record: AsyncJob) -> None:
         error: RunnerError | None = None
         try:
             result = await record.job.future
             if record.finished_at is None:
-                # PNG encoding is CPU work: keep it off the event loop.
+                # PNG encoding is CPU work: keep it off the event loop. Only the body is kept, not the images.
                 record.body = await asyncio.to_thread(record.render, result)
-                record.result = result
+                del result
+                self.account(record, body_bytes(record.body))
         except RunnerError as exc:
             error = exc
         except asyncio.CancelledError:
@@ -124,12 +190,13 @@ class JobStore:
             if record.finished_at is None:
                 record.error = error
                 record.finished_at = self._clock()
+            release(record.job)
 
     def _expire(self) -> None:
         now = self._clock()
         for job_id, job in list(self._jobs.items()):
             if job.finished_at is not None and now - job.finished_at > self.ttl_seconds:
-                del self._jobs[job_id]
+                self._drop(job_id, f"it finished more than {self.ttl_seconds:g} seconds ago and expired")
 
     def expires_at(self, record: AsyncJob) -> float | None:
         """Wall-clock time after which a finished job is forgotten."""

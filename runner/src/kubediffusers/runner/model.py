@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kubediffusers.runner.errors import ModelUnavailable, NotReady, one_line
-from kubediffusers.runner.fetch.marker import read_marker
 from kubediffusers.runner.metrics import Metrics
 from kubediffusers.runner.pipelines import pipeline_class
 from kubediffusers.runner.settings import RunnerSettings
+from kubediffusers.runner.snapshots import locate
 
 if TYPE_CHECKING:  # the pipeline layer imports torch: only when the model loads
     from kubediffusers.runner.pipelines.base import TaskPipeline
@@ -34,35 +34,10 @@ class ModelState(StrEnum):
 
 
 def find_snapshot(settings: RunnerSettings) -> tuple[Path, str]:
-    """The snapshot folder and commit of the configured model, from the cache only.
-
-    The fetcher's completion marker is preferred: it proves every file it
-    selected arrived. Without one (a cache filled by other means, the tiny
-    models), huggingface_hub resolves the revision offline.
-    """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    if not settings.model_dir.is_dir():
-        raise ModelUnavailable(f"model directory {settings.model_dir} does not exist")
-    marker = read_marker(settings.model_dir, settings.model_id, settings.model_revision, settings.model_variant)
-    if marker is not None:
-        return marker.snapshot_path, marker.resolved_commit
-    try:
-        path = Path(
-            snapshot_download(
-                settings.model_id,
-                revision=settings.model_revision,
-                cache_dir=settings.model_dir,
-                local_files_only=True,
-            )
-        )
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError) as exc:
-        raise ModelUnavailable(
-            f"{settings.model_id}@{settings.model_revision} is not in the cache at {settings.model_dir} "
-            f"(the fetch init container, kubediffusers-fetch, downloads it): {one_line(exc)}"
-        ) from None
-    return path, path.name
+    """The snapshot folder and commit of the configured model, from the cache only
+    (through the fetcher's marker: ``snapshots.locate``, the path every add-on takes too)."""
+    found = locate(settings.model_dir, settings.model_id, settings.model_revision, settings.model_variant)
+    return found.path, found.commit
 
 
 class ModelHolder:
@@ -106,7 +81,7 @@ class ModelHolder:
         started = time.monotonic()
         snapshot, self.revision = find_snapshot(self.settings)
         log.info("loading %s (%s) from %s", self.settings.model_id, self.revision, snapshot)
-        pipeline = pipeline_class(self.settings.task).load(snapshot, self.settings)
+        pipeline = pipeline_class(self.settings.task, snapshot).load(snapshot, self.settings)
         self._metrics.model_load_seconds.set(time.monotonic() - started)
         if self.settings.warmup:
             self.reason = "warming up"

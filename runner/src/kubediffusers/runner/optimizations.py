@@ -17,6 +17,7 @@ import torch
 from kubediffusers.runner import hotpath
 from kubediffusers.runner.errors import ModelUnavailable, one_line
 from kubediffusers.runner.settings import Attention, CpuOffload, RunnerSettings
+from kubediffusers.runner.snapshots import locate
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,12 @@ def place(pipe: Any, settings: RunnerSettings, device: str) -> Any:
 
 def load_tiny_vae(settings: RunnerSettings, dtype: torch.dtype) -> Any:
     from diffusers import AutoencoderTiny
-    from huggingface_hub import snapshot_download
 
     assert settings.tiny_vae_id is not None
+    # The fetcher takes the tiny VAE at main, default weights (addons.add_ons, fetch.config: for_add_on).
+    snapshot = locate(settings.model_dir, settings.tiny_vae_id, "main", what="tiny VAE").path
     try:
-        path = snapshot_download(settings.tiny_vae_id, cache_dir=settings.model_dir, local_files_only=True)
-        return AutoencoderTiny.from_pretrained(path, dtype=dtype, use_safetensors=True, local_files_only=True)
+        return AutoencoderTiny.from_pretrained(snapshot, dtype=dtype, use_safetensors=True, local_files_only=True)
     except Exception as exc:  # any failure here means the option cannot be honoured
         raise ModelUnavailable(
             f"tiny VAE {settings.tiny_vae_id} is not usable from the cache ({one_line(exc, 300)}); "
@@ -60,23 +61,22 @@ def apply(pipe: Any, settings: RunnerSettings, dtype: torch.dtype) -> list[str]:
         pipe.vae = load_tiny_vae(settings, dtype).to(pipe.device)
         applied.append("tiny-vae")
 
+    # Forcing AttnProcessor2_0 is for UNets only: transformer (DiT) families (FLUX, SD3,
+    # Wan, LTX-Video) have their own processors and choose kernels through diffusers' backends.
+    unet: Any = getattr(pipe, "unet", None)
     if getattr(pipe, "transformer", None) is not None and denoiser is pipe.transformer:
         applied.append(hotpath.set_attention_backend(denoiser, settings.attention.value))
-    elif settings.attention is Attention.SDPA and hasattr(denoiser, "set_attn_processor"):
+    elif settings.attention is Attention.SDPA and hasattr(unet, "set_attn_processor"):
         from diffusers.models.attention_processor import AttnProcessor2_0
 
         try:
-            denoiser.set_attn_processor(AttnProcessor2_0())
+            unet.set_attn_processor(AttnProcessor2_0())
             applied.append("sdpa")
         except (ValueError, TypeError) as exc:  # e.g. architectures with their own processors
             log.info("keeping the checkpoint's attention processors: %s", exc)
 
     if settings.fuse_qkv:
-        if hasattr(pipe, "fuse_qkv_projections"):
-            pipe.fuse_qkv_projections()
-            applied.append("fused-qkv")
-        else:
-            log.info("fuse_qkv: %s has no fused projections; skipped", type(pipe).__name__)
+        applied.append(_fuse_qkv(pipe, denoiser))
 
     if settings.channels_last:
         for module in (denoiser, getattr(pipe, "vae", None)):
@@ -95,9 +95,60 @@ def apply(pipe: Any, settings: RunnerSettings, dtype: torch.dtype) -> list[str]:
     if settings.deepcache_interval > 0:
         applied.append(_enable_deepcache(pipe, settings.deepcache_interval))
 
+    if dtype == torch.float16 and str(pipe.device).startswith("cuda") and torch.cuda.is_bf16_supported():
+        applied.append(vae_without_upcast(pipe))
+
     if settings.compile_unet or settings.compile_vae:
         applied.extend(_compile(pipe, settings))
+        if str(pipe.device).startswith("cuda"):
+            # Compiled shapes are fixed by warm-up: let cuDNN pick its fastest convolutions once per shape.
+            torch.backends.cudnn.benchmark = True
+            applied.append("cudnn-benchmark")
     return [name for name in applied if name]
+
+
+def vae_without_upcast(pipe: Any) -> str:
+    """SDXL's VAE overflows in float16, so diffusers upcasts it to float32 on every
+    call (``force_upcast``): a copy of its weights each way per request, which
+    also breaks CUDA graphs. In bfloat16 (float32's range) it needs none; the
+    latents are cast at the decoder's door and the rest of the pipeline stays float16."""
+    from diffusers import AutoencoderKL
+
+    vae = getattr(pipe, "vae", None)
+    # Only pipelines with upcast_vae (SDXL's, the x4 upscaler) upcast; SD 1.x/2.x never do.
+    if not isinstance(vae, AutoencoderKL) or not vae.config.force_upcast or not hasattr(pipe, "upcast_vae"):
+        return ""
+    vae.to(torch.bfloat16)
+    vae.register_to_config(force_upcast=False)
+    decode = vae.decode
+
+    def decode_bf16(latents: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        return decode(latents.to(torch.bfloat16), *args, **kwargs)
+
+    vae.decode = decode_bf16
+    return "vae-bf16"
+
+
+def _fuse_qkv(pipe: Any, denoiser: Any) -> str:
+    """Fuse the QKV projections of each model that has them. The pipelines'
+    own ``fuse_qkv_projections`` refuses any VAE but AutoencoderKL (a tiny VAE
+    has no attention to fuse), so the models are fused one by one."""
+    from diffusers import AutoencoderKL
+
+    vae = getattr(pipe, "vae", None)
+    fused = []
+    if denoiser is not None and hasattr(denoiser, "fuse_qkv_projections"):
+        denoiser.fuse_qkv_projections()
+        fused.append("denoiser")
+    if isinstance(vae, AutoencoderKL):
+        vae.fuse_qkv_projections()
+        fused.append("vae")
+    if not fused:
+        log.info("fuse_qkv: %s has no fused projections; skipped", type(pipe).__name__)
+        return ""
+    # What the pipeline's own method records, so that unfuse_qkv_projections undoes both.
+    pipe.fusing_unet, pipe.fusing_vae = "denoiser" in fused, "vae" in fused
+    return "fused-qkv"
 
 
 def _enable_deepcache(pipe: Any, interval: int) -> str:

@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "KUBEDIFFUSERS_"
@@ -22,6 +24,39 @@ REVISION_PATTERN = r"^[A-Za-z0-9_.\-/]+$"
 VARIANT_PATTERN = r"^[A-Za-z0-9_\-]+$"
 
 
+# Add-ons (fetched with the model, loaded at start-up: kubediffusers.runner.addons).
+SAFETY_CHECKER_ID = "CompVis/stable-diffusion-safety-checker"
+ADAPTER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+# safetensors only; a path inside the repository, never above it (checked again by LoraAdapter).
+WEIGHT_NAME_PATTERN = r"^[A-Za-z0-9_.\-][A-Za-z0-9_.\-/]*\.safetensors$"
+MAX_LORA_SCALE = 10.0
+
+
+class LoraAdapter(BaseModel):
+    """One declared LoRA adapter (spec.loras[]): fetched with the model, loaded at start-up under its name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=ADAPTER_NAME_PATTERN, description="Adapter name requests use (or the repository id).")
+    id: str = Field(pattern=MODEL_ID_PATTERN, description="Hugging Face repository id of the adapter.")
+    revision: str = Field(default="main", min_length=1, pattern=REVISION_PATTERN, description="Branch, tag or commit.")
+    weight_name: str | None = Field(
+        default=None, pattern=WEIGHT_NAME_PATTERN, description="The .safetensors file in the repository; unset: the one diffusers finds at its root."
+    )
+    scale: float = Field(default=1.0, ge=0, le=MAX_LORA_SCALE, description="Weight when a request names the adapter with null.")
+
+    @model_validator(mode="after")
+    def _inside_the_repository(self) -> LoraAdapter:
+        if self.weight_name is not None and ".." in self.weight_name.split("/"):
+            raise ValueError("weight_name must be a path inside the repository")
+        return self
+
+
+class SafetyPolicy(StrEnum):
+    FLAG = "flag"  # report nsfw: true, return the image as generated
+    BLANK = "blank"  # report nsfw: true and return a black image of the same size
+
+
 class Task(StrEnum):
     TEXT_TO_IMAGE = "text-to-image"
     IMAGE_TO_IMAGE = "image-to-image"
@@ -29,6 +64,7 @@ class Task(StrEnum):
     IMAGE_TO_VIDEO = "image-to-video"
     UPSCALE = "upscale"
     IMAGE_VARIATION = "image-variation"
+    TEXT_TO_VIDEO = "text-to-video"
 
 
 class DType(StrEnum):
@@ -49,10 +85,31 @@ class CompileMode(StrEnum):
     MAX_AUTOTUNE = "max-autotune"  # autotuned kernels plus CUDA graphs; longest compile
 
 
+class ImageFormat(StrEnum):
+    """How generated images are encoded (request ``output_format``, setting ``output_format``)."""
+
+    PNG = "png"  # lossless, at a fast compress level (encoding.PNG_COMPRESS_LEVEL)
+    JPEG = "jpeg"
+    WEBP = "webp"
+
+
 class CpuOffload(StrEnum):
     NONE = "none"
     MODEL = "model"  # whole components move to the GPU when used
     SEQUENTIAL = "sequential"  # layer by layer: smallest GPU memory, slowest
+
+
+class Compatibility(StrEnum):
+    """Whose status codes and defaults the runner answers with (compat/)."""
+
+    NONE = "none"  # the native API: 503 + Retry-After for queue full, not ready, OOM
+    LIVEPEER = "livepeer"  # only the statuses livepeer ai-runner's spec declares, and its defaults
+
+
+LIVEPEER_UPSCALE_MAX_PIXELS = 4096 * 4096
+
+# go-livepeer's container manager starts runner images with these two (ai/worker/docker.go).
+LIVEPEER_ENV_FALLBACKS = {"task": "PIPELINE", "model_id": "MODEL_ID"}
 
 
 class RunnerSettings(BaseSettings):
@@ -92,9 +149,40 @@ class RunnerSettings(BaseSettings):
     body_timeout_seconds: float = Field(default=30.0, gt=0, description="A request body not fully received by then gets 408 (slow clients).")
     max_upload_pixels: int = Field(default=4096 * 4096, ge=64 * 64, description="Largest declared width*height of an uploaded image before decoding.")
     warmup: bool = Field(default=True, description="Run one small generation before reporting ready.")
-    max_video_frames: int = Field(default=25, ge=1, le=1000, description="Largest num_frames an image-to-video request may ask for.")
+    max_video_frames: int = Field(default=25, ge=1, le=1000, description="Largest num_frames a text-to-video or image-to-video request may ask for.")
     job_ttl_seconds: float = Field(default=3600.0, gt=0, description="How long a finished async job's result is kept.")
     max_jobs: int = Field(default=100, ge=1, le=100_000, description="Most async jobs kept at once; the oldest finished go first.")
+    max_job_bytes: int = Field(
+        default=2 * 1024**3, ge=64 * 1024, description="Most bytes of async job results kept at once; past it the oldest finished go first."
+    )
+
+    # -- connections and shutdown ---------------------------------------------
+    drain_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        description="After SIGTERM, how long running and queued work may take to finish before it fails; unset: the request timeout.",
+    )
+    head_timeout_seconds: float = Field(default=10.0, gt=0, le=3600, description="A request line and headers not fully received by then get 408.")
+    write_timeout_seconds: float = Field(
+        default=20.0, gt=0, le=3600, description="A client taking less than 256 KiB of an answer in this long is disconnected."
+    )
+    max_connections: int = Field(default=1000, ge=1, le=1_000_000, description="Open connections; past it idle ones are closed, then only probes are answered.")
+
+    # -- clients of other APIs (compat/) -------------------------------------
+    compatibility: Compatibility = Field(
+        default=Compatibility.NONE,
+        description="livepeer: every status is one livepeer ai-runner declares for the route (500 for 503/504), and livepeer's defaults apply.",
+    )
+    cors_allowed_origins: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description='Origins browsers may call the runner from (CORS), e.g. ["https://app.example"] or ["*"]; empty: CORS off.',
+    )
+
+    # -- output ------------------------------------------------------------
+    output_format: ImageFormat = Field(default=ImageFormat.PNG, description="Image encoding when a request names none (output_format or Accept).")
+    output_quality: int = Field(default=90, ge=1, le=100, description="JPEG/WebP quality when a request names none; PNG is lossless.")
 
     # -- batching ----------------------------------------------------------
     max_batch_size: int = Field(
@@ -125,16 +213,54 @@ class RunnerSettings(BaseSettings):
         default=0,
         ge=0,
         le=10,
-        description="DeepCache: reuse high-level UNet features for this many steps (0 off; 2-3 for multi-step models).",
+        description="UNet feature reuse (the DeepCache method, written in the runner): reuse high-level UNet features for this many steps (0 off; 2-3 for multi-step models; transformer checkpoints refuse it).",
     )
     tiny_vae_id: str | None = Field(
         default=None,
         pattern=MODEL_ID_PATTERN,
         description="Repository of a tiny autoencoder (e.g. madebyollin/taesd) decoding in place of the VAE; fetched with the model.",
     )
+    prompt_cache_size: int = Field(
+        default=64,
+        ge=0,
+        le=100_000,
+        description="Prompt embeddings kept (LRU) so a repeated prompt skips the text encoders (SD and SDXL); 0 turns it off.",
+    )
     vae_slicing: bool = Field(default=False, description="Decode a batch one image at a time (less memory).")
     vae_tiling: bool = Field(default=False, description="Decode large images in tiles (less memory).")
     cpu_offload: CpuOffload = Field(default=CpuOffload.NONE, description="Keep components on the CPU until used, for small GPUs.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _livepeer_upscale_pixels(cls, data: object) -> object:
+        # livepeer's own example (a 1024x1024 image to /upscale) makes 4096x4096: let it
+        # through under livepeer compatibility unless max_pixels is set.
+        if isinstance(data, dict) and str(data.get("compatibility", "")) == Compatibility.LIVEPEER and str(data.get("task", "")) == Task.UPSCALE:
+            return {"max_pixels": LIVEPEER_UPSCALE_MAX_PIXELS, **data}
+        return data
+
+    @field_validator("auth_token")
+    @classmethod
+    def _token_can_be_sent(cls, value: SecretStr | None) -> SecretStr | None:
+        # A token no client can send locks every client out with nothing logged: refuse it at start-up.
+        # (The token itself is never part of the message.)
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if token != token.strip():
+            raise ValueError(
+                "the token starts or ends with whitespace (a secret made with `kubectl create secret --from-file` "
+                "of an echoed file ends with a newline: use `echo -n` or --from-literal)"
+            )
+        if not token.isascii() or not token.isprintable() or " " in token:
+            raise ValueError("the token must be printable ASCII without spaces, as an Authorization header carries it")
+        return value
+
+    # -- add-ons (fetched with the model: kubediffusers.runner.addons) ----------
+    loras: list[LoraAdapter] = Field(default=[], max_length=16, description="LoRA adapters loaded at start-up (a JSON list); requests pick them by name or id.")
+    safety_checker_enabled: bool = Field(default=False, description="Run a safety checker on every generated image; requests may skip it (safety_check).")
+    safety_checker_model_id: str = Field(default=SAFETY_CHECKER_ID, pattern=MODEL_ID_PATTERN, description="Repository of the safety checker (CLIP-based).")
+    safety_checker_policy: SafetyPolicy = Field(default=SafetyPolicy.FLAG, description="flag: report nsfw only; blank: also return flagged images black.")
 
     @model_validator(mode="after")
     def _sizes_consistent(self) -> RunnerSettings:
@@ -142,7 +268,16 @@ class RunnerSettings(BaseSettings):
             raise ValueError("max_upload_pixels must be at least max_pixels")
         if self.cpu_offload is not CpuOffload.NONE and (self.compile_unet or self.compile_vae):
             raise ValueError("cpu_offload cannot be combined with torch.compile")
+        names = [lora.name for lora in self.loras]
+        if len(set(names)) != len(names):
+            raise ValueError(f"loras: adapter names must be unique, got {names}")
+        if self.loras and self.fuse_qkv:
+            raise ValueError("fuse_qkv cannot be combined with loras (fused projections bypass the adapters)")
         return self
+
+    def resolved_drain_seconds(self) -> float:
+        # A synchronous request gets 504 at the request timeout: by then every accepted one has an answer.
+        return self.drain_seconds or self.request_timeout_seconds
 
     def resolved_compile_cache_dir(self) -> Path:
         return self.compile_cache_dir or self.model_dir / ".compile-cache"
@@ -159,10 +294,16 @@ class ConfigurationError(SystemExit):
     """Raised at start-up with one line saying what is wrong."""
 
 
+def livepeer_fallbacks(environ: Mapping[str, str]) -> dict[str, str]:
+    """PIPELINE and MODEL_ID, where the KUBEDIFFUSERS_ names are absent, so the
+    image runs as one of go-livepeer's managed containers."""
+    return {field: environ[name] for field, name in LIVEPEER_ENV_FALLBACKS.items() if f"{ENV_PREFIX}{field.upper()}" not in environ and environ.get(name)}
+
+
 def load_settings(**overrides: object) -> RunnerSettings:
     """Read settings from the environment, turning pydantic's report into one line."""
     try:
-        return RunnerSettings(**overrides)  # type: ignore[arg-type]
+        return RunnerSettings(**{**livepeer_fallbacks(os.environ), **overrides})  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigurationError(f"invalid configuration: {describe_validation_error(exc)}") from None
 

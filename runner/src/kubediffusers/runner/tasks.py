@@ -28,6 +28,28 @@ class Output(StrEnum):
     VIDEO = "video"  # {"frames": [[...]]}, or an mp4 with Accept: video/mp4
 
 
+class Api(StrEnum):
+    """Other projects' HTTP APIs whose clients a runner answers (compat/, routes/livepeer, routes/pico)."""
+
+    LIVEPEER = "livepeer"  # livepeer ai-runner v0.14.1: the native paths, plus its trailing-slash aliases
+    PICO = "pico"  # Exoscape/pico: /api/v1/... JSON routes
+
+
+@dataclass(frozen=True)
+class CompatRoute:
+    """One route of another API serving this task.
+
+    ``name`` is the API's own name for the route's results (PICO's ImageLayer
+    name); ``defaults`` are the API's defaults where they differ from ours,
+    by the field names of the API's request (livepeer's: ours; PICO's: its own).
+    """
+
+    api: Api
+    path: str
+    name: str = ""
+    defaults: tuple[tuple[str, object], ...] = ()
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     task: Task
@@ -39,6 +61,8 @@ class TaskSpec:
     # Checkpoint classes (model_index.json's _class_name) that serve this task
     # and no other. Empty: diffusers' auto pipeline for the task decides.
     families: tuple[str, ...] = ()
+    # Routes of other APIs that serve this task (a livepeer row: the task is one livepeer defines).
+    compat: tuple[CompatRoute, ...] = ()
 
     @property
     def path(self) -> str:
@@ -48,16 +72,60 @@ class TaskSpec:
     def operation_id(self) -> str:
         return self.task.value.replace("-", "_")
 
+    def compat_routes(self, api: Api) -> list[CompatRoute]:
+        return [route for route in self.compat if route.api is api]
+
     @property
     def uploads(self) -> list[str]:
         """The uploaded files (multipart/form-data); none: a JSON body."""
         return self.params.upload_fields()
 
 
+# livepeer ai-runner's defaults where they differ from ours (its routes' request models, v0.14.1).
+_LIVEPEER_SIZE = (("height", 576), ("width", 1024))
+
+
+def _pico(path: str, name: str, **defaults: object) -> CompatRoute:
+    return CompatRoute(Api.PICO, "/api/v1/" + path, name, tuple(defaults.items()))
+
+
 _ROWS = (
-    TaskSpec(Task.TEXT_TO_IMAGE, "Text to image", params.TextToImageParams, Output.IMAGES, "text_to_image:TextToImagePipeline", "sd"),
-    TaskSpec(Task.IMAGE_TO_IMAGE, "Image to image", params.ImageToImageParams, Output.IMAGES, "image_to_image:ImageToImagePipeline", "sd"),
-    TaskSpec(Task.INPAINTING, "Inpainting", params.InpaintingParams, Output.IMAGES, "inpainting:InpaintingPipeline", "sd-inpainting"),
+    TaskSpec(
+        Task.TEXT_TO_IMAGE,
+        "Text to image",
+        params.TextToImageParams,
+        Output.IMAGES,
+        "text_to_image:TextToImagePipeline",
+        "sd",
+        compat=(
+            CompatRoute(Api.LIVEPEER, "/text-to-image/", defaults=_LIVEPEER_SIZE),
+            # PICO served one model per path; a runner serves one model on all three.
+            _pico("stable-diffusion", "StableDiffusion"),
+            _pico("stable-diffusion-2", "StableDiffusion2"),
+            _pico("stable-diffusion-xl", "StableDiffusionXL", GuidanceScale=5.0),
+        ),
+    ),
+    TaskSpec(
+        Task.IMAGE_TO_IMAGE,
+        "Image to image",
+        params.ImageToImageParams,
+        Output.IMAGES,
+        "image_to_image:ImageToImagePipeline",
+        "sd",
+        compat=(
+            CompatRoute(Api.LIVEPEER, "/image-to-image/", defaults=(("num_inference_steps", 100),)),
+            _pico("stable-diffusion-image-to-image", "StableDiffusionImageToImage"),
+        ),
+    ),
+    TaskSpec(
+        Task.INPAINTING,
+        "Inpainting",
+        params.InpaintingParams,
+        Output.IMAGES,
+        "inpainting:InpaintingPipeline",
+        "sd-inpainting",
+        compat=(_pico("stable-diffusion-inpaint", "StableDiffusionInpaint"),),
+    ),
     TaskSpec(
         Task.IMAGE_TO_VIDEO,
         "Image to video",
@@ -66,6 +134,7 @@ _ROWS = (
         "image_to_video:ImageToVideoPipeline",
         "svd",
         families=("StableVideoDiffusionPipeline",),
+        compat=(CompatRoute(Api.LIVEPEER, "/image-to-video/", defaults=(*_LIVEPEER_SIZE, ("fps", 6), ("decode_chunk_size", 4))),),
     ),
     TaskSpec(
         Task.UPSCALE,
@@ -75,6 +144,7 @@ _ROWS = (
         "upscale:UpscalePipeline",
         "sd-x4-upscaler",
         families=("StableDiffusionUpscalePipeline",),
+        compat=(CompatRoute(Api.LIVEPEER, "/upscale/", defaults=(("num_inference_steps", 75),)),),
     ),
     TaskSpec(
         Task.IMAGE_VARIATION,
@@ -84,7 +154,10 @@ _ROWS = (
         "image_variation:ImageVariationPipeline",
         "sd-image-variation",
         families=("StableDiffusionImageVariationPipeline",),
+        compat=(_pico("stable-diffusion-image-variation", "StableDiffusionImageVariation", GuidanceScale=3.0),),
     ),
+    # Served by the video families (families.FAMILIES: Wan, LTX-Video); the row's class is Wan's.
+    TaskSpec(Task.TEXT_TO_VIDEO, "Text to video", params.TextToVideoParams, Output.VIDEO, "wan:WanTextToVideoPipeline", "wan"),
 )
 
 TASKS: dict[Task, TaskSpec] = {row.task: row for row in _ROWS}

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from kubediffusers.runner.errors import ClientGone, QueueFull, RequestTimedOut
+from kubediffusers.runner.errors import ClientGone, QueueFull, RequestTimedOut, ShuttingDown
 from kubediffusers.runner.metrics import Metrics
 from kubediffusers.runner.types import Cancelled, StepCallback
 
@@ -73,16 +73,38 @@ class InferenceWorker:
         self._task: asyncio.Task[None] | None = None
         self.running: list[Job[Any]] = []
         self._last_batch_requests = 1
+        self.draining: str | None = None  # set at shutdown: why new work is refused
         # Moving average of a pipeline call's time, used to tell clients when to retry.
         self._avg_seconds = 1.0
+        metrics.watch(self)  # in flight, busy seconds, queued work (metrics.py)
 
     @property
     def depth(self) -> int:
-        return len(self._pending)
+        """Jobs waiting that someone still wants (a cancelled one only waits to be dropped)."""
+        return sum(1 for job in self._pending if job.cancelled is None)
+
+    @property
+    def average_call_seconds(self) -> float:
+        return self._avg_seconds
 
     @property
     def busy(self) -> bool:
         return bool(self.running)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing running and nothing queued (what a drain waits for)."""
+        return not self.running and not self._pending
+
+    def fail_all(self, exc: BaseException) -> int:
+        """Fail every queued and running job with ``exc`` (the drain deadline passed); the running call stops at its next step."""
+        jobs = [*self.running, *self._pending]
+        self._pending.clear()
+        for job in jobs:
+            job.cancel("shutdown")
+            self._fail(job, exc)
+        self._metrics.queue_depth.set(0)
+        return len(jobs)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="inference-worker")
@@ -102,6 +124,10 @@ class InferenceWorker:
         return max(1, min(60, math.ceil(calls * self._avg_seconds)))
 
     def submit(self, job: Job[T]) -> Job[T]:
+        if self.draining is not None:
+            self._metrics.rejected.labels("shutting_down").inc()
+            raise ShuttingDown(self.draining)
+        self._drop_cancelled()
         if len(self._pending) >= self.max_queue_size:
             self._metrics.rejected.labels("queue_full").inc()
             raise QueueFull(
@@ -112,6 +138,14 @@ class InferenceWorker:
         self._arrived.set()
         self._metrics.queue_depth.set(self.depth)
         return job
+
+    def _drop_cancelled(self) -> None:
+        """Free the slots of queued jobs nobody wants any more (cancelled async jobs), at once rather than at their turn."""
+        for job in list(self._pending):
+            if (reason := job.cancelled) is not None:
+                self._pending.remove(job)
+                self._metrics.rejected.labels(reason).inc()
+                self._fail(job, ClientGone(reason.replace("_", " ")))
 
     async def result(self, job: Job[T], timeout: float) -> T:
         """Wait for a job; on timeout it is cancelled so the worker moves on."""

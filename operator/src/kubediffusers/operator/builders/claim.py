@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from .. import names
+from ..layout import storage_layout
 from ..pipeline import Pipeline
 from .meta import object_meta, with_hash
 
 
 def build_claim(pipeline: Pipeline) -> dict[str, Any] | None:
-    """The PVC, or None when the pipeline uses an existing claim."""
+    """The PVC, or None when the pipeline uses an existing claim or a claim per pod (layout PerPod)."""
     storage = pipeline.spec.storage
-    if storage.existing_claim:
+    if storage.existing_claim or storage_layout(pipeline.spec) == "PerPod":
         return None
     spec: dict[str, Any] = {
         "accessModes": list(storage.access_modes),

@@ -6,12 +6,21 @@ import math
 from typing import Any
 
 from .. import names
+from ..layout import per_pod_volume, storage_layout
 from ..pipeline import Pipeline
 from ..settings import OperatorSettings
 from .env import build_fetch_env, build_runner_env
 from .meta import object_meta, spec_hash, with_hash
 
 PROBE_PERIOD_SECONDS = 10
+# preStop pause: the Service's endpoints drop the pod before the runner hears SIGTERM.
+PRESTOP_SECONDS = 5
+# The runner's default request timeout, which its drain deadline defaults to (checked against the runner by a test).
+RUNNER_REQUEST_TIMEOUT_SECONDS = 300.0
+# After the drain: answers still being written (the runner cuts slow readers at its 20 s write timeout), then exit.
+EXIT_MARGIN_SECONDS = 30
+# Scratch space (uploads spooled past 1 MiB, the Hub library's state): bounded so no client can fill the node's disk.
+TMP_SIZE_LIMIT = "4Gi"
 
 # "restricted" Pod Security Standard, container level.
 RESTRICTED_CONTAINER = {
@@ -40,6 +49,13 @@ def _probe(path: str, failure_threshold: int) -> dict[str, Any]:
     }
 
 
+def termination_grace_seconds(pipeline: Pipeline) -> int:
+    """preStop, then the runner's drain deadline, then the last answers: what the pod is given after deletion."""
+    runner = pipeline.spec.runner
+    drain = runner.drain_seconds or runner.request_timeout_seconds or RUNNER_REQUEST_TIMEOUT_SECONDS
+    return PRESTOP_SECONDS + math.ceil(drain) + EXIT_MARGIN_SECONDS
+
+
 def build_pod_spec(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, Any]:
     spec = pipeline.spec
     image = spec.runner.image or settings.runner_image
@@ -54,6 +70,8 @@ def build_pod_spec(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, 
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": dict(RESTRICTED_CONTAINER),
+        # Every container requests cpu and memory: a ResourceQuota on them rejects the pod otherwise.
+        "resources": spec.fetch_resources.model_dump(exclude_none=True),
     }
     runner: dict[str, Any] = {
         "name": names.RUNNER_CONTAINER,
@@ -67,6 +85,8 @@ def build_pod_spec(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, 
         "startupProbe": _probe("/readyz", math.ceil(settings.startup_timeout_seconds / PROBE_PERIOD_SECONDS)),
         "readinessProbe": _probe("/readyz", 3),
         "livenessProbe": _probe("/healthz", 6),
+        # SIGTERM comes after this pause, once no new request is routed here; the runner then drains.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SECONDS)]}}},
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": dict(RESTRICTED_CONTAINER),
     }
@@ -74,23 +94,24 @@ def build_pod_spec(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, 
     if resources:
         runner["resources"] = resources
     claim = spec.storage.existing_claim or names.claim_name(pipeline.name)
+    models: dict[str, Any] = {"name": "models", "persistentVolumeClaim": {"claimName": claim}}
+    if storage_layout(spec) == "PerPod":
+        models = per_pod_volume(spec, pipeline.name)  # each pod's own claim, made and deleted with it (layout.py)
+    security: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    if settings.run_as_user is not None:  # unset on OpenShift: the restricted SCC assigns them
+        # fsGroup makes the claim writable by the non-root user.
+        security |= {"runAsUser": settings.run_as_user, "runAsGroup": settings.run_as_user, "fsGroup": settings.run_as_user}
+    security["fsGroupChangePolicy"] = "OnRootMismatch"
     pod: dict[str, Any] = {
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": settings.run_as_user,
-            "runAsGroup": settings.run_as_user,
-            # fsGroup makes the claim writable by the non-root user.
-            "fsGroup": settings.run_as_user,
-            "fsGroupChangePolicy": "OnRootMismatch",
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": security,
         "automountServiceAccountToken": False,  # the runner never talks to the API
         "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": termination_grace_seconds(pipeline),
         "initContainers": [fetch],
         "containers": [runner],
         "volumes": [
-            {"name": "models", "persistentVolumeClaim": {"claimName": claim}},
-            {"name": "tmp", "emptyDir": {}},
+            models,
+            {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
         ],
     }
     if spec.node_selector:
@@ -127,8 +148,11 @@ def _resources(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, Any]
     return resources
 
 
-def build_deployment(pipeline: Pipeline, settings: OperatorSettings, replicas: int | None = None) -> dict[str, Any]:
-    """The Deployment; ``replicas`` overrides spec.replicas (the operator clamps it for ReadWriteOnce claims)."""
+def build_deployment(pipeline: Pipeline, settings: OperatorSettings, replicas: int | None = None, claim_modes: frozenset[str] | None = None) -> dict[str, Any]:
+    """The Deployment; ``replicas`` overrides spec.replicas (the operator clamps it for ReadWriteOnce claims).
+
+    ``claim_modes``: the access modes of the existing claim (spec.storage.existingClaim), when known.
+    """
     pod_spec = build_pod_spec(pipeline, settings)
     template_labels = names.labels(pipeline.name)
     deployment = {
@@ -139,7 +163,9 @@ def build_deployment(pipeline: Pipeline, settings: OperatorSettings, replicas: i
             "replicas": pipeline.spec.replicas if replicas is None else replicas,
             "selector": {"matchLabels": names.selector_labels(pipeline.name)},
             # A claim that only one node can mount cannot host old and new pods at once.
-            "strategy": _strategy(pipeline),
+            "strategy": _strategy(pipeline, claim_modes),
+            # A first start downloads the model and may load it for an hour: not a stalled rollout.
+            "progressDeadlineSeconds": settings.progress_deadline_seconds,
             "template": {
                 "metadata": {
                     "labels": template_labels,
@@ -152,9 +178,14 @@ def build_deployment(pipeline: Pipeline, settings: OperatorSettings, replicas: i
     return with_hash(deployment)
 
 
-def _strategy(pipeline: Pipeline) -> dict[str, Any]:
+def _strategy(pipeline: Pipeline, claim_modes: frozenset[str] | None) -> dict[str, Any]:
     storage = pipeline.spec.storage
-    single_node = not storage.existing_claim and "ReadWriteMany" not in storage.access_modes
-    if single_node:
+    modes = (claim_modes or frozenset()) if storage.existing_claim else frozenset(storage.access_modes)
+    kind = pipeline.spec.rollout_strategy
+    if kind == "Auto":
+        # Old and new pods can run side by side on a claim every node can mount, or
+        # with layout PerPod, where each new pod brings its own volume.
+        kind = "RollingUpdate" if storage_layout(pipeline.spec) == "PerPod" or "ReadWriteMany" in modes else "Recreate"
+    if kind == "Recreate":
         return {"type": "Recreate"}
     return {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}

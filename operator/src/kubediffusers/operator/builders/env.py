@@ -7,6 +7,7 @@ runs in the cluster.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,14 @@ AUTH_TOKEN_VAR = f"{PREFIX}AUTH_TOKEN"
 HF_TOKEN_VAR = "HF_TOKEN"
 HF_ENDPOINT_VAR = "HF_ENDPOINT"
 # What the fetcher reads (a subset of the runner's environment, plus the Hub token).
-FETCH_VARS = frozenset(f"{PREFIX}{n}" for n in ("TASK", "MODEL_ID", "MODEL_REVISION", "MODEL_VARIANT", "MODEL_DIR", "LOG_LEVEL", "TINY_VAE_ID"))
+# The add-ons (LORAS, SAFETY_CHECKER_*) are fetched with the model.
+FETCH_VARS = frozenset(
+    f"{PREFIX}{n}"
+    for n in (
+        *("TASK", "MODEL_ID", "MODEL_REVISION", "MODEL_VARIANT", "MODEL_DIR", "LOG_LEVEL", "TINY_VAE_ID"),
+        *("LORAS", "SAFETY_CHECKER_ENABLED", "SAFETY_CHECKER_MODEL_ID"),
+    )
+)
 # huggingface_hub and hf_xet keep state under HF_HOME; the root filesystem is read-only.
 HF_HOME = "/tmp/hf-home"
 
@@ -49,8 +57,9 @@ RUNNER_FACING: dict[tuple[str, ...], str] = {
     ("runner", "limits"): "",
     ("runner", "optimizations"): "",
     ("runner", "optimizations", "compile"): "compile_",
+    ("runner", "safety_checker"): "safety_checker_",
 }
-TOP_LEVEL_SETTINGS = frozenset({"task"})
+TOP_LEVEL_SETTINGS = frozenset({"task", "loras"})
 NOT_SETTINGS = frozenset({"token_secret_ref", "image", "auth_secret_ref", "env"})
 # Written even at their default, so that a pod spec names what it serves.
 SPELLED_OUT = frozenset({"task", "model_id", "model_revision", "log_level"})
@@ -77,6 +86,8 @@ def runner_settings(spec: InferencePipelineSpec) -> dict[str, object]:
 
 
 def setting_value(value: object) -> str:
+    if isinstance(value, list):  # a list of objects (spec.loras): JSON, with the runner's snake_case names
+        return json.dumps([v.model_dump(mode="json", exclude_none=True) if isinstance(v, BaseModel) else v for v in value])
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kubediffusers.runner.dev.tiny_video import TINY_T5_VOCAB, _tiny_t5_tokenizer, build_ltx, build_wan, build_wan_i2v
 from kubediffusers.runner.fetch.marker import repo_folder
 from kubediffusers.runner.settings import Task
 from kubediffusers.runner.tasks import TASKS
@@ -31,6 +32,7 @@ def tiny_model_id(task: Task | str, arch: str | None = None) -> str:
     """kubediffusers/tiny-<task> for the task's default architecture, else
     kubediffusers/tiny-<arch> (e.g. kubediffusers/tiny-sdxl)."""
     task = Task(task)
+    arch = TASK_ARCHITECTURES.get((arch, task), arch) if arch else arch
     if arch is None or arch == DEFAULT_ARCHITECTURE[task]:
         return f"{TINY_ORG}/tiny-{task.value}"
     return f"{TINY_ORG}/tiny-{arch}"
@@ -168,6 +170,18 @@ def build_stable_diffusion_inpainting(folder: Path) -> None:
     pipe.save_pretrained(folder, safe_serialization=True)
 
 
+def _tiny_sdxl_unet() -> Any:
+    return _tiny_unet(
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + 32,  # six size/crop ids + pooled text
+        cross_attention_dim=64,  # both encoders' hidden states, concatenated
+    )
+
+
 def build_stable_diffusion_xl(folder: Path) -> None:
     """SDXL-shaped checkpoint: two CLIP text encoders (the second with a
     projection, whose pooled output and the size/crop ids feed the UNet's
@@ -180,15 +194,7 @@ def build_stable_diffusion_xl(folder: Path) -> None:
     torch.manual_seed(0)
     text_config = _clip_text_config(projection_dim=32)
     pipe = StableDiffusionXLPipeline(
-        unet=_tiny_unet(
-            attention_head_dim=(2, 4),
-            use_linear_projection=True,
-            addition_embed_type="text_time",
-            addition_time_embed_dim=8,
-            transformer_layers_per_block=(1, 2),
-            projection_class_embeddings_input_dim=6 * 8 + 32,  # six size/crop ids + pooled text
-            cross_attention_dim=64,  # both encoders' hidden states, concatenated
-        ),
+        unet=_tiny_sdxl_unet(),
         vae=_tiny_vae(),
         text_encoder=CLIPTextModel(text_config),
         tokenizer=_tiny_tokenizer(),
@@ -336,24 +342,6 @@ def build_stable_diffusion_image_variation(folder: Path) -> None:
     pipe.save_pretrained(folder, safe_serialization=True)
 
 
-def _tiny_t5_tokenizer() -> Any:
-    """A T5-style (SentencePiece unigram) tokenizer over a generated vocabulary:
-    the letters, digits and punctuation alone and as word starts."""
-    import string
-
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import T5TokenizerFast
-
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
-    pieces += [(c, -3.0) for c in string.ascii_letters + string.digits + string.punctuation]
-    pieces += [("\u2581" + c, -2.5) for c in string.ascii_lowercase]
-    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=2))
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
-    tokenizer.decoder = decoders.Metaspace()
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return T5TokenizerFast(tokenizer_object=tokenizer, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0)
-
-
 # Qwen's chat format, which Z-Image wraps every prompt in.
 _QWEN_CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -383,7 +371,7 @@ def _tiny_qwen_tokenizer() -> Any:
 def _tiny_t5_encoder() -> Any:
     from transformers import T5Config, T5EncoderModel
 
-    return T5EncoderModel(T5Config(vocab_size=128, d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4, decoder_start_token_id=0))
+    return T5EncoderModel(T5Config(vocab_size=TINY_T5_VOCAB, d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4, decoder_start_token_id=0))
 
 
 def _tiny_flow_vae(latent_channels: int, sample_size: int, levels: int = 4) -> Any:
@@ -546,6 +534,9 @@ ARCHITECTURES: dict[str, Callable[[Path], None]] = {
     "flux": build_flux,
     "sd3": build_sd3,
     "z-image": build_z_image,
+    "wan": build_wan,
+    "wan-i2v": build_wan_i2v,
+    "ltx": build_ltx,
 }
 
 # The registry row's tiny architecture: kubediffusers/tiny-<task> is built with it.
@@ -562,7 +553,13 @@ ARCHITECTURE_TASKS: dict[str, frozenset[Task]] = {
     "flux": frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING}),
     "sd3": frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING}),
     "z-image": frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING}),
+    "wan": frozenset({Task.TEXT_TO_VIDEO}),
+    "wan-i2v": frozenset({Task.IMAGE_TO_VIDEO}),
+    "ltx": frozenset({Task.TEXT_TO_VIDEO, Task.IMAGE_TO_VIDEO}),
 }
+
+# Families that publish one checkpoint per task: --arch wan with image-to-video builds Wan's I2V shape.
+TASK_ARCHITECTURES: dict[tuple[str, Task], str] = {("wan", Task.IMAGE_TO_VIDEO): "wan-i2v"}
 
 BUILDERS: dict[Task, Callable[[Path], None]] = {task: ARCHITECTURES[arch] for task, arch in DEFAULT_ARCHITECTURE.items()}
 
@@ -582,6 +579,7 @@ def ensure_tiny_model(task: Task | str, model_dir: Path, revision: str = "main",
     snapshot folder. Safe to call on every start."""
     task = Task(task)
     arch = arch or DEFAULT_ARCHITECTURE[task]
+    arch = TASK_ARCHITECTURES.get((arch, task), arch)
     builder = ARCHITECTURES.get(arch)
     if builder is None:
         raise ValueError(f"no tiny architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
@@ -614,12 +612,85 @@ def ensure_tiny_vae(model_dir: Path) -> Path:
     return _ensure_snapshot(repo_folder(model_dir, TINY_VAE_ID), "main", build_tiny_autoencoder)
 
 
+# -- add-ons: LoRA adapters and safety checkers for the tiny models -------------
+
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # what diffusers looks for first
+# The tiny architectures an adapter can be built for, and the pipeline class that saves it.
+_LORA_TARGETS: dict[str, tuple[Callable[[], Any], str]] = {
+    "sd": (lambda: _tiny_unet(), "StableDiffusionPipeline"),
+    "sdxl": (lambda: _tiny_sdxl_unet(), "StableDiffusionXLPipeline"),
+}
+
+
+def build_tiny_lora(folder: Path, arch: str = "sd", seed: int = 0, weight_name: str = LORA_WEIGHT_NAME) -> None:
+    """A LoRA adapter for a tiny architecture's UNet: random low-rank weights on
+    every attention projection, saved as diffusers' save_lora_weights does (the
+    peft state dict in diffusers' key format, safetensors)."""
+    import diffusers
+    import torch
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    make_unet, pipeline = _LORA_TARGETS[arch]
+    unet = make_unet()
+    torch.manual_seed(seed)
+    # init_lora_weights=False: B random too (peft's default zeroes it, an adapter that changes nothing).
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    getattr(diffusers, pipeline).save_lora_weights(folder, unet_lora_layers=layers, weight_name=weight_name, safe_serialization=True)
+
+
+def build_tiny_safety_checker(folder: Path, flags_everything: bool = False) -> None:
+    """A StableDiffusionSafetyChecker-shaped CLIP checker (runner.safetyChecker.modelId)
+    with its image processor. Random weights decide nothing reliably, so the
+    concept thresholds decide: above any cosine (never flags) or below any
+    (flags every image), so that tests see both answers."""
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    torch.manual_seed(0)
+    small = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2)
+    config = CLIPConfig(
+        text_config=dict(small, vocab_size=1000, bos_token_id=0, eos_token_id=2, pad_token_id=1),
+        vision_config=dict(small, image_size=32, patch_size=4),
+        projection_dim=32,
+    )
+    checker = StableDiffusionSafetyChecker(config)
+    threshold = -2.0 if flags_everything else 2.0  # cosines lie in [-1, 1]
+    with torch.no_grad():
+        checker.concept_embeds.normal_()
+        checker.special_care_embeds.normal_()
+        checker.concept_embeds_weights.fill_(threshold)
+        checker.special_care_embeds_weights.fill_(threshold)
+    checker.save_pretrained(folder, safe_serialization=True)
+    CLIPImageProcessor(crop_size=32, size=32).save_pretrained(folder)
+
+
+TINY_SAFETY_CHECKER_ID = f"{TINY_ORG}/tiny-safety-checker"
+TINY_STRICT_SAFETY_CHECKER_ID = f"{TINY_ORG}/tiny-safety-checker-strict"  # flags every image
+
+
+def tiny_lora_id(arch: str = "sd", seed: int = 0) -> str:
+    return f"{TINY_ORG}/tiny-lora-{arch}-{seed}"
+
+
+def ensure_tiny_lora(model_dir: Path, arch: str = "sd", seed: int = 0) -> Path:
+    return _ensure_snapshot(repo_folder(model_dir, tiny_lora_id(arch, seed)), "main", lambda folder: build_tiny_lora(folder, arch, seed))
+
+
+def ensure_tiny_safety_checker(model_dir: Path, flags_everything: bool = False) -> Path:
+    model_id = TINY_STRICT_SAFETY_CHECKER_ID if flags_everything else TINY_SAFETY_CHECKER_ID
+    return _ensure_snapshot(repo_folder(model_dir, model_id), "main", lambda folder: build_tiny_safety_checker(folder, flags_everything))
+
+
 def _ensure_snapshot(repo: Path, revision: str, builder: Callable[[Path], None]) -> Path:
     ref = repo / "refs" / revision
     version_file = repo / ".tiny-format"
     if ref.is_file() and version_file.is_file() and version_file.read_text() == TINY_FORMAT_VERSION:
         snapshot = repo / "snapshots" / ref.read_text().strip()
-        if (snapshot / "config.json").is_file() or (snapshot / "model_index.json").is_file():
+        if any((snapshot / name).is_file() for name in ("config.json", "model_index.json", LORA_WEIGHT_NAME)):
             return snapshot
 
     repo.mkdir(parents=True, exist_ok=True)

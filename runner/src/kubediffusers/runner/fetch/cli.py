@@ -78,9 +78,10 @@ def main(argv: list[str] | None = None) -> int:
 
         console = Console(secret=token)
         result = fetch(settings, console, token=token, dry_run=args.dry_run)
-        if settings.tiny_vae_id:
-            # A tiny autoencoder that decodes in place of the VAE: a repository of its own.
-            fetch(settings.for_tiny_vae(), console, token=token, dry_run=args.dry_run)
+        for add_on in settings.add_ons():
+            # The tiny VAE, LoRA adapters, the safety checker: repositories of their own, each with its marker.
+            console.say(f"add-on: {add_on.kind} {add_on.repo_id}@{add_on.revision}")
+            fetch(settings.for_add_on(add_on), console, token=token, dry_run=args.dry_run)
     except FetchError as exc:
         return _fail(exc.line(), exc.exit_code, termination_log, token)
     except KeyboardInterrupt:

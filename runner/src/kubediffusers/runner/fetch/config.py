@@ -16,16 +16,20 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from kubediffusers.runner.addons import AddOn, add_ons
 from kubediffusers.runner.settings import (  # pydantic only: cheap to import
     ENV_PREFIX,
     MODEL_ID_PATTERN,
     REVISION_PATTERN,
+    SAFETY_CHECKER_ID,
     VARIANT_PATTERN,
+    LoraAdapter,
     Task,
     describe_validation_error,
 )
 
 from .errors import ConfigError
+from .patterns import exact_patterns
 from .redact import mask_url
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -53,6 +57,9 @@ class FetchSettings(BaseSettings):
         pattern=MODEL_ID_PATTERN,
         description="Also fetch this tiny autoencoder repository (e.g. madebyollin/taesd) at main.",
     )
+    loras: list[LoraAdapter] = Field(default=[], max_length=16, description="Also fetch these LoRA adapters (a JSON list, as the runner reads it).")
+    safety_checker_enabled: bool = Field(default=False, description="Also fetch the safety checker repository (at main).")
+    safety_checker_model_id: str = Field(default=SAFETY_CHECKER_ID, pattern=MODEL_ID_PATTERN, description="Repository of the safety checker.")
 
     fetch_allow_patterns: PatternList = Field(default=None, description="Replace the file selection: fnmatch patterns, comma-separated or a JSON list.")
     fetch_ignore_patterns: PatternList = Field(default=None, description="Replace the list of never-fetched formats (*.bin, *.ckpt, *.onnx, ...).")
@@ -78,15 +85,26 @@ class FetchSettings(BaseSettings):
     fetch_checksums: bool = Field(default=True, description="Check every downloaded LFS file against the Hub's sha256 before marking the snapshot complete.")
     fetch_verify: bool = Field(default=False, description="With a marker: re-hash every file against the sha256 it records, and repair what differs.")
 
-    def for_tiny_vae(self) -> FetchSettings:
-        """The same fetch for the tiny VAE repository: its main branch, default weights."""
+    def add_ons(self) -> list[AddOn]:
+        """The add-on repositories, as the runner will look for them (``kubediffusers.runner.addons``)."""
+        return add_ons(
+            tiny_vae_id=self.tiny_vae_id,
+            loras=self.loras,
+            safety_checker_enabled=self.safety_checker_enabled,
+            safety_checker_model_id=self.safety_checker_model_id,
+        )
+
+    def for_add_on(self, add_on: AddOn) -> FetchSettings:
+        """The same fetch (cache, timeouts, retries) for an add-on repository: its revision, default weights."""
         return self.model_copy(
             update={
-                "model_id": self.tiny_vae_id,
-                "model_revision": "main",
+                "model_id": add_on.repo_id,
+                "model_revision": add_on.revision,
                 "model_variant": None,
-                "fetch_allow_patterns": None,
+                "fetch_allow_patterns": exact_patterns(add_on.files) if add_on.files is not None else None,
                 "tiny_vae_id": None,
+                "loras": [],
+                "safety_checker_enabled": False,
             }
         )
 

@@ -20,10 +20,14 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
-from kubediffusers.runner import families, optimizations
+from kubediffusers.runner import families, optimizations, schedulers
+from kubediffusers.runner.adapters import Adapters
 from kubediffusers.runner.errors import GpuOutOfMemory, InvalidInput, ModelUnavailable, one_line
 from kubediffusers.runner.params import TaskParams
+from kubediffusers.runner.pipelines.postprocess import to_images
+from kubediffusers.runner.pipelines.prompt_cache import PromptCache
 from kubediffusers.runner.pipelines.support import check_task_support
+from kubediffusers.runner.safety import SafetyChecker
 from kubediffusers.runner.settings import DType, RunnerSettings, Task
 from kubediffusers.runner.types import GeneratedImage, StepCallback, Work
 
@@ -37,10 +41,16 @@ TRUSTED_LIBRARIES = {"diffusers", "transformers", None}
 class TaskPipeline(ABC):
     task: ClassVar[Task]
     family: families.Family = families.UNKNOWN  # the checkpoint's row (families.FAMILIES), set by load
+    # Whether a request may pick a scheduler (schedulers.SCHEDULERS); False keeps the checkpoint's.
+    per_request_scheduler: ClassVar[bool] = True
+    # Add-ons loaded with the model (None: not configured): LoRA adapters and the safety checker.
+    adapters: Adapters | None = None
+    safety: SafetyChecker | None = None
 
     def __init__(self, pipe: Any, device: str) -> None:
         self.pipe = pipe
         self.device = device
+        self.prompt_cache = PromptCache(0)  # load() sizes it from the settings
 
     # -- loading -----------------------------------------------------------
 
@@ -74,10 +84,13 @@ class TaskPipeline(ABC):
             raise ModelUnavailable(f"cannot load {settings.model_id} for {cls.task.value}: {one_line(exc)}") from None
         pipe = optimizations.place(pipe, settings, device)
         pipe.set_progress_bar_config(disable=True)
+        adapters = Adapters.load(pipe, settings)  # before compiling: the compiled graph then includes them
         applied = optimizations.apply(pipe, settings, dtype)
         log.info("%s checkpoint; optimizations: %s", family.name, ", ".join(applied) or "none")
         pipeline = cls(pipe, device)
         pipeline.family = family
+        pipeline.prompt_cache = PromptCache(settings.prompt_cache_size)
+        pipeline.adapters, pipeline.safety = adapters, SafetyChecker.load(settings, device, dtype)
         return pipeline
 
     # -- preparing a request ----------------------------------------------
@@ -113,6 +126,22 @@ class TaskPipeline(ABC):
         if len(works) != 1:
             raise ValueError(f"{type(self).__name__} does not batch")
         return [self.run(works[0], on_step)]
+
+    # -- what the worker runs: the add-ons around run_batch --------------------
+
+    def job_key(self, work: Work) -> Hashable | None:
+        """``batch_key`` plus the request's LoRA adapters: different adapter sets never share a call."""
+        key = self.batch_key(work)
+        return None if key is None else (key, self.adapters.pick(work.params) if self.adapters else ())
+
+    def generate(self, works: list[Work], on_step: StepCallback | None = None) -> list[list[Any]]:
+        """The worker's entry point: the works' adapters, the call, then the safety check."""
+        if self.adapters is not None:
+            self.adapters.activate(self.adapters.pick(works[0].params))
+        results = self.run_batch(works, on_step)
+        if self.safety is not None:
+            self.safety.check(works, results)
+        return results
 
     @abstractmethod
     def warmup_work(self) -> Work:
@@ -170,7 +199,8 @@ class BatchedPipeline(TaskPipeline):
 
     def batch_key(self, work: Work) -> Hashable | None:
         sizes = tuple(sorted((name, image.size) for name, image in work.images.items()))
-        return tuple(sorted(self.shared_arguments(work).items())) + sizes
+        # One call runs one scheduler: requests naming different ones never share it.
+        return tuple(sorted(self.shared_arguments(work).items())) + sizes + (("scheduler", work.params.scheduler),)
 
     def warmup_batches(self, compiled: bool, max_batch_size: int) -> list[list[Work]]:
         first = self.warmup_work()
@@ -184,6 +214,11 @@ class BatchedPipeline(TaskPipeline):
         if max_batch_size > 1:
             batches += [[replace(w, num_images=max_batch_size)] for w in (cfg, no_cfg)]
         return batches
+
+    def guided(self, kwargs: dict[str, Any]) -> bool:
+        """Whether diffusers will run classifier-free guidance for these arguments (as its pipelines decide)."""
+        unet = getattr(self.pipe, "unet", None)
+        return kwargs.get("guidance_scale", 0) > 1 and getattr(getattr(unet, "config", None), "time_cond_proj_dim", None) is None
 
     def run(self, work: Work, on_step: StepCallback | None = None) -> list[GeneratedImage]:
         return self._call([work], on_step)[0]
@@ -199,6 +234,8 @@ class BatchedPipeline(TaskPipeline):
             kwargs[name] = [self.per_item_arguments(w)[name] for w in works for _ in w.seeds]
         kwargs["generator"] = [torch.Generator(device="cpu").manual_seed(s) for w in works for s in w.seeds]
         kwargs["num_images_per_prompt"] = 1
+        kwargs["output_type"] = "pt"  # quantized on the device: postprocess.to_images
+        self.prompt_cache.replace_prompts(self.pipe, kwargs, guided=self.guided(kwargs))
         if on_step is not None:
             total = self.steps_of(works[0])
 
@@ -207,9 +244,11 @@ class BatchedPipeline(TaskPipeline):
                 return tensors
 
             kwargs["callback_on_step_end"] = callback
-        output = call_pipeline(self.pipe, kwargs)
-        nsfw = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)
-        images = iter(zip(output.images, nsfw, strict=True))
+        with schedulers.using(self.pipe, works[0].params.scheduler):
+            output = call_pipeline(self.pipe, kwargs)
+        pictures = to_images(output.images)
+        nsfw = getattr(output, "nsfw_content_detected", None) or [False] * len(pictures)
+        images = iter(zip(pictures, nsfw, strict=True))
         results = []
         for work in works:
             results.append(

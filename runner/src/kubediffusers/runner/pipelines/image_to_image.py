@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from PIL import Image
@@ -34,6 +35,8 @@ class ImageToImagePipeline(BatchedPipeline):
             # DiT pipelines otherwise generate at their default size, not the input's.
             image = work.images["image"]
             arguments.update(height=image.height, width=image.width)
+        if "image_guidance_scale" in inspect.signature(self.pipe.__call__).parameters:
+            arguments["image_guidance_scale"] = p.image_guidance_scale  # pix2pix-style checkpoints only
         return self.family_arguments(work, arguments)
 
     def warmup_work(self) -> Work:

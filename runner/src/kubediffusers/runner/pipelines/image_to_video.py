@@ -4,11 +4,14 @@ from typing import Any
 
 from PIL import Image
 
+from kubediffusers.runner.errors import InvalidInput
 from kubediffusers.runner.inputs import check_frames, fit_image
 from kubediffusers.runner.params import ImageToVideoParams
 from kubediffusers.runner.pipelines.per_seed import PerSeedPipeline, unet_size_multiple
 from kubediffusers.runner.settings import RunnerSettings, Task
 from kubediffusers.runner.types import GeneratedVideo, Work
+
+SVD_FPS = 7  # the frame rate SVD was trained at
 
 
 class ImageToVideoPipeline(PerSeedPipeline):
@@ -16,6 +19,8 @@ class ImageToVideoPipeline(PerSeedPipeline):
 
     task = Task.IMAGE_TO_VIDEO
     diffusers_class = "StableVideoDiffusionPipeline"
+    # SVD's EDM-style Euler schedule (v-prediction, Karras sigmas) is part of the model.
+    per_request_scheduler = False
 
     @property
     def default_frames(self) -> int:
@@ -28,6 +33,11 @@ class ImageToVideoPipeline(PerSeedPipeline):
         return unet_size_multiple(self.pipe, self.pipe.vae_scale_factor)
 
     def prepare(self, params: ImageToVideoParams, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
+        prompted = sorted({"prompt", "negative_prompt", "guidance_scale"} & params.model_fields_set)
+        if prompted:
+            # SVD is conditioned on the image alone (guidance: min_/max_guidance_scale).
+            raise InvalidInput(f"{', '.join(prompted)}: Stable Video Diffusion takes no prompt; it animates the image alone")
+        params.fps = params.fps or SVD_FPS
         params.num_frames = params.num_frames or self.default_frames
         check_frames(params.num_frames, settings)
         return Work.of(params, image=fit_image(images["image"], params.height, params.width, settings, multiple=self.size_multiple))
@@ -59,7 +69,7 @@ class ImageToVideoPipeline(PerSeedPipeline):
             num_inference_steps=1,
             min_guidance_scale=1.0,
             max_guidance_scale=1.0,
-            fps=7,
+            fps=SVD_FPS,
             motion_bucket_id=127,
             noise_aug_strength=0.02,
             decode_chunk_size=2,

@@ -4,7 +4,7 @@ from typing import Any
 
 from PIL import Image
 
-from kubediffusers.runner.inputs import check_size
+from kubediffusers.runner.inputs import check_generated_size
 from kubediffusers.runner.params import ImageVariationParams
 from kubediffusers.runner.pipelines.per_seed import PerSeedPipeline
 from kubediffusers.runner.settings import RunnerSettings, Task
@@ -20,7 +20,8 @@ class ImageVariationPipeline(PerSeedPipeline):
     legacy_callback = True
 
     def prepare(self, params: ImageVariationParams, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
-        check_size(params.height, params.width, settings)
+        # One side alone is held to the limit with the model's native other side (height=4096 alone generated 64x4096).
+        check_generated_size(params.height, params.width, self.default_size(), settings)
         # The CLIP feature extractor resizes the image itself; any readable image within the upload limits will do.
         return Work.of(params, image=images["image"])
 

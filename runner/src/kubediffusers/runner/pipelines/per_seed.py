@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from kubediffusers.runner import schedulers
 from kubediffusers.runner.pipelines.base import TaskPipeline, call_pipeline
 from kubediffusers.runner.types import GeneratedImage, StepCallback, Work
 
@@ -33,7 +34,8 @@ class PerSeedPipeline(TaskPipeline):
             kwargs["generator"] = torch.Generator(device="cpu").manual_seed(seed)
             if on_step is not None:
                 kwargs.update(self._progress(on_step, index * per_call, total))
-            results.append(self.collect(call_pipeline(self.pipe, kwargs), seed, work))
+            with schedulers.using(self.pipe, getattr(work.params, "scheduler", None)):
+                results.append(self.collect(call_pipeline(self.pipe, kwargs), seed, work))
         return results
 
     def collect(self, output: Any, seed: int, work: Work) -> Any:

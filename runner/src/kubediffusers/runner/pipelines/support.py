@@ -14,12 +14,12 @@ import json
 from pathlib import Path
 
 from kubediffusers.runner.errors import ModelUnavailable
-from kubediffusers.runner.families import FAMILIES, family_named, known_families
+from kubediffusers.runner.families import FAMILIES, VIDEO_TASKS, classes_for, family_named, known_families
 from kubediffusers.runner.settings import Task
 from kubediffusers.runner.tasks import TASKS
 
 # Tasks with a diffusers auto pipeline: it picks the concrete class from the checkpoint.
-_IMAGE_TASKS = frozenset(spec.task for spec in TASKS.values() if not spec.families)
+_IMAGE_TASKS = frozenset(spec.task for spec in TASKS.values() if not spec.families and spec.task not in VIDEO_TASKS)
 
 # Text-to-image families. When their UNet takes the 9-channel inpainting input
 # (sd-inpainting, SDXL inpainting 0.1) the checkpoint serves inpainting only.
@@ -32,6 +32,9 @@ _SINGLE_TASK_FAMILIES = {family: spec.task for spec in TASKS.values() for family
 
 # What each task without an auto pipeline needs, for the error message.
 _REQUIRED_FAMILY = {task: family for family, task in _SINGLE_TASK_FAMILIES.items()}
+for _task in VIDEO_TASKS:  # the video families (families.FAMILIES) serving the task too
+    _names = ([_REQUIRED_FAMILY[_task]] if _task in _REQUIRED_FAMILY else []) + classes_for(_task)
+    _REQUIRED_FAMILY[_task] = " or ".join([", ".join(_names[:-1]), _names[-1]] if len(_names) > 1 else _names)
 
 INPAINTING_UNET_CHANNELS = 9  # latents 4 + mask 1 + masked-image latents 4
 

@@ -4,7 +4,7 @@ from typing import Any
 
 from PIL import Image
 
-from kubediffusers.runner.inputs import check_size
+from kubediffusers.runner.inputs import check_generated_size
 from kubediffusers.runner.params import TextToImageParams
 from kubediffusers.runner.pipelines.base import BatchedPipeline
 from kubediffusers.runner.settings import RunnerSettings, Task
@@ -17,13 +17,9 @@ class TextToImagePipeline(BatchedPipeline):
 
     def prepare(self, params: TextToImageParams, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
         params = self.with_family_defaults(params, settings)
-        height, width = params.height, params.width
-        if (height is None) != (width is None):
-            # One side given: the other is the model's native one, and the pixel limit is
-            # on the pair (height=8192 alone was a 8192x512 image past any limit: minutes of CPU, or an OOM).
-            native_height, native_width = self.default_size()
-            height, width = height or native_height, width or native_width
-        check_size(height, width, settings, multiple=self.size_multiple)
+        # One side given: the other is the model's native one, and the pixel limit is
+        # on the pair (height=8192 alone was a 8192x512 image past any limit: minutes of CPU, or an OOM).
+        check_generated_size(params.height, params.width, self.default_size(), settings, multiple=self.size_multiple)
         return Work.of(params)
 
     def per_item_arguments(self, work: Work) -> dict[str, Any]:

@@ -31,9 +31,10 @@ class UpscalePipeline(PerSeedPipeline):
     def prepare(self, params: UpscaleParams, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
         if params.noise_level > self.max_noise_level:
             raise InvalidInput(f"noise_level is {params.noise_level}; this model allows at most {self.max_noise_level}")
-        image = images["image"]
+        # The output is what the limit holds: `factor` times the input as fitted (a side under 8 becomes 8).
+        image = fit_image(images["image"], None, None, settings)
         check_upscaled_size(image, self.factor, settings)
-        return Work.of(params, image=fit_image(image, None, None, settings))
+        return Work.of(params, image=image)
 
     def call_arguments(self, work: Work) -> dict[str, Any]:
         p = work.params

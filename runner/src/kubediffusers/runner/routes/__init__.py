@@ -1,4 +1,5 @@
-"""The runner's routers: health, the served task's generated route, async jobs.
+"""The runner's routers: health, the served task's generated route, async jobs,
+and the compatibility route sets of other APIs (livepeer's, PICO's).
 
 A compatibility route set (another API's paths with their own request and
 response models, e.g. livepeer's or PICO's) is a router module beside
@@ -10,14 +11,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from kubediffusers.runner.errors import ErrorStyle
 from kubediffusers.runner.routes.generate import task_router
-from kubediffusers.runner.settings import Task
+from kubediffusers.runner.routes.pico import pico_router
+from kubediffusers.runner.settings import Compatibility, Task
 from kubediffusers.runner.tasks import TASKS, spec_of
 
 
-def task_routers(task: Task) -> list[APIRouter]:
+def task_routers(task: Task, compatibility: Compatibility = Compatibility.NONE) -> list[APIRouter]:
     """The routers a runner serving ``task`` mounts behind its token."""
-    return [task_router(spec_of(task))]
+    spec = spec_of(task)
+    # livepeer's clients call the native paths: under compatibility livepeer, they answer in its shapes.
+    style = ErrorStyle.LIVEPEER if compatibility is Compatibility.LIVEPEER else ErrorStyle.NATIVE
+    return [task_router(spec, style), pico_router(spec)]
 
 
 def served_tasks() -> list[Task]:

@@ -4,17 +4,22 @@ job, negotiating Accept, and the response bodies (livepeer ai-runner's shapes)."
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
+from PIL import Image
 
 from kubediffusers.runner.context import RunnerContext
+from kubediffusers.runner.encoding import FORMAT_OF_MEDIA_TYPE, MEDIA_TYPES, Encoding, choose, encode_all
 from kubediffusers.runner.errors import InvalidInput
-from kubediffusers.runner.images import encode_png, png_data_url
 from kubediffusers.runner.jobs import job_state
+from kubediffusers.runner.settings import ImageFormat, RunnerSettings
 from kubediffusers.runner.tasks import Output
 from kubediffusers.runner.types import GeneratedImage, GeneratedVideo, Work
 from kubediffusers.runner.video import encode_mp4
@@ -23,61 +28,137 @@ from kubediffusers.runner.worker import Disconnected, Job
 # -- bodies and Accept -----------------------------------------------------------
 
 
+def media_types(request: Request) -> list[str]:
+    """The media types the Accept header lists (q=0 means 'not this')."""
+    types = []
+    for part in request.headers.get("accept", "").split(","):
+        kind, *options = (piece.strip().lower() for piece in part.split(";"))
+        if kind and not any(o.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for o in options):
+            types.append(kind)
+    return types
+
+
 def accepts(request: Request, media_type: str) -> bool:
     """Whether the client asks for ``media_type`` rather than JSON."""
-    accept = request.headers.get("accept", "")
-    return media_type in accept and "application/json" not in accept
+    types = media_types(request)
+    return media_type in types and "application/json" not in types
 
 
-def media(image: Any, seed: int, nsfw: bool) -> dict[str, Any]:
-    return {"url": png_data_url(encode_png(image)), "seed": seed, "nsfw": nsfw}
+def raw_image_format(request: Request) -> ImageFormat | None:
+    """The image format Accept asks for instead of JSON (the first one listed), or None."""
+    types = media_types(request)
+    if "application/json" in types:
+        return None
+    return next((FORMAT_OF_MEDIA_TYPE[t] for t in types if t in FORMAT_OF_MEDIA_TYPE), None)
 
 
-def images_body(images: list[GeneratedImage]) -> dict[str, Any]:
-    return {"images": [media(i.image, i.seed, i.nsfw) for i in images]}
+def request_encoding(work: Work, settings: RunnerSettings) -> Encoding:
+    """The encoding a request names (output_format, output_quality), else the runner's default."""
+    params = work.params
+    named = getattr(params, "output_format", None)
+    return replace(choose(named, getattr(params, "output_quality", None), settings), named=named is not None)
 
 
-def image_response(request: Request, images: list[GeneratedImage]) -> Response:
-    """JSON with data URLs (ai-runner's shape), or raw PNG when asked for one image."""
-    if accepts(request, "image/png"):
-        if len(images) != 1:
-            raise InvalidInput("Accept: image/png returns a single image; ask for num_images_per_prompt=1")
-        only = images[0]
-        return Response(
-            encode_png(only.image),
-            media_type="image/png",
-            headers={"X-Seed": str(only.seed), "X-Nsfw": str(only.nsfw).lower()},
-        )
-    return JSONResponse(images_body(images))
+def media(data: bytes, seed: int, nsfw: bool, encoding: Encoding) -> dict[str, Any]:
+    return {"url": encoding.data_url(data), "seed": seed, "nsfw": nsfw}
 
 
-def video_body(videos: list[GeneratedVideo]) -> dict[str, Any]:
+def images_body(images: list[GeneratedImage], encoding: Encoding) -> dict[str, Any]:
+    encoded = encode_all([i.image for i in images], encoding)
+    return {"images": [media(data, i.seed, i.nsfw, encoding) for data, i in zip(encoded, images, strict=True)]}
+
+
+def image_response(request: Request, images: list[GeneratedImage], encoding: Encoding) -> Response:
+    """JSON with data URLs (ai-runner's shape), or one raw image when Accept asks for PNG, JPEG or WebP."""
+    raw = raw_image_format(request)
+    if raw is None:
+        return JSONResponse(images_body(images, encoding))
+    if encoding.named and encoding.format is not raw:
+        raise InvalidInput(f"output_format is {encoding.format.value} but Accept asks for {MEDIA_TYPES[raw]}; ask for one format")
+    if len(images) != 1:
+        raise InvalidInput(f"Accept: {MEDIA_TYPES[raw]} returns a single image; ask for num_images_per_prompt=1")
+    only, encoding = images[0], replace(encoding, format=raw)
+    return Response(
+        encode_all([only.image], encoding)[0],
+        media_type=encoding.media_type,
+        headers={"X-Seed": str(only.seed), "X-Nsfw": str(only.nsfw).lower()},
+    )
+
+
+def video_body(videos: list[GeneratedVideo], encoding: Encoding) -> dict[str, Any]:
     """ai-runner's shape: one list of frames per video."""
-    return {"frames": [[media(frame, video.seed, video.nsfw) for frame in video.frames] for video in videos]}
+    body = []
+    for video in videos:
+        encoded = encode_all(video.frames, encoding)
+        body.append([media(data, video.seed, video.nsfw, encoding) for data in encoded])
+    return {"frames": body}
 
 
-def video_response(request: Request, videos: list[GeneratedVideo]) -> Response:
+def video_response(request: Request, videos: list[GeneratedVideo], encoding: Encoding) -> Response:
     if accepts(request, "video/mp4"):
-        video = videos[0]
-        return Response(
-            encode_mp4(video.frames, video.fps),
-            media_type="video/mp4",
-            headers={"X-Seed": str(video.seed), "X-Nsfw": str(video.nsfw).lower(), "X-Frames": str(len(video.frames))},
-        )
-    return JSONResponse(video_body(videos))
+        return mp4_response(videos[0])
+    return JSONResponse(video_body(videos, encoding))
+
+
+def bytes_of(item: dict[str, Any]) -> tuple[bytes, str]:
+    """The encoded bytes of one ``media`` entry of a body, and their media type."""
+    head, data = item["url"].split(",", 1)
+    return base64.b64decode(data), head.removeprefix("data:").split(";", 1)[0]
+
+
+def image_response_from_body(request: Request, body: dict[str, Any], fps: int | None = None) -> Response:
+    """``image_response`` for a kept job: the raw image is the body's own, never re-encoded."""
+    raw = raw_image_format(request)
+    if raw is None:
+        return JSONResponse(body)
+    images = body["images"]
+    if len(images) != 1:
+        raise InvalidInput(f"Accept: {MEDIA_TYPES[raw]} returns a single image; ask for num_images_per_prompt=1")
+    data, media_type = bytes_of(images[0])
+    if media_type != MEDIA_TYPES[raw]:
+        raise InvalidInput(f"this job's image is {media_type}; ask for it with Accept: {media_type}")
+    return Response(data, media_type=media_type, headers={"X-Seed": str(images[0]["seed"]), "X-Nsfw": str(images[0]["nsfw"]).lower()})
+
+
+def mp4_response(video: GeneratedVideo) -> Response:
+    return Response(
+        encode_mp4(video.frames, video.fps),
+        media_type="video/mp4",
+        headers={"X-Seed": str(video.seed), "X-Nsfw": str(video.nsfw).lower(), "X-Frames": str(len(video.frames))},
+    )
+
+
+def video_response_from_body(request: Request, body: dict[str, Any], fps: int | None = None) -> Response:
+    """``video_response`` for a kept job: the mp4 is encoded from the body's frames."""
+    if accepts(request, "video/mp4"):
+        first = body["frames"][0]
+        frames = [Image.open(io.BytesIO(bytes_of(item)[0])).convert("RGB") for item in first]
+        return mp4_response(GeneratedVideo(frames=frames, seed=first[0]["seed"], nsfw=first[0]["nsfw"], fps=fps or 7))
+    return JSONResponse(body)
 
 
 @dataclass(frozen=True)
 class OutputFormat:
-    """How a task's results become an answer."""
+    """How a task's results become an answer, in the request's encoding."""
 
-    body: Callable[[list[Any]], dict[str, Any]]  # the JSON body
-    response: Callable[[Request, list[Any]], Response]  # the answer, honouring Accept
+    body: Callable[[list[Any], Encoding], dict[str, Any]]  # the JSON body
+    response: Callable[[Request, list[Any], Encoding], Response]  # the answer, honouring Accept
+    from_body: Callable[[Request, dict[str, Any], int | None], Response]  # the same answer from a kept body (async jobs), with the video's fps
+
+    def bind(self, encoding: Encoding) -> tuple[Callable[[list[Any]], dict[str, Any]], Callable[[Request, list[Any]], Response]]:
+        """(body, response) of one request: its encoding fixed now, used when its results come."""
+        return partial(self.body_of, encoding), partial(self.response_of, encoding)
+
+    def body_of(self, encoding: Encoding, results: list[Any]) -> dict[str, Any]:
+        return self.body(results, encoding)
+
+    def response_of(self, encoding: Encoding, request: Request, results: list[Any]) -> Response:
+        return self.response(request, results, encoding)
 
 
 FORMATS: dict[Output, OutputFormat] = {
-    Output.IMAGES: OutputFormat(body=images_body, response=image_response),
-    Output.VIDEO: OutputFormat(body=video_body, response=video_response),
+    Output.IMAGES: OutputFormat(body=images_body, response=image_response, from_body=image_response_from_body),
+    Output.VIDEO: OutputFormat(body=video_body, response=video_response, from_body=video_response_from_body),
 }
 
 
@@ -105,8 +186,8 @@ def new_job(ctx: RunnerContext, work: Work, disconnected: Disconnected | None = 
     pipeline = ctx.model.require_ready()
     return Job(
         work=work,
-        execute=pipeline.run_batch,
-        batch_key=pipeline.batch_key(work),
+        execute=pipeline.generate,  # run_batch with the add-ons: adapters before, safety check after
+        batch_key=pipeline.job_key(work),
         weight=work.num_images,
         disconnected=disconnected,
     )
@@ -122,18 +203,33 @@ async def generate(ctx: RunnerContext, request: Request, work: Work) -> list[Any
     """Queue the work, wait for its turn and its result within the request timeout."""
     job = new_job(ctx, work, disconnected=request.is_disconnected)
     ctx.worker.submit(job)
-    results = await ctx.worker.result(job, ctx.settings.request_timeout_seconds)
+    watcher = asyncio.create_task(watch_disconnect(request, job))
+    try:
+        results = await ctx.worker.result(job, ctx.settings.request_timeout_seconds)
+    finally:
+        watcher.cancel()
     count_outputs(ctx, results)
     return results
+
+
+async def watch_disconnect(request: Request, job: Job[Any], interval: float = 0.5) -> None:
+    """Cancel the job when its client leaves while it waits or runs: the worker stops at the next step instead of generating for nobody."""
+    while not job.future.done():
+        if await request.is_disconnected():
+            job.cancel("client_disconnected")
+            return
+        await asyncio.sleep(interval)
 
 
 async def respond(ctx: RunnerContext, request: Request, work: Work, respond_async: bool, output: OutputFormat) -> Response:
     """Run the work and answer with its result, or queue it as an async job and answer 202."""
     if respond_async:
         return submit_job(ctx, request, work, output)
+    _, response = output.bind(request_encoding(work, ctx.settings))
     results = await generate(ctx, request, work)
-    # Encoding PNGs (or a video) is CPU work: keep it off the event loop.
-    return await asyncio.to_thread(output.response, request, results)
+    # Encoding images (or a video) is CPU work: off the event loop and the
+    # inference thread (this thread hands a batch's images to the encoder pool).
+    return await asyncio.to_thread(response, request, results)
 
 
 def submit_job(ctx: RunnerContext, request: Request, work: Work, output: OutputFormat) -> Response:
@@ -143,11 +239,18 @@ def submit_job(ctx: RunnerContext, request: Request, work: Work, output: OutputF
     # No disconnect check and no timeout: nobody waits on a connection for this job.
     ctx.worker.submit(job)  # a full queue answers 503 with Retry-After, as for a sync call
 
+    body, _ = output.bind(request_encoding(work, ctx.settings))
+
     def finish(results: list[Any]) -> dict[str, Any]:
         count_outputs(ctx, results)
-        return output.body(results)
+        return body(results)
 
-    record = jobs.add(job, ctx.settings.task.value, finish, output.response)
+    fps = getattr(work.params, "fps", None)  # all a kept video needs of the request: not its input images
+
+    def respond(request: Request, body: dict[str, Any]) -> Response:
+        return output.from_body(request, body, fps)
+
+    record = jobs.add(job, ctx.settings.task.value, finish, respond)
     headers = {"Location": f"/jobs/{record.id}"}
     if prefers_async(request.headers.get("prefer")):
         headers["Preference-Applied"] = "respond-async"

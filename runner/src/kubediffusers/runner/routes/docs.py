@@ -34,16 +34,33 @@ class HTTPError(BaseModel):
     detail: ErrorDetail
 
 
+class FieldError(BaseModel):
+    loc: list[str] = Field(description="Where: the field's path.")
+    msg: str
+    type: str
+
+
+class ValidationDetail(BaseModel):
+    msg: str = Field(description="All errors in one line (the first 20, then how many more).")
+    errors: list[FieldError] = Field(description="At most 20 errors.")
+
+
+class ValidationError(BaseModel):
+    detail: ValidationDetail
+
+
 ERROR_RESPONSES: Responses = {
-    code: {"model": HTTPError, "description": text}
+    code: {"model": ValidationError if code == 422 else HTTPError, "description": text}
     for code, text in {
         400: "Input outside the limits or an unreadable upload",
-        401: "Missing or wrong bearer token",
+        401: "Missing or wrong bearer token (with WWW-Authenticate: Bearer)",
+        408: "The request body did not arrive within the body deadline",
         413: "Request body too large",
         422: "Request does not match the schema",
         500: "Unexpected failure",
-        503: "Model not ready, queue full or GPU out of memory (see Retry-After)",
+        503: "Model not ready, queue full, GPU out of memory or the runner shutting down (see Retry-After)",
         504: "Not finished within the request timeout",
+        507: "The runner's temp directory is full: an upload could not be stored (see Retry-After)",
     }.items()
 }
 

@@ -6,35 +6,52 @@ annotations to build the request schema, and annotations made inside
 module's globals.
 """
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
-from kubediffusers.runner.context import Context
+from kubediffusers.runner import schedulers
+from kubediffusers.runner.compat import livepeer
+from kubediffusers.runner.context import Context, RunnerContext
+from kubediffusers.runner.errors import ErrorStyle, styled_route
 from kubediffusers.runner.inputs import read_image
 from kubediffusers.runner.params import TaskParams
 from kubediffusers.runner.routes.delivery import FORMATS, RespondAsync, respond
 from kubediffusers.runner.routes.docs import RESPONSES
+from kubediffusers.runner.settings import Compatibility
 from kubediffusers.runner.tasks import TaskSpec
+from kubediffusers.runner.types import Work
+
+
+async def prepare(spec: TaskSpec, params: TaskParams, ctx: RunnerContext) -> Work:
+    """Every task's request, from any API's route: runner limits, uploads, the model's preparation."""
+    params.check_limits(ctx.settings)
+    pipeline = ctx.model.require_ready()
+    schedulers.check(pipeline, params.scheduler)
+    images = {name: await read_image(upload, name, ctx.settings) for name, upload in params.uploads().items()}
+    # Fitting resizes uploads: CPU work, off the event loop.
+    return await asyncio.to_thread(pipeline.prepare, params, images, ctx.settings)
 
 
 async def handle(spec: TaskSpec, params: TaskParams, request: Request, ctx: Context, respond_async: bool) -> Response:
-    """Every task's request: runner limits, uploads, the model's preparation, the answer."""
-    params.check_limits(ctx.settings)
-    images = {name: await read_image(upload, name, ctx.settings) for name, upload in params.uploads().items()}
-    work = ctx.model.require_ready().prepare(params, images, ctx.settings)
+    """A native route's request (livepeer's clients call these: its defaults apply under compatibility livepeer)."""
+    if ctx.settings.compatibility is Compatibility.LIVEPEER:
+        livepeer.apply_defaults(spec, params)
+    work = await prepare(spec, params, ctx)
     return await respond(ctx, request, work, respond_async, FORMATS[spec.output])
 
 
-def task_router(spec: TaskSpec) -> APIRouter:
-    """The route of one registry row: a JSON body, or multipart/form-data when it uploads files."""
+def task_router(spec: TaskSpec, style: ErrorStyle = ErrorStyle.NATIVE) -> APIRouter:
+    """The route of one registry row: a JSON body, or multipart/form-data when it
+    uploads files; also at livepeer's trailing-slash alias where livepeer has the task."""
     body: Any = Annotated[spec.params, Form(media_type="multipart/form-data")] if spec.uploads else spec.params
 
     async def endpoint(params: body, request: Request, ctx: Context, respond_async: RespondAsync) -> Response:
         return await handle(spec, params, request, ctx, respond_async)
 
-    router = APIRouter(tags=["generate"])
+    router = APIRouter(tags=["generate"], route_class=styled_route(style))
     router.add_api_route(
         spec.path,
         endpoint,
@@ -44,4 +61,6 @@ def task_router(spec: TaskSpec) -> APIRouter:
         responses=RESPONSES[spec.output],
         operation_id=spec.operation_id,
     )
+    for alias in livepeer.aliases(spec):
+        router.add_api_route(alias, endpoint, methods=["POST"], response_model=None, include_in_schema=False)
     return router

@@ -55,6 +55,9 @@ async def healthz() -> dict[str, str]:
     responses={503: {"description": "Not ready; detail.msg says why"}},
 )
 async def readyz(ctx: Context) -> Response:
+    if ctx.worker.draining is not None:
+        # Unready at once on SIGTERM, so the Service stops sending work while the accepted work finishes.
+        return error_response(503, ctx.worker.draining, retry_after=NotReady.retry_after, status="DRAINING")
     if ctx.model.ready:
         return JSONResponse({"status": "ready"})
     return error_response(503, ctx.model.reason, retry_after=NotReady.retry_after, status=ctx.model.state.value)

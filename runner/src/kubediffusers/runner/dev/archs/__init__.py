@@ -2,11 +2,11 @@
 
 Each folder beside this file is a diffusers checkpoint without weights: the
 ``model_index.json`` and every component's ``config.json`` of a published
-model (sd-turbo, SD 1.5, SDXL base, SVD-XT), as on the Hub. Building them with
+model (sd-turbo, SD 1.5, SDXL base, SVD-XT, Wan 2.1 T2V 1.3B, LTX-Video), as on the Hub. Building them with
 random weights gives the same compute as the real checkpoints (layer shapes,
 sequence lengths, attention heads), so GPU speed can be measured on a machine
-that cannot reach the Hub. ``tiny-sd`` is the SD shape at toy size, so the same
-code runs on a CPU in seconds.
+that cannot reach the Hub. ``tiny-sd`` and ``tiny-flux`` are the SD and
+FLUX.1-schnell shapes at toy size, so the same code runs on a CPU in seconds.
 
 The tokenizer is generated (see :func:`kubediffusers.runner.dev.tiny._tiny_tokenizer`):
 prompts are padded to 77 tokens, so compute does not depend on its vocabulary.
@@ -29,7 +29,10 @@ SOURCES: dict[str, str] = {
     "svd": "stabilityai/stable-video-diffusion-img2vid-xt",
     "flux-schnell": "black-forest-labs/FLUX.1-schnell",
     "sd35-medium": "stabilityai/stable-diffusion-3.5-medium (MMDiT-X)",
+    "wan-t2v-1.3b": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+    "ltx-video": "Lightricks/LTX-Video (0.9.0)",
     "tiny-sd": "SD shape at toy size (CPU tests)",
+    "tiny-flux": "FLUX.1-schnell shape at toy size (CPU tests)",
 }
 
 
@@ -86,10 +89,12 @@ def build_component(arch: str, name: str, device: Any = "cpu", dtype: Any = None
         import transformers
 
         cls = getattr(transformers, class_name)
-        if class_name.endswith(("Tokenizer", "TokenizerFast")):
-            from kubediffusers.runner.dev.tiny import _tiny_t5_tokenizer, _tiny_tokenizer
+        if "Tokenizer" in class_name:
+            from kubediffusers.runner.dev.tiny import _tiny_tokenizer
+            from kubediffusers.runner.dev.tiny_video import _tiny_t5_tokenizer
 
-            return _tiny_t5_tokenizer() if class_name.startswith("T5") else _tiny_tokenizer()
+            # T5/UMT5 (Wan, LTX-Video): a generated SentencePiece-style vocabulary; CLIP otherwise.
+            return _tiny_t5_tokenizer() if class_name.startswith(("T5", "UMT5")) else _tiny_tokenizer()
         if class_name.endswith(("ImageProcessor", "FeatureExtractor")):
             return cls.from_pretrained(folder, local_files_only=True)
         config = cls.config_class.from_pretrained(folder, local_files_only=True)
@@ -130,8 +135,9 @@ def save_random_checkpoint(arch: str, model_dir: Path, dtype: Any = None, device
     unless it is already there; return the snapshot folder.
 
     Built on the GPU when there is one (fast initialisers); weights are saved
-    as safetensors in ``dtype`` (default float16 for real sizes, float32 for
-    tiny-sd, which runs on CPUs).
+    as safetensors in ``dtype`` (default: the family's GPU dtype for real sizes,
+    float16 or bfloat16 as ``families.FAMILIES`` says; float32 for the tiny
+    architectures, which run on CPUs).
     """
     import torch
 
@@ -141,7 +147,10 @@ def save_random_checkpoint(arch: str, model_dir: Path, dtype: Any = None, device
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype is None:
-        dtype = torch.float32 if arch.startswith("tiny") else torch.float16
+        from kubediffusers.runner.families import family_of
+
+        family = family_of(arch_folder(arch))
+        dtype = torch.float32 if arch.startswith("tiny") else getattr(torch, family.gpu_dtype if family else "float16")
 
     def build(folder: Path) -> None:
         pipe = build_random_pipeline(arch, dtype=dtype, device=device)

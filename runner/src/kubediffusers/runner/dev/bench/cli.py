@@ -1,4 +1,4 @@
-"""`kubediffusers-bench SUBCOMMAND`: pipeline, serving, batching, arch (see the package docstring)."""
+"""`kubediffusers-bench SUBCOMMAND`: pipeline, serving, batching, arch, output (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -66,6 +66,7 @@ def _arch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-runs", type=int, default=3, help="untimed calls before timing (CUDA graphs record on the first ones)")
     parser.add_argument("--prompt", default="a photo of an astronaut riding a horse on mars")
     parser.add_argument("--modes", nargs="*", default=["stock", "optimized", "http"], choices=["stock", "optimized", "http"])
+    parser.add_argument("--http-formats", nargs="+", default=["png"], choices=["png", "jpeg", "webp"], help="output formats of the http mode (one row each)")
     parser.add_argument(
         "--optimize",
         type=_optimization,
@@ -89,9 +90,21 @@ def _arch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds a runner may take to become ready (compile)")
 
 
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs", type=int, default=30, help="interleaved runs per row")
+    parser.add_argument("--batch-size", type=int, default=4, help="images per request in the batched rows")
+    parser.add_argument("--call-ms", type=float, default=40.0, help="the throughput stub's device time per call")
+    parser.add_argument("--image-ms", type=float, default=2.0, help="... and per image")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients of the throughput comparison")
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--batch-window-ms", type=float, default=5.0)
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="sample the serving process with py-spy; raw profile in DIR")
+    parser.add_argument("--port", type=int, default=8785)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="kubediffusers-bench", description="The runner's benchmarks.")
-    commands = top.add_subparsers(dest="command", required=True, metavar="{pipeline,serving,batching,arch}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="{pipeline,serving,batching,arch,output}")
     _model_options(commands.add_parser("pipeline", help="load and inference time, time per output, peak GPU memory"), 8765)
     serving = commands.add_parser("serving", help="HTTP end to end vs a direct pipeline call (text-to-image)")
     _model_options(serving, 8765)
@@ -100,6 +113,7 @@ def parser() -> argparse.ArgumentParser:
     _model_options(batching, 8765)
     _batching_options(batching)
     _arch_options(commands.add_parser("arch", help="stock diffusers vs this runner on a real-size architecture (random weights)"))
+    _output_options(commands.add_parser("output", help="the serving path's own cost on a stub pipeline: encoders, per request, throughput share"))
     return top
 
 
@@ -125,6 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("warning")
     if args.command == "arch":
         return arch.main(args)
+    if args.command == "output":
+        from kubediffusers.runner.dev.bench.output import OutputBench, run
+
+        run(
+            OutputBench(
+                args.runs, args.batch_size, args.call_ms, args.image_ms, args.clients, args.max_batch_size, args.batch_window_ms, args.port, args.profile
+            )
+        )
+        return 0
     if args.command != "pipeline" and Task(args.task) is not Task.TEXT_TO_IMAGE:
         raise BenchError(f"{args.command} measures the text-to-image route")
     settings = _settings(args)

@@ -102,9 +102,11 @@ class Request:
     width: int
     batch_size: int = 1
     guidance_scale: float = 7.5
+    output_format: str | None = None  # None: the runner's default (png)
 
     def json(self, seed: int) -> dict[str, Any]:
-        return {
+        encoding = {"output_format": self.output_format} if self.output_format else {}
+        return encoding | {
             "prompt": self.prompt,
             "guidance_scale": self.guidance_scale,
             "num_inference_steps": self.steps,
@@ -148,6 +150,8 @@ class RunnerProcess:
     port: int
     settings: Mapping[str, object]
     log: Path | None = None  # stdout and stderr; None discards them
+    module: str = "kubediffusers.runner.cli"  # what `python -m` runs (the bench's stub server: dev.bench.stub)
+    extra_env: Mapping[str, str] = field(default_factory=dict)  # variables beyond the settings (the stub's)
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -158,12 +162,12 @@ class RunnerProcess:
         env = {k: v for k, v in os.environ.items() if k not in INDUCTOR_ENV and not k.startswith("KUBEDIFFUSERS_")}
         values = {"log_level": "warning", "max_queue_size": 256, **self.settings, "host": "127.0.0.1", "port": self.port}
         env.update({f"KUBEDIFFUSERS_{name.upper()}": str(value).lower() if isinstance(value, bool) else str(value) for name, value in values.items()})
-        return env
+        return {**env, **self.extra_env}
 
     def start(self) -> RunnerProcess:
-        runner = Path(sys.executable).parent / "kubediffusers-runner"
+        # `python -m`, not the console script: `pip install --target` (hack/gpu-check.sh) installs none.
         out: Any = open(self.log, "wb") if self.log is not None else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen([str(runner)], env=self.environment(), stdout=out, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen([sys.executable, "-m", self.module], env=self.environment(), stdout=out, stderr=subprocess.STDOUT)
         return self
 
     def wait_ready(self, client: Any, timeout: float = 300) -> float:
@@ -216,6 +220,27 @@ def metric(client: Any, url: str, name: str) -> float | None:
             except ValueError:
                 return None
     return None
+
+
+def histogram(client: Any, url: str, name: str) -> dict[str, float]:
+    """The cumulative buckets (le -> count) of one histogram from /metrics."""
+    buckets = {}
+    for line in client.get(url + "/metrics").text.splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[le] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def batch_sizes(before: dict[str, float], after: dict[str, float]) -> str:
+    """Calls per batch-size bucket between two histogram snapshots, e.g. '<=1: 3, <=16: 12'."""
+    parts, below = [], 0.0
+    for le, count in after.items():
+        calls = count - before.get(le, 0.0) - below
+        below += calls
+        if calls:
+            parts.append(f"<={le.replace('+Inf', 'inf').removesuffix('.0')}: {calls:g}")
+    return ", ".join(parts) or "no calls"
 
 
 def throughput(url: str, request: Request, clients: int, total: int) -> float:

@@ -8,7 +8,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubediffusers.runner.dev.bench.harness import Request, RunnerProcess, direct_call, load_pipeline, p90, peak_memory, throughput, timed
+from kubediffusers.runner.dev.bench.harness import (
+    Request,
+    RunnerProcess,
+    batch_sizes,
+    direct_call,
+    histogram,
+    load_pipeline,
+    p90,
+    peak_memory,
+    throughput,
+    timed,
+)
 from kubediffusers.runner.settings import RunnerSettings
 
 
@@ -89,5 +100,10 @@ def batching_bench(runner: Mapping[str, object], request: Request, batching: Bat
         for clients in batching.clients:
             total = max(batching.runs, clients * 4)
             off_rate = throughput(off_server.url, request, clients, total)
+            before = histogram(client, on_server.url, "kubediffusers_batch_images")
             on_rate = throughput(on_server.url, request, clients, total)
-            print(f"{clients:>3} clients: off {off_rate:7.2f} img/s, on {on_rate:7.2f} img/s, gain {on_rate / off_rate:.2f}x ({total} requests each)")
+            sizes = batch_sizes(before, histogram(client, on_server.url, "kubediffusers_batch_images"))
+            print(
+                f"{clients:>3} clients: off {off_rate:7.2f} img/s, on {on_rate:7.2f} img/s, gain {on_rate / off_rate:.2f}x ({total} requests each); "
+                f"batch sizes on (calls per images bucket): {sizes}"
+            )

@@ -1,0 +1,222 @@
+"""The output path's benchmarks (``kubediffusers-bench output``), on a stub pipeline.
+
+With no model compute (``stub``: a fixed 512x512 image per prompt), what is
+measured is the runner's own cost: the encoders alone; per request, HTTP end to
+end minus a direct call of the same pipeline, for png (fast level), jpeg and
+webp, single and batched; and, with a pipeline that sleeps like a device,
+serving throughput as a share of the pipeline's own batched throughput. Ratios
+come from one run, so machine load hits both sides alike. ``--profile`` samples
+the serving process with py-spy and says on which threads the encoders ran.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from kubediffusers.runner.dev.bench.harness import BenchError, RunnerProcess, device_name, p90
+from kubediffusers.runner.dev.bench.stub import SIZE, fixed_image, stub_pipeline
+from kubediffusers.runner.encoding import Encoding
+from kubediffusers.runner.settings import ImageFormat
+
+FORMATS = (ImageFormat.PNG, ImageFormat.JPEG, ImageFormat.WEBP)
+STUB = "kubediffusers.runner.dev.bench.stub"
+# What the stub runner is configured with (its pipeline ignores the model).
+STUB_RUNNER = {"task": "text-to-image", "model_id": "kubediffusers/stub", "device": "cpu"}
+
+
+@dataclass(frozen=True)
+class OutputBench:
+    runs: int = 30
+    batch: int = 4  # images per request in the batched rows
+    call_ms: float = 40.0  # the throughput stub's device time per call ...
+    image_ms: float = 2.0  # ... and per image
+    clients: int = 32
+    max_batch_size: int = 16
+    batch_window_ms: float = 5.0
+    port: int = 8785
+    profile_dir: Path | None = None
+
+
+def median_ms(call: Callable[[], object], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def encoder_costs(runs: int, device: str) -> None:
+    """Each encoder alone on the fixed image: Pillow's PNG levels, JPEG, WebP methods."""
+    image = fixed_image()
+
+    def save(**options: Any) -> Callable[[], int]:
+        def call() -> int:
+            buffer = io.BytesIO()
+            image.save(buffer, **options)
+            return len(buffer.getvalue())
+
+        return call
+
+    candidates = {
+        "png level 6 (Pillow default)": save(format="PNG", compress_level=6),
+        "png level 1 (runner)": save(format="PNG", compress_level=1),
+        "png level 0 (stored)": save(format="PNG", compress_level=0),
+        "jpeg q90 (runner)": save(format="JPEG", quality=90),
+        "webp q90 method 0 (runner)": save(format="WEBP", quality=90, method=0),
+        "webp q90 method 4 (Pillow default)": save(format="WEBP", quality=90, method=4),
+    }
+    print(f"encoders on one {SIZE}x{SIZE} image, one thread, {runs} runs, device {device} (CPU time: what a loaded machine does not inflate):")
+    for name, call in candidates.items():
+        size = call()
+        cpu = []
+        for _ in range(runs):
+            started = time.thread_time()
+            call()
+            cpu.append(time.thread_time() - started)
+        print(f"  {name:<36} wall median {median_ms(call, runs):7.2f} ms  CPU median {statistics.median(cpu) * 1000:7.2f} ms  {size / 1024:7.1f} KiB")
+
+
+def _payload(fmt: ImageFormat, images: int, seed: int) -> dict[str, Any]:
+    return {"prompt": "a lighthouse", "num_inference_steps": 1, "guidance_scale": 0, "num_images_per_prompt": images, "seed": seed, "output_format": fmt.value}
+
+
+def serving_costs(bench: OutputBench, client: Any, url: str, device: str) -> dict[tuple[str, int], float]:
+    """Per request: HTTP end to end minus a direct call (pipeline + the same encoding), interleaved."""
+    from kubediffusers.runner.params import TextToImageParams
+    from kubediffusers.runner.types import Work
+
+    pipeline = stub_pipeline()
+    costs = {}
+    print(f"serving cost per image (HTTP median - direct median) / images, {bench.runs} interleaved runs, device {device}:")
+    for images in (1, bench.batch):
+        for fmt in FORMATS:
+            work = Work(params=TextToImageParams(**_payload(fmt, images, 0)), seed=0, num_images=images)
+            direct = partial(pipeline.run_batch, [work])
+            direct_encoded = partial(_run_and_encode, pipeline, work, Encoding(fmt))
+            post = partial(_post, client, url, _payload(fmt, images, 0))
+            post()  # warm-up of the connection and the route
+            d, e, h = [], [], []
+            for _ in range(bench.runs):
+                d.append(median_ms(direct, 1))
+                e.append(median_ms(direct_encoded, 1))
+                h.append(median_ms(post, 1))
+            cost = (statistics.median(h) - statistics.median(d)) / images
+            costs[(fmt.value, images)] = cost
+            print(
+                f"  {fmt.value:<4} batch {images}: direct {statistics.median(d):6.2f} ms, direct+encode (one thread) {statistics.median(e):6.2f} ms, "
+                f"HTTP median {statistics.median(h):6.2f} ms (p90 {p90([x / 1000 for x in h]) * 1000:6.2f}), "
+                f"serving cost {cost:5.2f} ms/image"
+            )
+    return costs
+
+
+def _run_and_encode(pipeline: Any, work: Any, encoding: Encoding) -> None:
+    (results,) = pipeline.run_batch([work])
+    for item in results:
+        encoding.encode(item.image)
+
+
+def _post(client: Any, url: str, payload: dict[str, Any]) -> None:
+    client.post(url + "/text-to-image", json=payload).raise_for_status()
+
+
+def throughput_ratio(bench: OutputBench, device: str) -> float:
+    """Serving throughput with batching on, against the pipeline's own at its largest batch."""
+    import httpx
+
+    from kubediffusers.runner.params import TextToImageParams
+    from kubediffusers.runner.types import Work
+
+    stub_env = {"STUB_CALL_MS": str(bench.call_ms), "STUB_IMAGE_MS": str(bench.image_ms)}
+    pipeline = stub_pipeline()
+    pipeline.pipe.call_ms, pipeline.pipe.image_ms = bench.call_ms, bench.image_ms
+    work = Work(params=TextToImageParams(**_payload(ImageFormat.JPEG, 1, 0)), seed=0, num_images=bench.max_batch_size)
+    own = bench.max_batch_size / (median_ms(lambda: pipeline.run_batch([work]), 5) / 1000)
+    settings = {**STUB_RUNNER, "max_batch_size": bench.max_batch_size, "batch_window_ms": bench.batch_window_ms, "max_queue_size": 256}
+    with RunnerProcess(bench.port + 1, settings, module=STUB, extra_env=stub_env) as server, httpx.Client(timeout=600) as client:
+        server.wait_ready(client)
+        total = bench.clients * 8
+
+        def worker(first: int) -> None:
+            with httpx.Client(timeout=600) as one:
+                for seed in range(first, total, bench.clients):
+                    one.post(server.url + "/text-to-image", json=_payload(ImageFormat.JPEG, 1, seed)).raise_for_status()
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(bench.clients) as pool:
+            list(pool.map(worker, range(bench.clients)))  # warm-up round
+            started = time.perf_counter()
+            list(pool.map(worker, range(bench.clients)))
+        served = total / (time.perf_counter() - started)
+    ratio = served / own
+    print(
+        f"throughput, stub pipeline {bench.call_ms:g} ms/call + {bench.image_ms:g} ms/image (sleeping like a device), jpeg, device {device}: "
+        f"pipeline alone at batch {bench.max_batch_size} {own:.1f} img/s; served to {bench.clients} clients with batching "
+        f"(max {bench.max_batch_size}, window {bench.batch_window_ms:g} ms) {served:.1f} img/s: {ratio * 100:.1f}% of the pipeline's own"
+    )
+    return ratio
+
+
+def profile_threads(pid: int, seconds: float, out: Path) -> Counter[str]:
+    """py-spy samples of ``pid`` for ``seconds``: samples inside an image encoder, by thread name."""
+    beside = Path(sys.executable).parent / "py-spy"  # installed in the same environment
+    spy = str(beside) if beside.exists() else shutil.which("py-spy")
+    if spy is None:
+        raise BenchError("--profile needs py-spy (pip install py-spy)")
+    out.mkdir(parents=True, exist_ok=True)
+    raw = out / "serving-profile.txt"
+    command = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250", "--threads", "--format", "raw", "--output", str(raw)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not raw.is_file():
+        raise BenchError(f"py-spy could not sample the runner: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
+    encoder: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if any("encode (kubediffusers/runner/encoding.py" in f or "_save (PIL/" in f for f in frames):
+            encoder[frames[0]] += int(count)
+    return encoder
+
+
+def run(bench: OutputBench) -> None:
+    import httpx
+
+    device = device_name("cpu")
+    encoder_costs(bench.runs, device)
+    with RunnerProcess(bench.port, STUB_RUNNER, module=STUB) as server, httpx.Client(timeout=600) as client:
+        server.wait_ready(client)
+        costs = serving_costs(bench, client, server.url, device)
+        jpeg = max(costs[("jpeg", 1)], costs[("jpeg", bench.batch)])
+        print(f"target: jpeg serving cost <= 3 ms/image at the median: {'met' if jpeg <= 3 else 'MISSED'} ({jpeg:.2f} ms, device {device})")
+        if bench.profile_dir is not None:
+            assert server.process is not None
+            seconds = 6.0
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(2) as pool:
+                sampling = pool.submit(profile_threads, server.process.pid, seconds, bench.profile_dir)
+                deadline = time.monotonic() + seconds + 1
+                while time.monotonic() < deadline:
+                    client.post(server.url + "/text-to-image", json=_payload(ImageFormat.JPEG, bench.batch, 0)).raise_for_status()
+                encoder = sampling.result()
+            total = sum(encoder.values()) or 1
+            print(f"profile (py-spy, {seconds:g} s of jpeg batch {bench.batch}, device {device}): samples inside an image encoder by thread:")
+            for thread, count in encoder.most_common():
+                print(f"  {thread}: {count} ({count / total * 100:.0f}%)")
+            inference = sum(c for t, c in encoder.items() if "inference" in t)
+            print(f"  on the inference thread: {inference} samples; raw profile in {bench.profile_dir / 'serving-profile.txt'}")
+    ratio = throughput_ratio(bench, device)
+    print(f"target: serving keeps >= 95% of the pipeline's batched throughput: {'met' if ratio >= 0.95 else 'MISSED'} ({ratio * 100:.1f}%, device {device})")

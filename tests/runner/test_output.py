@@ -1,0 +1,158 @@
+"""The output path (issue 16): output_format and quality per request and as the
+runner's default, Accept negotiation for raw single images, PNG at the fast
+level, encoding on the encoder pool (never the inference thread) and uint8
+pixels made on the device."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kubediffusers.runner import encoding
+from kubediffusers.runner.encoding import PNG_COMPRESS_LEVEL, Encoding
+from kubediffusers.runner.pipelines.postprocess import to_images
+from kubediffusers.runner.settings import ImageFormat
+from tests.runner.helpers import assert_error, settings_for
+
+SIGNATURES = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff", "webp": b"RIFF"}
+REQUEST = {"prompt": "a cat", "num_inference_steps": 1, "seed": 3}
+
+
+def data_url(url: str, fmt: str) -> Image.Image:
+    prefix = f"data:image/{fmt};base64,"
+    assert url.startswith(prefix), url[:40]
+    data = base64.b64decode(url[len(prefix) :])
+    assert data.startswith(SIGNATURES[fmt])
+    image = Image.open(io.BytesIO(data))
+    assert image.format == {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}[fmt]
+    return image
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+def test_output_format_per_request_in_json(t2i: Any, fmt: str) -> None:
+    r = t2i.post("/text-to-image", json={**REQUEST, "num_images_per_prompt": 2, "output_format": fmt, "output_quality": 80})
+    assert r.status_code == 200, r.text
+    images = [data_url(item["url"], fmt) for item in r.json()["images"]]
+    assert [img.size for img in images] == [(64, 64)] * 2
+
+
+def test_quality_changes_lossy_output_and_the_default_is_png(t2i: Any) -> None:
+    sizes = {}
+    for quality in (10, 95):
+        r = t2i.post("/text-to-image", json={**REQUEST, "output_format": "jpeg", "output_quality": quality})
+        sizes[quality] = len(r.json()["images"][0]["url"])
+    assert sizes[10] < sizes[95]
+    r = t2i.post("/text-to-image", json=REQUEST)
+    data_url(r.json()["images"][0]["url"], "png")
+
+
+@pytest.mark.parametrize(("accept", "fmt"), [("image/jpeg", "jpeg"), ("image/webp", "webp"), ("image/png", "png"), ("image/webp, image/png;q=0.5", "webp")])
+def test_accept_picks_the_raw_image_format(t2i: Any, accept: str, fmt: str) -> None:
+    r = t2i.post("/text-to-image", json=REQUEST, headers={"Accept": accept})
+    assert r.status_code == 200 and r.headers["content-type"] == f"image/{fmt}"
+    assert r.content.startswith(SIGNATURES[fmt]) and r.headers["x-seed"] == "3"
+
+
+def test_accept_json_or_an_unwanted_type_answers_json(t2i: Any) -> None:
+    for accept in ("application/json, image/jpeg", "image/jpeg;q=0, */*", "*/*"):
+        r = t2i.post("/text-to-image", json=REQUEST, headers={"Accept": accept})
+        assert r.headers["content-type"] == "application/json", accept
+
+
+def test_bad_format_choices_are_clear_errors(t2i: Any) -> None:
+    assert_error(t2i.post("/text-to-image", json={**REQUEST, "output_format": "gif"}), 422, "output_format")
+    assert_error(t2i.post("/text-to-image", json={**REQUEST, "output_quality": 0}), 422, "output_quality")
+    assert_error(t2i.post("/text-to-image", json={**REQUEST, "output_quality": 101}), 422, "output_quality")
+    r = t2i.post("/text-to-image", json={**REQUEST, "output_format": "png"}, headers={"Accept": "image/jpeg"})
+    assert_error(r, 400, "output_format is png but Accept asks for image/jpeg")
+    r = t2i.post("/text-to-image", json={**REQUEST, "num_images_per_prompt": 2}, headers={"Accept": "image/webp"})
+    assert_error(r, 400, "Accept: image/webp returns a single image")
+
+
+def test_the_runner_default_comes_from_its_settings(make_client: Any) -> None:
+    client = make_client(output_format="webp", output_quality=50)
+    r = client.post("/text-to-image", json=REQUEST)
+    data_url(r.json()["images"][0]["url"], "webp")
+    # The request's own choice wins over the runner's.
+    r = client.post("/text-to-image", json={**REQUEST, "output_format": "jpeg"})
+    data_url(r.json()["images"][0]["url"], "jpeg")
+
+
+def test_bad_runner_defaults_are_refused(model_dir: Path) -> None:
+    with pytest.raises(ValueError, match="output_format"):
+        settings_for(model_dir, output_format="bmp")
+    with pytest.raises(ValueError, match="output_quality"):
+        settings_for(model_dir, output_quality=0)
+
+
+def test_async_jobs_keep_the_requests_format(t2i: Any) -> None:
+    r = t2i.post("/text-to-image?async=true", json={**REQUEST, "output_format": "jpeg"})
+    assert r.status_code == 202
+    job = r.headers["location"]
+    from tests.runner.helpers import wait_until
+
+    wait_until(lambda: t2i.get(job).json()["status"] == "done", what="the job")
+    data_url(t2i.get(job).json()["result"]["images"][0]["url"], "jpeg")
+    raw = t2i.get(job + "/result", headers={"Accept": "image/jpeg"})
+    assert raw.headers["content-type"] == "image/jpeg" and raw.content.startswith(SIGNATURES["jpeg"])
+
+
+def test_png_uses_the_fast_compress_level() -> None:
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    data = Encoding(ImageFormat.PNG).encode(image)
+    # zlib's header names its level class: 0x01 is "fastest" (levels 0-1), 0x9c the default (6).
+    idat = data.index(b"IDAT") + 4
+    assert PNG_COMPRESS_LEVEL == 1 and data[idat + 1] == 0x01
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), np.asarray(image))  # still lossless
+    assert zlib.decompress(data[idat:])  # a valid stream
+
+
+def test_encoding_runs_on_the_encoder_pool_never_the_inference_thread(t2i: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[str] = []
+    real = Encoding.encode
+
+    def recording(self: Encoding, image: Image.Image) -> bytes:
+        threads.append(threading.current_thread().name)
+        return real(self, image)
+
+    monkeypatch.setattr(Encoding, "encode", recording)
+    r = t2i.post("/text-to-image", json={**REQUEST, "num_images_per_prompt": 3, "output_format": "jpeg"})
+    assert r.status_code == 200 and len(threads) == 3
+    assert all(name.startswith("encoder") for name in threads), threads
+    assert encoding.pool()._max_workers >= 1
+
+
+def test_pixels_are_quantized_like_diffusers_numpy_to_pil() -> None:
+    from diffusers.image_processor import VaeImageProcessor
+
+    batch = torch.rand(2, 3, 8, 16)
+    ours = [np.asarray(image) for image in to_images(batch)]
+    theirs = [np.asarray(image) for image in VaeImageProcessor.numpy_to_pil(batch.permute(0, 2, 3, 1).numpy())]
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    assert ours[0].shape == (8, 16, 3) and ours[0].dtype == np.uint8
+
+
+def test_the_pipeline_asks_diffusers_for_tensors(t2i: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The conversion to uint8 happens on the model's device, not in diffusers' float32 numpy path."""
+    pipeline = t2i.app.state.context.model.pipeline
+    seen: list[Any] = []
+    real = type(pipeline.pipe).__call__
+
+    def recording(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("output_type"))
+        out = real(self, *args, **kwargs)
+        seen.append(type(out.images))
+        return out
+
+    monkeypatch.setattr(type(pipeline.pipe), "__call__", recording)
+    assert t2i.post("/text-to-image", json=REQUEST).status_code == 200
+    assert seen == ["pt", torch.Tensor]
