@@ -8,8 +8,9 @@ every case and reports every failure instead of stopping (and shrinking) at the
 first:
 
 * no 5xx, except 503 with a Retry-After header (queue full, as documented);
-* every 4xx/5xx body is exactly ``{"detail": {"msg": <str>, ...}}`` (on PICO's routes, PICO's
-  ``{"detail": <str>}`` or FastAPI's 422 list) and carries no traceback;
+* every 4xx/5xx body is exactly ``{"detail": {"msg": <str>, ...}}``, a 422 FastAPI's list
+  ``{"detail": [{"loc", "msg", "type"}]}`` of at most 20 items (on PICO's routes, PICO's
+  ``{"detail": <str>}`` instead of the first), and carries no traceback;
 * the response arrives (a transport error means the server died or hung).
 
 Shared by tests/reliability/test_fuzz.py (bounded) and hack/reliability.py (long).
@@ -73,6 +74,21 @@ def path_of(response: Any) -> str:
     return str(request.path_url) if hasattr(request, "path_url") else str(request.url.path)
 
 
+def validation_list(detail: Any) -> bool:
+    """FastAPI's 422 detail (livepeer's HTTPValidationError), bounded to 20 items without 'input' or 'ctx'."""
+    if not (isinstance(detail, list) and 1 <= len(detail) <= 20):
+        return False
+    return all(
+        isinstance(item, dict)
+        and set(item) == {"loc", "msg", "type"}
+        and isinstance(item["loc"], list)
+        and all(isinstance(p, str | int) for p in item["loc"])
+        and isinstance(item["msg"], str)
+        and isinstance(item["type"], str)
+        for item in detail
+    )
+
+
 def check_response(response: requests.Response) -> list[str]:
     """What is wrong with one answer (empty when it is fine)."""
     problems = []
@@ -87,9 +103,11 @@ def check_response(response: requests.Response) -> list[str]:
         except ValueError:
             return [*problems, f"{status} body is not JSON: {response.text[:200]!r}"]
         detail = body.get("detail") if isinstance(body, dict) else None
-        if path_of(response).startswith(PICO_PREFIX):
-            # PICO's routes answer in PICO's shapes (docs/runner-api.md): {"detail": str}, FastAPI's 422 list.
-            shaped = isinstance(detail, str) or (status == 422 and isinstance(detail, list))
+        if status == 422:
+            shaped = validation_list(detail)
+        elif path_of(response).startswith(PICO_PREFIX):
+            # PICO's routes answer in PICO's shapes (docs/runner-api.md): {"detail": str}.
+            shaped = isinstance(detail, str)
         else:
             shaped = isinstance(detail, dict) and isinstance(detail.get("msg"), str)
         if not (isinstance(body, dict) and set(body) == {"detail"} and shaped):
