@@ -117,6 +117,27 @@ def test_transformer_cache_is_refused_where_it_does_not_apply(tiny_dits: Path, m
     assert fragment in _not_ready(client)
 
 
+@pytest.mark.parametrize(("arch", "kind"), [("wan", "first-block"), ("wan", "taylorseer"), ("ltx", "taylorseer")])
+def test_the_video_transformers_take_the_cache(model_dir: Path, make_client, arch: str, kind: str) -> None:  # type: ignore[no-untyped-def]
+    from tests.runner.video_helpers import t2v
+
+    ensure_tiny_model("text-to-video", model_dir, arch=arch)
+    client: TestClient = make_client("text-to-video", model_id=tiny_model_id("text-to-video", arch), transformer_cache=kind)
+    assert client.get("/health").json()["status"] == "OK"
+    r = t2v(client, num_frames=5, height=32, width=32, num_inference_steps=5)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["frames"][0]) == 5
+
+
+def test_first_block_cache_needs_two_blocks(model_dir: Path, make_client) -> None:  # type: ignore[no-untyped-def]
+    ensure_tiny_model("text-to-video", model_dir, arch="ltx")  # the tiny LTX-Video transformer has one block
+    client: TestClient = make_client("text-to-video", model_id=tiny_model_id("text-to-video", "ltx"), transformer_cache="first-block")
+    assert (
+        "transformerCache first-block needs at least two transformer blocks (the first decides for the rest); LTXVideoTransformer3DModel has fewer"
+        in _not_ready(client)
+    )
+
+
 def test_transformer_cache_names_are_checked_by_the_settings(model_dir: Path) -> None:
     with pytest.raises(ValidationError, match="transformer_cache"):
         settings_for(model_dir, transformer_cache="teacache")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from kubediffusers.runner.errors import ModelUnavailable
+from kubediffusers.runner.errors import ModelUnavailable, one_line
 
 # settings.TransformerCache value -> what the log line and /health call it.
 KINDS = ("first-block", "taylorseer")
@@ -65,8 +65,12 @@ def enable(pipe: Any, kind: str) -> str:
     for module in transformers:
         try:
             module.enable_cache(_config(kind))
-        except (ValueError, IndexError) as exc:  # e.g. fewer than two blocks for first-block
-            raise ModelUnavailable(f"transformerCache {kind} does not apply to {model}: {exc}") from None
+        except IndexError:  # diffusers pops the first and the last block
+            raise ModelUnavailable(
+                f"transformerCache {kind} needs at least two transformer blocks (the first decides for the rest); {model} has fewer"
+            ) from None
+        except ValueError as exc:
+            raise ModelUnavailable(f"transformerCache {kind} does not apply to {model}: {one_line(exc)}") from None
     setattr(pipe, _MARK, True)
     return f"transformer-cache:{kind}"
 
