@@ -29,7 +29,7 @@ RUNNER_LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("other APIs' models, defaults and statuses", ("compat",)),
     ("context", ("context",)),
     ("serving: model holder, worker, jobs, hardware", ("model", "worker", "jobs", "hardware")),
-    ("pipelines (torch)", ("pipelines", "optimizations", "hotpath", "feature_reuse", "adapters", "safety")),
+    ("pipelines (torch)", ("pipelines", "optimizations", "hotpath", "feature_reuse", "transformer_cache", "encoder_offload", "adapters", "safety")),
     ("registry, request models, input checks", ("tasks", "families", "params", "inputs", "loras", "schedulers")),
     (
         "base: settings, errors, shared types, codecs, metrics, fetch",

@@ -323,6 +323,12 @@ def test_offload_with_compile_is_an_invalid_spec() -> None:
         InferencePipelineSpec.model_validate(
             {"task": "text-to-image", "model": {"id": "a/b"}, "runner": {"optimizations": {"cpuOffload": "model", "compile": {"unet": True}}}}
         )
+    with pytest.raises(ValidationError, match=r"textEncoderOffload cannot be combined with optimizations\.cpuOffload"):
+        InferencePipelineSpec.model_validate(
+            {"task": "text-to-image", "model": {"id": "a/b"}, "runner": {"optimizations": {"cpuOffload": "model", "textEncoderOffload": True}}}
+        )
+    with pytest.raises(ValidationError, match="transformerCache"):
+        InferencePipelineSpec.model_validate({"task": "text-to-image", "model": {"id": "a/b"}, "runner": {"optimizations": {"transformerCache": "teacache"}}})
 
 
 def test_tasks_agree_with_the_runner() -> None:

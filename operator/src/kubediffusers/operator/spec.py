@@ -236,6 +236,10 @@ class CompileSpec(_Model):
     mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
         default="default", description="torch.compile mode; reduce-overhead and max-autotune use CUDA graphs."
     )
+    regional: bool = Field(
+        default=True,
+        description="Compile a transformer's repeated blocks once each (regional compilation: a shorter cold start) instead of the whole model; UNets compile whole.",
+    )
 
 
 class OptimizationsSpec(_Model):
@@ -268,11 +272,21 @@ class OptimizationsSpec(_Model):
     cpu_offload: Literal["none", "model", "sequential"] = Field(
         default="none", description="Keep components in CPU memory until used, for small GPUs; cannot be combined with compile."
     )
+    text_encoder_offload: bool = Field(
+        default=False,
+        description="Keep the text encoders (T5-XXL, Qwen, UMT5) in CPU memory, streamed to the GPU layer by layer as they run; the rest stays on the GPU. Not with cpuOffload.",
+    )
+    transformer_cache: Literal["none", "first-block", "taylorseer"] = Field(
+        default="none",
+        description="diffusers' step cache for transformer checkpoints (first-block or taylorseer); refused at start-up where it does not apply.",
+    )
 
     @model_validator(mode="after")
     def _offload_excludes_compile(self) -> OptimizationsSpec:
         if self.cpu_offload != "none" and (self.compile.unet or self.compile.vae):
             raise ValueError("optimizations.cpuOffload cannot be combined with optimizations.compile")
+        if self.cpu_offload != "none" and self.text_encoder_offload:
+            raise ValueError("optimizations.textEncoderOffload cannot be combined with optimizations.cpuOffload, which offloads the text encoders already")
         return self
 
 

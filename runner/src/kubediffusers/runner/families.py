@@ -56,8 +56,11 @@ class Family:
     true_cfg: bool = False  # takes true_cfg_scale (real classifier-free guidance beside distilled guidance)
     # Request fields this family's pipelines do not take: refused when a request sets them.
     ignores: tuple[str, ...] = ()
-    # Fixed keyword arguments of the diffusers call (none yet; e.g. a resizing switch).
+    # Fixed keyword arguments of the diffusers call (e.g. a resizing switch).
     call: tuple[tuple[str, Any], ...] = ()
+    # The pipeline scales its output to max_area pixels (FLUX Kontext: a megapixel unless
+    # told): the call gets the area of the size the runner chose, so that size is generated.
+    area_sized: bool = False
     # Task -> "module:Class" under kubediffusers.runner.pipelines, for tasks the registry
     # row's class does not serve (the video families); imported only when the model loads.
     pipelines: Mapping[Task, str] = field(default_factory=lambda: _NO_PIPELINES)
@@ -104,6 +107,22 @@ FAMILIES: tuple[Family, ...] = (
         max_sequence_length=512,
         true_cfg=True,
         notes="black-forest-labs/FLUX.1-dev: guidance_scale is the distilled guidance the transformer embeds",
+    ),
+    Family(
+        "flux-kontext",
+        ("FluxKontextPipeline",),
+        frozenset({Task.IMAGE_TO_IMAGE}),
+        denoiser="transformer",
+        gpu_dtype="bfloat16",
+        patch=2,
+        steps=28,
+        guidance=2.5,
+        max_sequence_length=512,
+        true_cfg=True,
+        ignores=("strength",),  # Kontext edits from noise with the image as context: the whole schedule runs
+        call=(("_auto_resize", False),),  # the runner fits the input (inputs.fit_image), not Kontext's preferred sizes
+        area_sized=True,
+        notes="black-forest-labs/FLUX.1-Kontext-dev: image editing; diffusers' defaults (28 steps, distilled guidance 2.5)",
     ),
     Family(
         "stable-diffusion-3",
@@ -222,6 +241,8 @@ def call_arguments(family: Family, params: Any, arguments: dict[str, Any]) -> di
     its key), less the fields the family does not take."""
     args = {k: v for k, v in arguments.items() if k not in family.ignores}
     args.update(family.call)
+    if family.area_sized and args.get("height") and args.get("width"):
+        args["max_area"] = args["height"] * args["width"]
     if family.max_sequence_length is not None:
         args["max_sequence_length"] = getattr(params, "max_sequence_length", None) or family.max_sequence_length
     if family.true_cfg:

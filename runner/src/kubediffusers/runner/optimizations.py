@@ -16,7 +16,7 @@ import torch
 
 from kubediffusers.runner import hotpath
 from kubediffusers.runner.errors import ModelUnavailable, one_line
-from kubediffusers.runner.settings import Attention, CpuOffload, RunnerSettings
+from kubediffusers.runner.settings import Attention, CpuOffload, RunnerSettings, TransformerCache
 from kubediffusers.runner.snapshots import locate
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,10 @@ def _denoiser(pipe: Any) -> Any:
 
 def place(pipe: Any, settings: RunnerSettings, device: str) -> Any:
     """Move the pipeline to its device, or set up CPU offload for small GPUs."""
+    if settings.text_encoder_offload:  # on a CPU too: the same hooks run, onloading to where they already are
+        from kubediffusers.runner import encoder_offload
+
+        return encoder_offload.place(pipe, device)
     if settings.cpu_offload is CpuOffload.NONE or device == "cpu":
         return pipe.to(device)
     if settings.cpu_offload is CpuOffload.MODEL:
@@ -94,6 +98,10 @@ def apply(pipe: Any, settings: RunnerSettings, dtype: torch.dtype) -> list[str]:
 
     if settings.deepcache_interval > 0:
         applied.append(_enable_deepcache(pipe, settings.deepcache_interval))
+    if settings.transformer_cache is not TransformerCache.NONE:
+        from kubediffusers.runner import transformer_cache
+
+        applied.append(transformer_cache.enable(pipe, settings.transformer_cache.value))
 
     if dtype == torch.float16 and str(pipe.device).startswith("cuda") and torch.cuda.is_bf16_supported():
         applied.append(vae_without_upcast(pipe))
@@ -179,7 +187,10 @@ def _compile(pipe: Any, settings: RunnerSettings) -> list[str]:
     mode = settings.compile_mode.value
     done = []
     denoiser = _denoiser(pipe)
-    if settings.compile_unet and denoiser is not None:
+    if settings.compile_unet and denoiser is not None and settings.compile_regional and hotpath.compiles_by_block(pipe, denoiser):
+        denoiser.compile_repeated_blocks(mode=mode)  # in place: each repeated block compiles once, not the whole graph
+        done.append(f"compiled-blocks:{mode}")
+    elif settings.compile_unet and denoiser is not None:
         compiled = torch.compile(denoiser, mode=mode)
         if getattr(pipe, "unet", None) is denoiser:
             pipe.unet = compiled

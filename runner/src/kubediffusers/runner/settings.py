@@ -99,6 +99,12 @@ class CpuOffload(StrEnum):
     SEQUENTIAL = "sequential"  # layer by layer: smallest GPU memory, slowest
 
 
+class TransformerCache(StrEnum):
+    NONE = "none"
+    FIRST_BLOCK = "first-block"  # diffusers' First Block Cache: skip the other blocks while the first block's residual barely changes
+    TAYLORSEER = "taylorseer"  # diffusers' TaylorSeer: full steps every few, the ones between predicted
+
+
 class Compatibility(StrEnum):
     """Whose status codes and defaults the runner answers with (compat/)."""
 
@@ -205,6 +211,10 @@ class RunnerSettings(BaseSettings):
     compile_unet: bool = Field(default=False, description="torch.compile the UNet/transformer (done during warm-up).")
     compile_vae: bool = Field(default=False, description="torch.compile the VAE decoder (done during warm-up).")
     compile_mode: CompileMode = Field(default=CompileMode.DEFAULT, description="torch.compile mode; reduce-overhead uses CUDA graphs.")
+    compile_regional: bool = Field(
+        default=True,
+        description="Compile a transformer's repeated blocks once each (regional compilation: a shorter cold start) instead of the whole model; UNets compile whole.",
+    )
     compile_cache_dir: Path | None = Field(
         default=None,
         description="Where compiled kernels are cached; default <model_dir>/.compile-cache so a restarted pod reuses them.",
@@ -229,6 +239,14 @@ class RunnerSettings(BaseSettings):
     vae_slicing: bool = Field(default=False, description="Decode a batch one image at a time (less memory).")
     vae_tiling: bool = Field(default=False, description="Decode large images in tiles (less memory).")
     cpu_offload: CpuOffload = Field(default=CpuOffload.NONE, description="Keep components on the CPU until used, for small GPUs.")
+    text_encoder_offload: bool = Field(
+        default=False,
+        description="Keep the text encoders (T5-XXL, Qwen, UMT5) in CPU memory, streamed to the GPU layer by layer as they run; the rest stays on the GPU.",
+    )
+    transformer_cache: TransformerCache = Field(
+        default=TransformerCache.NONE,
+        description="diffusers' step cache for transformer checkpoints (first-block or taylorseer); refused at start-up where it does not apply.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -268,6 +286,8 @@ class RunnerSettings(BaseSettings):
             raise ValueError("max_upload_pixels must be at least max_pixels")
         if self.cpu_offload is not CpuOffload.NONE and (self.compile_unet or self.compile_vae):
             raise ValueError("cpu_offload cannot be combined with torch.compile")
+        if self.cpu_offload is not CpuOffload.NONE and self.text_encoder_offload:
+            raise ValueError("text_encoder_offload cannot be combined with cpu_offload, which offloads the text encoders already")
         names = [lora.name for lora in self.loras]
         if len(set(names)) != len(names):
             raise ValueError(f"loras: adapter names must be unique, got {names}")

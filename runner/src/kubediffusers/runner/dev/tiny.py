@@ -437,6 +437,21 @@ def build_flux(folder: Path) -> None:
     FluxPipeline(**_flux_components(guidance_embeds=False)).save_pretrained(folder, safe_serialization=True)
 
 
+def build_flux_kontext(folder: Path) -> None:
+    """FLUX.1-Kontext-dev-shaped checkpoint (FluxKontextPipeline): the FLUX
+    transformer with the distilled guidance embedding, conditioned on the
+    input image's latents appended to its own tokens. Serves image-to-image.
+
+    The FLUX components at toy size: Kontext's cost on a CPU is not the model
+    but the size diffusers picks (about a megapixel unless told), which the
+    runner sets to the fitted input's."""
+    import torch
+    from diffusers import FluxKontextPipeline
+
+    torch.manual_seed(0)
+    FluxKontextPipeline(**_flux_components(guidance_embeds=True)).save_pretrained(folder, safe_serialization=True)
+
+
 def build_sd3(folder: Path) -> None:
     """Stable Diffusion 3 / 3.5-shaped checkpoint: an MMDiT with 2x2 patches,
     two CLIP encoders with projections and T5 as the third."""
@@ -532,6 +547,7 @@ ARCHITECTURES: dict[str, Callable[[Path], None]] = {
     "sd-x4-upscaler": build_stable_diffusion_upscaler,
     "sd-image-variation": build_stable_diffusion_image_variation,
     "flux": build_flux,
+    "flux-kontext": build_flux_kontext,
     "sd3": build_sd3,
     "z-image": build_z_image,
     "wan": build_wan,
@@ -551,6 +567,7 @@ ARCHITECTURE_TASKS: dict[str, frozenset[Task]] = {
     "sd-x4-upscaler": frozenset({Task.UPSCALE}),
     "sd-image-variation": frozenset({Task.IMAGE_VARIATION}),
     "flux": frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING}),
+    "flux-kontext": frozenset({Task.IMAGE_TO_IMAGE}),
     "sd3": frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING}),
     "z-image": frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING}),
     "wan": frozenset({Task.TEXT_TO_VIDEO}),

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
-from kubediffusers.runner import families, optimizations, schedulers
+from kubediffusers.runner import families, optimizations, schedulers, transformer_cache
 from kubediffusers.runner.adapters import Adapters
 from kubediffusers.runner.errors import GpuOutOfMemory, InvalidInput, ModelUnavailable, one_line
 from kubediffusers.runner.params import TaskParams
@@ -259,6 +259,7 @@ class BatchedPipeline(TaskPipeline):
 
 def call_pipeline(pipe: Any, kwargs: dict[str, Any]) -> Any:
     """One diffusers call, with its failures mapped to the runner's errors."""
+    transformer_cache.reset(pipe)  # a cancelled call's cache state never reaches the next
     try:
         with torch.inference_mode():
             return pipe(**kwargs)
