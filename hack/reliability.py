@@ -131,7 +131,7 @@ def hostile(args: argparse.Namespace) -> bool:
     import httpx
 
     from tests.reliability.hostile import unknown_key_flood
-    from tests.reliability.test_connections import connect, flood, read_answer
+    from tests.reliability.sockets import connect, flood, read_answer
 
     MiB = 1024 * 1024
     ok = True
