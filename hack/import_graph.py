@@ -28,7 +28,7 @@ RUNNER_LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("http: routes, middleware, drain", ("routes", "auth", "middleware", "drain")),
     ("other APIs' models, defaults and statuses", ("compat",)),
     ("context", ("context",)),
-    ("serving: model holder, worker, jobs, hardware", ("model", "worker", "jobs", "hardware")),
+    ("serving: model holder, worker, jobs, hardware", ("model", "worker", "jobs", "jobfiles", "hardware")),
     ("pipelines (torch)", ("pipelines", "optimizations", "adapters", "safety")),
     ("registry, request models, input checks", ("tasks", "params", "inputs", "loras", "schedulers", "video_families")),
     (
