@@ -304,9 +304,10 @@ class JobStore:
         while unfinished := [r for r in self._jobs.values() if r.finished_at is None]:
             now = time.monotonic()
             due = []
+            previous, written = written, {}  # only the jobs still unfinished: a busy replica's loop never ends
             for record in unfinished:
                 seen = (record.status, record.job.step, record.job.total_steps, now // jobfiles.HEARTBEAT_SECONDS)
-                due.append(written.get(record.id) != seen)
+                due.append(previous.get(record.id) != seen)
                 written[record.id] = seen
             try:
                 cancelled = await asyncio.to_thread(self._sync_once, unfinished, due)
