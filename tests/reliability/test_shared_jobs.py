@@ -34,6 +34,7 @@ def pair(reliability_models: Path, jobs_dir: Path) -> Iterator[tuple[RunnerProce
         "KUBEDIFFUSERS_JOBS_DIR": str(jobs_dir),
         "KUBEDIFFUSERS_JOB_TTL_SECONDS": str(TTL),
         "KUBEDIFFUSERS_MAX_STEPS": "1000",
+        "KUBEDIFFUSERS_DRAIN_SECONDS": "1",
     }
     a, b = RunnerProcess(reliability_models, "text-to-image", env=env), RunnerProcess(reliability_models, "text-to-image", env=env)
     try:
@@ -148,3 +149,31 @@ def test_job_ids_with_dots_or_separators_are_404(pair: tuple[RunnerProcess, Runn
         s.sendall(f"DELETE {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
         assert s.recv(64).split(b" ", 2)[1] in (b"404", b"405")
     assert sorted(p.name for p in jobs_dir.parent.iterdir()) == before
+
+
+# The last two stop the first replica: they run last.
+
+
+def test_a_job_left_by_a_drained_replica_reads_as_failed_on_the_other(pair: tuple[RunnerProcess, RunnerProcess]) -> None:
+    a, b = pair
+    long = submit(a, steps=1000)
+    wait_until(lambda: state(b, long).json()["step"] >= 1, timeout=120, what="the long job running")
+    a.stop()  # SIGTERM: a 1 s drain, then what is left fails, and the owner writes so before it exits
+    failed = state(b, long).json()
+    assert failed["status"] == "failed" and failed["error"]["status_code"] == 503 and "shut down" in failed["error"]["msg"], failed
+    a.start()
+    a.wait_ready()
+
+
+def test_a_job_of_a_killed_replica_reads_as_failed_on_the_other(pair: tuple[RunnerProcess, RunnerProcess]) -> None:
+    a, b = pair
+    long = submit(a, steps=1000)
+    wait_until(lambda: state(b, long).json()["step"] >= 1, timeout=120, what="the long job running")
+    assert a.proc is not None
+    a.proc.kill()  # no drain, no last write: only the heartbeat's absence tells
+    a.proc.wait(10)
+    assert state(b, long).json()["status"] == "running"
+    wait_until(lambda: state(b, long).json()["status"] == "failed", timeout=jobfiles.STALE_SECONDS + 15, what="the orphaned job failed")
+    error = state(b, long).json()["error"]
+    assert error["status_code"] == 503 and "stopped updating" in error["msg"]
+    assert httpx.delete(f"{b.url}/jobs/{long}", timeout=10).status_code == 204  # finished now: it can be forgotten

@@ -229,3 +229,35 @@ def test_a_directory_the_runner_cannot_write_stops_it_with_one_line(tmp_path: Pa
     assert shared_job_files(settings_for(tmp_path)) is None
     made = shared_job_files(settings_for(tmp_path, shared_jobs=True))
     assert made is not None and made.root == tmp_path / ".kubediffusers-jobs" and made.root.is_dir()
+
+
+def test_a_video_job_made_by_one_runner_is_an_mp4_from_another(model_dir: Path, tmp_path: Path) -> None:
+    """The frame rate travels in the state: a replica that never saw the request encodes the same mp4."""
+    import httpx
+
+    from kubediffusers.runner.app import create_app
+    from tests.runner.helpers import ThreadedServer, mp4_frames, png, settings_for
+
+    shared = {"shared_jobs": True, "jobs_dir": tmp_path / "jobs"}
+    with (
+        ThreadedServer(create_app(settings_for(model_dir, "image-to-video", **shared))) as one,
+        ThreadedServer(create_app(settings_for(model_dir, "image-to-video", **shared))) as other,
+    ):
+        r = httpx.post(
+            one.url + "/image-to-video",
+            data={"num_inference_steps": "1", "num_frames": "3", "seed": "5", "fps": "4"},
+            files={"image": ("first.png", png((32, 32)), "image/png")},
+            headers={"Prefer": "respond-async"},
+            timeout=30,
+        )
+        assert r.status_code == 202, r.text
+        location = r.headers["location"]
+        deadline = time.monotonic() + 60
+        while (state := httpx.get(other.url + location).json())["status"] not in ("done", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert state["status"] == "done", state
+        video = httpx.get(other.url + location + "/result", headers={"Accept": "video/mp4"}, timeout=30)
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    frames, fps = mp4_frames(video.content)
+    assert len(frames) == 3 and fps == 4
