@@ -261,3 +261,44 @@ def test_a_video_job_made_by_one_runner_is_an_mp4_from_another(model_dir: Path, 
     assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
     frames, fps = mp4_frames(video.content)
     assert len(frames) == 3 and fps == 4
+
+
+def test_a_cancel_nobody_confirms_answers_202_and_the_request_stays_filed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An owner that does not act within the bound (its pod is stuck, or just killed): 202, the state as it is, poll on."""
+    from fastapi.testclient import TestClient
+
+    from kubediffusers.runner.app import create_app
+    from kubediffusers.runner.routes import jobs as job_routes
+    from tests.runner.helpers import settings_for
+
+    monkeypatch.setattr(job_routes, "CANCEL_WAIT_SECONDS", 0.3)
+    app = create_app(settings_for(tmp_path, shared_jobs=True, jobs_dir=tmp_path / "jobs"), load_model=False)
+    files = JobFiles(tmp_path / "jobs", 60, 10)
+    files.write_state(state("elsewhere", None, status="running"))  # owned by a replica that is not listening
+    files.write_state({**state("other-task", files.clock()), "task": "image-to-video"})
+    files.write_result("other-task", {"frames": []})
+    with TestClient(app) as client:
+        r = client.delete("/jobs/elsewhere")
+        assert r.status_code == 202 and r.json()["status"] == "running", r.text
+        assert files.cancel_requested("elsewhere")
+        # Another pipeline's job in the same directory is not this runner's to answer.
+        assert client.get("/jobs/other-task").status_code == 404
+        assert client.delete("/jobs/other-task").status_code == 404
+    assert files.read("other-task") is not None
+
+
+def test_a_failing_shared_directory_answers_503_not_an_internal_error(model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from kubediffusers.runner.app import create_app
+    from tests.runner.helpers import assert_error, ready_client, settings_for
+
+    jobs = tmp_path / "jobs"
+    for client in ready_client(create_app(settings_for(model_dir, shared_jobs=True, jobs_dir=jobs))):
+        shutil.rmtree(jobs)
+        jobs.write_text("")  # the directory is gone and a file is in its place: every access fails
+        refused = client.post("/text-to-image?async=true", json={"prompt": "x", "num_inference_steps": 1})
+        assert_error(refused, 503, "shared job directory could not be read or written")
+        assert refused.headers["retry-after"] == "5"
+        assert_error(client.get("/jobs/abc"), 503, "shared job directory")
+        assert client.get("/health").json()["queue_depth"] == 0  # nothing was queued for nobody

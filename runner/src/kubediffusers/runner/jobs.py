@@ -27,16 +27,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
 from kubediffusers.runner import jobfiles
-from kubediffusers.runner.errors import JobCancelled, QueueFull, RunnerError
+from kubediffusers.runner.errors import JobCancelled, JobStorageFailed, QueueFull, RunnerError
 from kubediffusers.runner.jobfiles import JobFiles, StoredJob
 from kubediffusers.runner.worker import Job
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 JobStatus = Literal["queued", "running", "done", "failed"]
@@ -168,7 +170,15 @@ class JobStore:
         if self.files is None:
             self.make_room()
         else:
-            await asyncio.to_thread(self.files.make_room)
+            await self.on_disk(self.files.make_room)
+
+    async def on_disk(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A blocking call on the shared directory, off the loop; its failure is a clear 503."""
+        try:
+            return await asyncio.to_thread(call, *args, **kwargs)
+        except OSError as exc:
+            log.warning("the shared job directory failed: %s", exc)
+            raise JobStorageFailed(f"the shared job directory could not be read or written ({exc.strerror or exc}); retry later") from None
 
     def add(
         self,
@@ -191,11 +201,11 @@ class JobStore:
         if self.files is None:
             return
         try:
-            await asyncio.to_thread(self._persist, record)
-        except OSError as exc:
-            self.cancel(record)
+            await self.on_disk(self._persist, record)
+        except JobStorageFailed:
+            record.job.cancel()  # nobody could ever poll it
             self._jobs.pop(record.id, None)
-            raise RunnerError(f"the shared job directory could not be written ({exc.strerror or exc}); retry later", retry_after=5) from None
+            raise
 
     def cancel(self, record: AsyncJob, how: str = "") -> None:
         """Stop an unfinished job: skipped when its turn comes if queued, stopped

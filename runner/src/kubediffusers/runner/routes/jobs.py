@@ -48,10 +48,10 @@ async def lookup(ctx: RunnerContext, job_id: str, *, with_result: bool = True) -
     if not valid_id(job_id) or store.get(job_id) is not None:
         return find(store, job_id)
     files = store.files
-    stored = await asyncio.to_thread(store.read_shared, job_id) if with_result else await asyncio.to_thread(files.read, job_id, with_result=False)
+    stored = await store.on_disk(store.read_shared, job_id) if with_result else await store.on_disk(files.read, job_id, with_result=False)
     if stored is not None and stored.state.get("task") == ctx.settings.task.value:
         return stored
-    why = store.forgotten(job_id) or await asyncio.to_thread(files.gone, job_id)
+    why = store.forgotten(job_id) or await store.on_disk(files.gone, job_id)
     if why is not None:
         raise JobNotFound(f"job {job_id!r} was forgotten: {why}")
     raise JobNotFound(f"no job {job_id!r}: it never existed, or it was forgotten long ago")
@@ -68,6 +68,7 @@ def state_of(ctx: RunnerContext, job: AsyncJob | StoredJob) -> JobState:
         404: ERROR_RESPONSES[400] | {"description": "Unknown or forgotten job (the message says why)"},
         401: ERROR_RESPONSES[401],
         422: ERROR_RESPONSES[422],
+        503: ERROR_RESPONSES[503] | {"description": "Shared jobs: the shared job directory could not be read or written (see Retry-After)"},
     },
     operation_id="get_job",
 )
@@ -87,6 +88,7 @@ async def get_job(job_id: JobId, ctx: Context) -> JobState:
         "4XX": ERROR_RESPONSES[400] | {"description": "A failed job answers what the synchronous call would have (400, 503, ...)"},
         401: ERROR_RESPONSES[401],
         422: ERROR_RESPONSES[422],
+        503: ERROR_RESPONSES[503] | {"description": "Shared jobs: the shared job directory could not be read or written (see Retry-After)"},
     },
     operation_id="get_job_result",
 )
@@ -140,6 +142,7 @@ async def stored_result(ctx: RunnerContext, request: Request, stored: StoredJob)
         404: ERROR_RESPONSES[400] | {"description": "Unknown or forgotten job (the message says why)"},
         401: ERROR_RESPONSES[401],
         422: ERROR_RESPONSES[422],
+        503: ERROR_RESPONSES[503] | {"description": "Shared jobs: the shared job directory could not be read or written (see Retry-After)"},
     },
     operation_id="delete_job",
 )
@@ -158,18 +161,18 @@ async def delete_job(job_id: JobId, ctx: Context) -> Response:
 
 async def delete_stored(ctx: RunnerContext, stored: StoredJob) -> Response:
     """``delete_job`` of a job read from the shared directory: forget it, or ask its owner to cancel it and wait for the answer."""
-    files = ctx.jobs.files
+    store, files = ctx.jobs, ctx.jobs.files
     assert files is not None
     job_id = stored.state["id"]
     if stored.finished:
-        await asyncio.to_thread(files.forget, job_id, f"it was deleted with DELETE /jobs/{job_id}")
+        await store.on_disk(files.forget, job_id, f"it was deleted with DELETE /jobs/{job_id}")
         return Response(status_code=204)
-    await asyncio.to_thread(files.request_cancel, job_id)
+    await store.on_disk(files.request_cancel, job_id)
     # The owner looks for the request every POLL_SECONDS; a busy file system may take longer.
     loop = asyncio.get_running_loop()
     deadline = loop.time() + CANCEL_WAIT_SECONDS
     while True:
-        current = await asyncio.to_thread(files.read, job_id, with_result=False)
+        current = await store.on_disk(files.read, job_id, with_result=False)
         if current is None or current.finished or loop.time() >= deadline:
             break
         await asyncio.sleep(POLL_SECONDS / 5)
