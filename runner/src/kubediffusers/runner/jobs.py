@@ -242,8 +242,12 @@ class JobStore:
                             f"the result could not be written to the shared job directory ({exc.strerror or exc}); submit the job again"
                         ) from None
                     record.finished_at, record.finished_wall = self._clock(), time.time()
-                    await asyncio.to_thread(self._write_done, record)
-                    self._jobs.pop(record.id, None)
+                    try:
+                        await asyncio.to_thread(self._write_done, record)
+                    except OSError:  # the result is whole on disk but no state says so: this replica keeps the job
+                        log.exception("job %s: its final state could not be written to the shared directory; this replica keeps it", record.id)
+                    else:
+                        self._jobs.pop(record.id, None)
                 else:
                     self.account(record, body_bytes(record.body))
         except RunnerError as exc:
