@@ -28,7 +28,7 @@ RUNNER_LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("http: routes, middleware, drain", ("routes", "auth", "middleware", "drain")),
     ("other APIs' models, defaults and statuses", ("compat",)),
     ("context", ("context",)),
-    ("serving: model holder, worker, jobs, hardware", ("model", "worker", "jobs", "hardware")),
+    ("serving: model holder, worker, jobs, hardware", ("model", "worker", "jobs", "jobfiles", "hardware")),
     ("pipelines (torch)", ("pipelines", "optimizations", "hotpath", "feature_reuse", "transformer_cache", "encoder_offload", "adapters", "safety")),
     ("registry, request models, input checks", ("tasks", "families", "params", "inputs", "loras", "schedulers")),
     (

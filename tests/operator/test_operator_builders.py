@@ -198,6 +198,9 @@ def test_runner_env_contract() -> None:
         "KUBEDIFFUSERS_MAX_IMAGES_PER_REQUEST": "2",
         "KUBEDIFFUSERS_MAX_UPLOAD_BYTES": "4096",
         "KUBEDIFFUSERS_AUTH_TOKEN": {"secretKeyRef": {"name": "auth", "key": "bearer"}},
+        # Layout Shared on ReadWriteMany: every replica reads every async job (shared_jobs.py).
+        "KUBEDIFFUSERS_SHARED_JOBS": "true",
+        "KUBEDIFFUSERS_JOBS_DIR": ".kubediffusers-jobs/sd",
         "EXTRA": "1",
     }
     minimal = env_map(build_runner_env(pipeline_of(manifest()), SETTINGS))
@@ -246,7 +249,8 @@ def test_hashes_follow_the_spec() -> None:
     pod_hash = lambda d: d["spec"]["template"]["metadata"]["annotations"][names.POD_HASH_ANNOTATION]  # noqa: E731
     spec_hash = lambda d: d["metadata"]["annotations"][names.SPEC_HASH_ANNOTATION]  # noqa: E731
     assert pod_hash(a) != pod_hash(b) and spec_hash(a) != spec_hash(b)
-    assert pod_hash(a) == pod_hash(c) and spec_hash(a) != spec_hash(c)  # scaling does not roll the pods
+    one = build_deployment(pipeline_of(manifest(storage={"accessModes": ["ReadWriteMany"]})), SETTINGS)
+    assert pod_hash(one) == pod_hash(c) and spec_hash(one) != spec_hash(c)  # scaling does not roll the pods
     assert spec_hash(a) == spec_hash(build_deployment(pipeline_of(manifest()), SETTINGS))
     assert build_service(pipeline_of(manifest())) == build_service(pipeline_of(manifest()))
 

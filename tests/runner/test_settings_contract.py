@@ -82,6 +82,7 @@ def full_spec() -> dict[str, Any]:
             "batchWindowMs": 15,
             "outputFormat": "webp",
             "outputQuality": 70,
+            "sharedJobs": True,
             "limits": {"maxPixels": 65536, "maxSteps": 20, "maxImagesPerRequest": 3, "maxUploadBytes": 4096, "maxVideoFrames": 81},
             "optimizations": {
                 "attention": "default",

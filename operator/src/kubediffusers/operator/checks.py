@@ -93,6 +93,14 @@ def check(pipeline: Pipeline, refs: References) -> list[Problem]:
             problems += _replica_problems(pipeline, modes, f"claim {spec.storage.existing_claim!r}")
     elif storage_layout(spec) == "Shared":  # PerPod: each pod has a claim of its own, any access mode serves
         problems += _replica_problems(pipeline, set(spec.storage.access_modes), f"claim {pipeline.name}-models")
+    if spec.runner.shared_jobs and storage_layout(spec) == "PerPod":
+        problems.append(
+            Problem(
+                "SharedJobsNeedSharedClaim",
+                "spec.runner.sharedJobs: true keeps async jobs on a claim every replica mounts, but storage layout PerPod gives each pod "
+                "its own; use layout Shared with accessModes [ReadWriteMany] (or a ReadWriteMany existingClaim), or leave sharedJobs unset",
+            )
+        )
     return problems
 
 

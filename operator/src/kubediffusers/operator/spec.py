@@ -351,6 +351,15 @@ class RunnerSpec(_Model):
         description="Image encoding when a request names none (output_format or Accept): png (lossless, fast level), jpeg or webp (runner default png).",
     )
     output_quality: int | None = Field(default=None, ge=1, le=100, description="JPEG/WebP quality when a request names none (runner default 90).")
+    shared_jobs: bool | None = Field(
+        default=None,
+        description=(
+            "Keep async jobs (state, results, cancel requests) as files on the model claim, so every replica answers GET /jobs/{id}, "
+            "its result and DELETE. Unset: on when storage layout is Shared on a ReadWriteMany claim, off otherwise (jobs in each pod's "
+            "memory: use service.sessionAffinity). true on a Shared ReadWriteOnce claim keeps results across restarts; "
+            "it cannot be combined with layout PerPod."
+        ),
+    )
     optimizations: OptimizationsSpec = Field(default_factory=OptimizationsSpec, description="Speed and memory options.")
     safety_checker: SafetyCheckerSpec = Field(default_factory=SafetyCheckerSpec, description="The safety checker (off by default).")
     limits: RunnerLimits = Field(default_factory=RunnerLimits, description="Per-request limits.")

@@ -8,10 +8,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from kubediffusers.runner.jobfiles import JobFiles
 from kubediffusers.runner.jobs import JobStore
 from kubediffusers.runner.metrics import Metrics
 from kubediffusers.runner.model import ModelHolder
-from kubediffusers.runner.settings import RunnerSettings
+from kubediffusers.runner.settings import ConfigurationError, RunnerSettings
 from kubediffusers.runner.worker import InferenceWorker
 
 
@@ -40,9 +41,20 @@ class RunnerContext:
                 max_batch_size=settings.max_batch_size,
                 batch_window_seconds=settings.batch_window_ms / 1000,
             ),
-            jobs=JobStore(settings.job_ttl_seconds, settings.max_jobs, max_bytes=settings.max_job_bytes),
+            jobs=JobStore(settings.job_ttl_seconds, settings.max_jobs, max_bytes=settings.max_job_bytes, files=shared_job_files(settings)),
             executor=executor,
         )
+
+
+def shared_job_files(settings: RunnerSettings) -> JobFiles | None:
+    """The shared job directory (setting shared_jobs), made if missing; a runner that cannot make it does not start."""
+    if not settings.shared_jobs:
+        return None
+    root = settings.resolved_jobs_dir()
+    try:
+        return JobFiles(root, settings.job_ttl_seconds, settings.max_jobs, settings.max_job_bytes)
+    except OSError as exc:
+        raise ConfigurationError(f"KUBEDIFFUSERS_JOBS_DIR: cannot make the shared job directory {root}: {exc.strerror or exc}") from None
 
 
 def get_context(request: Request) -> RunnerContext:

@@ -115,6 +115,13 @@ class JobCancelled(RunnerError):
     status_code = 410
 
 
+class JobStorageFailed(RunnerError):
+    """The shared job directory (shared_jobs) could not be read or written."""
+
+    status_code = 503
+    retry_after = 5
+
+
 class ModelUnavailable(Exception):
     """The model cannot be loaded; the message says why (shown in /health)."""
 

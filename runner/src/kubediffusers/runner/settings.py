@@ -161,6 +161,13 @@ class RunnerSettings(BaseSettings):
     max_job_bytes: int = Field(
         default=2 * 1024**3, ge=64 * 1024, description="Most bytes of async job results kept at once; past it the oldest finished go first."
     )
+    shared_jobs: bool = Field(
+        default=False,
+        description="Keep async jobs as files in jobs_dir, on a claim every replica mounts, so any replica answers /jobs/{id} (jobfiles.py).",
+    )
+    jobs_dir: Path = Field(
+        default=Path(".kubediffusers-jobs"), description="Where shared jobs live; a relative path is under model_dir. One directory per pipeline."
+    )
 
     # -- connections and shutdown ---------------------------------------------
     drain_seconds: float | None = Field(
@@ -298,6 +305,9 @@ class RunnerSettings(BaseSettings):
     def resolved_drain_seconds(self) -> float:
         # A synchronous request gets 504 at the request timeout: by then every accepted one has an answer.
         return self.drain_seconds or self.request_timeout_seconds
+
+    def resolved_jobs_dir(self) -> Path:
+        return self.model_dir / self.jobs_dir  # an absolute jobs_dir stays as it is
 
     def resolved_compile_cache_dir(self) -> Path:
         return self.compile_cache_dir or self.model_dir / ".compile-cache"

@@ -56,7 +56,7 @@ def termination_grace_seconds(pipeline: Pipeline) -> int:
     return PRESTOP_SECONDS + math.ceil(drain) + EXIT_MARGIN_SECONDS
 
 
-def build_pod_spec(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, Any]:
+def build_pod_spec(pipeline: Pipeline, settings: OperatorSettings, claim_modes: frozenset[str] | None = None) -> dict[str, Any]:
     spec = pipeline.spec
     image = spec.runner.image or settings.runner_image
     fetch = {
@@ -79,7 +79,7 @@ def build_pod_spec(pipeline: Pipeline, settings: OperatorSettings) -> dict[str, 
         "imagePullPolicy": settings.image_pull_policy,
         "command": [names.RUNNER_COMMAND],
         "ports": [{"name": "http", "containerPort": names.RUNNER_PORT, "protocol": "TCP"}],
-        "env": build_runner_env(pipeline, settings),
+        "env": build_runner_env(pipeline, settings, claim_modes),
         "volumeMounts": _volume_mounts(),
         # Big models take minutes to load and warm up: the startup probe holds liveness off until then.
         "startupProbe": _probe("/readyz", math.ceil(settings.startup_timeout_seconds / PROBE_PERIOD_SECONDS)),
@@ -153,7 +153,7 @@ def build_deployment(pipeline: Pipeline, settings: OperatorSettings, replicas: i
 
     ``claim_modes``: the access modes of the existing claim (spec.storage.existingClaim), when known.
     """
-    pod_spec = build_pod_spec(pipeline, settings)
+    pod_spec = build_pod_spec(pipeline, settings, claim_modes)
     template_labels = names.labels(pipeline.name)
     deployment = {
         "apiVersion": "apps/v1",

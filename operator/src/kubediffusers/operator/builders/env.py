@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from .. import names
 from ..pipeline import Pipeline
 from ..settings import OperatorSettings
+from ..shared_jobs import jobs_settings
 from ..spec import InferencePipelineSpec, SecretKeyRef
 
 PREFIX = "KUBEDIFFUSERS_"
@@ -91,10 +92,15 @@ def setting_value(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def build_runner_env(pipeline: Pipeline, settings: OperatorSettings) -> list[EnvVar]:
-    """Environment of the runner container: the runner-facing spec, then what the operator decides."""
+def build_runner_env(pipeline: Pipeline, settings: OperatorSettings, claim_modes: frozenset[str] | None = None) -> list[EnvVar]:
+    """Environment of the runner container: the runner-facing spec, then what the operator decides.
+
+    ``claim_modes``: the access modes of the existingClaim, when known (they decide shared jobs).
+    """
     spec = pipeline.spec
-    env = [_value(f"{PREFIX}{name.upper()}", setting_value(value)) for name, value in runner_settings(spec).items()]
+    decided = {"shared_jobs"}  # resolved from the layout and the claim (shared_jobs.py), not copied
+    env = [_value(f"{PREFIX}{name.upper()}", setting_value(value)) for name, value in runner_settings(spec).items() if name not in decided]
+    env += [_value(f"{PREFIX}{name.upper()}", value) for name, value in jobs_settings(pipeline.name, spec, claim_modes).items()]
     env += [
         _value(f"{PREFIX}MODEL_DIR", names.MODEL_DIR),
         _value(f"{PREFIX}DEVICE", "auto"),

@@ -224,7 +224,7 @@ async def watch_disconnect(request: Request, job: Job[Any], interval: float = 0.
 async def respond(ctx: RunnerContext, request: Request, work: Work, respond_async: bool, output: OutputFormat) -> Response:
     """Run the work and answer with its result, or queue it as an async job and answer 202."""
     if respond_async:
-        return submit_job(ctx, request, work, output)
+        return await submit_job(ctx, request, work, output)
     _, response = output.bind(request_encoding(work, ctx.settings))
     results = await generate(ctx, request, work)
     # Encoding images (or a video) is CPU work: off the event loop and the
@@ -232,10 +232,10 @@ async def respond(ctx: RunnerContext, request: Request, work: Work, respond_asyn
     return await asyncio.to_thread(response, request, results)
 
 
-def submit_job(ctx: RunnerContext, request: Request, work: Work, output: OutputFormat) -> Response:
+async def submit_job(ctx: RunnerContext, request: Request, work: Work, output: OutputFormat) -> Response:
     job = new_job(ctx, work)
     jobs = ctx.jobs
-    jobs.make_room()
+    await jobs.admit()
     # No disconnect check and no timeout: nobody waits on a connection for this job.
     ctx.worker.submit(job)  # a full queue answers 503 with Retry-After, as for a sync call
 
@@ -250,7 +250,8 @@ def submit_job(ctx: RunnerContext, request: Request, work: Work, output: OutputF
     def respond(request: Request, body: dict[str, Any]) -> Response:
         return output.from_body(request, body, fps)
 
-    record = jobs.add(job, ctx.settings.task.value, finish, respond)
+    record = jobs.add(job, ctx.settings.task.value, finish, respond, fps=fps)
+    await jobs.publish(record)
     headers = {"Location": f"/jobs/{record.id}"}
     if prefers_async(request.headers.get("prefer")):
         headers["Preference-Applied"] = "respond-async"

@@ -1,0 +1,270 @@
+"""Async jobs as files on a directory every replica mounts (setting ``shared_jobs``).
+
+With several replicas behind one Service, a client polling ``GET /jobs/{id}``
+reaches any of them. When the replicas share a ReadWriteMany claim, each job
+lives there as files, so whichever replica answers reads the same job:
+
+- ``<id>.json``: the state (status, progress, error, times, owner), written by
+  the replica running the job (its owner) when it is queued, when its progress
+  changes, every ``HEARTBEAT_SECONDS`` while unfinished, and when it finishes;
+- ``<id>.result.json``: the finished job's body (what the synchronous call
+  returns), written before the state says ``done``;
+- ``<id>.cancel``: a cancel request from a replica that does not run the job;
+  the owner looks for it every ``POLL_SECONDS`` and cancels the job;
+- ``<id>.gone``: why a forgotten job was forgotten (its 404 says it), kept
+  ``ttl_seconds`` and at most ``GONE_KEPT`` of them.
+
+Every file is written whole under a temporary name in the same directory,
+flushed to disk, then renamed over its final name (``os.replace``, atomic on
+POSIX and on NFS): a reader sees the old file or the new one, never a part.
+Temporary files left by a writer killed mid-write are removed after
+``TMP_MAX_AGE_SECONDS``. A job whose owner stopped updating it for
+``STALE_SECONDS`` (its pod was killed) reads as failed and expires like one.
+
+Times in the files are wall-clock (``time.time``): replicas share no monotonic
+clock. Job ids are checked (``valid_id``) before any path is made from one, so
+no id names a file outside the directory. Bounds (count, bytes, age) hold for
+the directory as a whole; replicas admitting jobs at the same instant may pass
+the count by one each until the next sweep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubediffusers.runner.errors import QueueFull
+
+log = logging.getLogger(__name__)
+
+# What secrets.token_urlsafe makes, bounded: letters, digits, '-' and '_'. No dot, no separator.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+STATE, RESULT, CANCEL, GONE = ".json", ".result.json", ".cancel", ".gone"
+TMP_PREFIX = ".tmp-"
+
+POLL_SECONDS = 0.5  # the owner looks for cancel requests and writes progress this often
+HEARTBEAT_SECONDS = 2.0  # an unfinished job's state is rewritten at least this often
+STALE_SECONDS = 30.0  # no update for this long: the owner is gone, the job failed
+CANCEL_WAIT_SECONDS = 5.0  # DELETE through another replica waits this long for the owner to confirm
+SWEEP_SECONDS = 2.0  # a lookup sweeps the directory at most this often (a submission always does)
+TMP_MAX_AGE_SECONDS = 300.0  # no write takes this long: an older temporary file is a killed writer's
+GONE_KEPT = 1000
+
+
+def valid_id(job_id: str) -> bool:
+    return ID_PATTERN.fullmatch(job_id) is not None
+
+
+@dataclass
+class StoredJob:
+    """One job as read from the directory."""
+
+    state: dict[str, Any]
+    result: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state.get("finished_at") is not None
+
+
+class JobFiles:
+    """The directory of shared jobs, with its bounds: ``ttl_seconds`` after a job
+    finishes, ``max_jobs`` jobs and ``max_bytes`` of results; past a bound the
+    oldest finished go first."""
+
+    def __init__(self, root: Path, ttl_seconds: float, max_jobs: int, max_bytes: int | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.root = root
+        self.ttl_seconds = ttl_seconds
+        self.max_jobs = max_jobs
+        self.max_bytes = max_bytes
+        self.clock = clock
+        self._last_sweep = float("-inf")
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root, prefix=TMP_PREFIX)  # writable, or the runner does not start
+        os.close(fd)
+        os.unlink(probe)
+
+    # ---- paths and whole-file writes
+
+    def path(self, job_id: str, suffix: str) -> Path:
+        if not valid_id(job_id):
+            raise ValueError(f"not a job id: {job_id!r}")
+        return self.root / f"{job_id}{suffix}"
+
+    def _write(self, path: Path, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=TMP_PREFIX)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+            os.chmod(tmp, 0o660)  # replicas share a user (and the claim's fsGroup)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            loaded = json.loads(data)
+        except ValueError:  # never written so (rename protocol): a damaged file system
+            log.warning("unreadable job file %s", path)
+            return None
+        return loaded if isinstance(loaded, dict) else None
+
+    def _unlink(self, *paths: Path) -> None:
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    # ---- the owner's writes
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        state = {**state, "updated_at": self.clock()}
+        self._write(self.path(state["id"], STATE), json.dumps(state).encode())
+
+    def write_result(self, job_id: str, body: dict[str, Any]) -> int:
+        """Write the body; returns its size in bytes (what the byte bound counts)."""
+        data = json.dumps(body).encode()
+        self._write(self.path(job_id, RESULT), data)
+        return len(data)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self.path(job_id, CANCEL).exists()
+
+    # ---- anyone's reads and requests
+
+    def read(self, job_id: str, *, with_result: bool = True) -> StoredJob | None:
+        state = self._read(self.path(job_id, STATE))
+        if state is None:
+            return None
+        state = self._settle(state)
+        result = self._read(self.path(job_id, RESULT)) if with_result and state.get("status") == "done" else None
+        if with_result and state.get("status") == "done" and result is None:
+            return None  # forgotten between the two reads
+        return StoredJob(state, result)
+
+    def gone(self, job_id: str) -> str | None:
+        """Why a forgotten job was forgotten, while that is remembered."""
+        try:
+            return self.path(job_id, GONE).read_text() or None
+        except FileNotFoundError:
+            return None
+
+    def request_cancel(self, job_id: str) -> None:
+        self._write(self.path(job_id, CANCEL), str(self.clock()).encode())
+
+    def forget(self, job_id: str, why: str) -> None:
+        """The reason first, then the job: a reader in between sees one or the other."""
+        self._write(self.path(job_id, GONE), why.encode())
+        self._unlink(*(self.path(job_id, suffix) for suffix in (STATE, RESULT, CANCEL)))
+
+    def _settle(self, state: dict[str, Any]) -> dict[str, Any]:
+        """An unfinished job not updated for STALE_SECONDS failed with its owner."""
+        if state.get("finished_at") is not None:
+            return state
+        updated = float(state.get("updated_at") or 0)
+        if self.clock() - updated <= STALE_SECONDS:
+            return state
+        msg = f"the runner replica running job {state['id']} stopped updating it (its pod was probably killed); submit it again"
+        return {**state, "status": "failed", "finished_at": updated + STALE_SECONDS, "error": {"msg": msg, "status_code": 503}}
+
+    # ---- bounds
+
+    def _entries(self) -> tuple[dict[str, dict[str, Any]], list[tuple[float, str]]]:
+        """(state of each job, (mtime, id) of each reason kept), removing orphans on the way."""
+        now = self.clock()
+        states: dict[str, dict[str, Any]] = {}
+        gone: list[tuple[float, str]] = []
+        others: list[tuple[str, Path]] = []
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith(TMP_PREFIX):
+                    with contextlib.suppress(FileNotFoundError):
+                        if now - entry.stat().st_mtime > TMP_MAX_AGE_SECONDS:
+                            self._unlink(Path(entry.path))
+                    continue
+                job_id, dot, rest = name.partition(".")
+                if not dot or not valid_id(job_id):
+                    continue  # not ours: left alone
+                suffix = "." + rest
+                if suffix == STATE:
+                    state = self._read(Path(entry.path))
+                    if state is not None:
+                        states[job_id] = self._settle(state)
+                elif suffix == GONE:
+                    with contextlib.suppress(FileNotFoundError):
+                        gone.append((entry.stat().st_mtime, job_id))
+                else:
+                    others.append((job_id, Path(entry.path)))
+        for job_id, path in others:  # a result or cancel request whose job is forgotten
+            if job_id not in states:
+                with contextlib.suppress(FileNotFoundError):
+                    if now - path.stat().st_mtime > TMP_MAX_AGE_SECONDS:
+                        self._unlink(path)
+        return states, gone
+
+    def sweep_now_and_then(self) -> None:
+        """``sweep``, at most every SWEEP_SECONDS (lookups call it: expiry needs no timer)."""
+        if self.clock() - self._last_sweep >= SWEEP_SECONDS:
+            self.sweep()
+
+    def sweep(self, *, keep: str | None = None) -> dict[str, dict[str, Any]]:
+        """Forget what the bounds no longer hold (never ``keep``, the job just finished);
+        returns the jobs left (id -> state)."""
+        now = self.clock()
+        self._last_sweep = now
+        states, gone = self._entries()
+        for job_id, state in list(states.items()):
+            finished_at = state.get("finished_at")
+            if finished_at is not None and now - float(finished_at) > self.ttl_seconds:
+                self.forget(job_id, f"it finished more than {self.ttl_seconds:g} seconds ago and expired")
+                del states[job_id]
+        gone.sort()
+        for index, (mtime, job_id) in enumerate(gone):
+            if now - mtime > self.ttl_seconds or index < len(gone) - GONE_KEPT:
+                self._unlink(self.path(job_id, GONE))
+        if self.max_bytes is not None:
+            held = sum(int(s.get("size") or 0) for s in states.values())
+            for job_id, state in self._oldest_finished(states):
+                if held <= self.max_bytes:
+                    break
+                if job_id == keep:
+                    continue
+                self.forget(job_id, f"the runner keeps at most {self.max_bytes} bytes of job results and newer results needed the room")
+                held -= int(state.get("size") or 0)
+                del states[job_id]
+        return states
+
+    @staticmethod
+    def _oldest_finished(states: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+        done = [(job_id, s) for job_id, s in states.items() if s.get("finished_at") is not None]
+        return sorted(done, key=lambda item: float(item[1]["finished_at"]))
+
+    def make_room(self) -> None:
+        """Call before admitting a job: frees a slot or refuses with 503."""
+        states = self.sweep()
+        if len(states) < self.max_jobs:
+            return
+        for job_id, _ in self._oldest_finished(states):
+            self.forget(job_id, f"the runner keeps at most {self.max_jobs} jobs and newer ones needed the room")
+            del states[job_id]
+            if len(states) < self.max_jobs:
+                return
+        raise QueueFull(f"{self.max_jobs} unfinished jobs are already kept; retry later", retry_after=5)
