@@ -12,9 +12,10 @@ TASK ?= text-to-image
 HOST ?= 127.0.0.1
 PORT ?= 8000
 MODEL_DIR := $(CACHE)/models
-PYTEST_ARGS ?=
+# The compile tests (marker `compile`: inductor for real, about 4 minutes on 2 cores) run in `make test-compile`.
+PYTEST_ARGS ?= -m "not compile"
 
-.PHONY: run test lint venv generate openapi graph bench clean
+.PHONY: run test test-compile lint venv generate openapi graph bench clean
 
 venv: $(STAMP)
 
@@ -56,6 +57,9 @@ test: lint
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)"; fi; \
 	exit $$rc
+
+test-compile: $(STAMP)
+	$(BIN)/python -m pytest -m compile
 
 # Every generated file: the CRD and its field reference (docs/crd.md), the
 # chart's copy of the CRDs, and the runner's OpenAPI document. Tests fail when

@@ -335,6 +335,34 @@ def test_offload_with_compile_is_an_invalid_spec() -> None:
         InferencePipelineSpec.model_validate({"task": "text-to-image", "model": {"id": "a/b"}, "runner": {"optimizations": {"transformerCache": "teacache"}}})
 
 
+@pytest.mark.parametrize(
+    ("runner", "message"),
+    [
+        ({"optimizations": {"compile": {"vae": True, "batchSizes": [2, 1]}}}, "increasing without repeats"),
+        ({"optimizations": {"compile": {"vae": True, "batchSizes": [1, 8]}}}, "8 is more images than one call ever has"),
+        ({"optimizations": {"compile": {"vae": True, "batchSizes": [0]}}}, "greater than or equal to 1"),
+    ],
+)
+def test_compile_batch_sizes_that_cannot_be_served_are_an_invalid_spec(runner: dict[str, Any], message: str) -> None:
+    from pydantic import ValidationError
+
+    from kubediffusers.operator.spec import InferencePipelineSpec
+
+    with pytest.raises(ValidationError, match=message):
+        InferencePipelineSpec.model_validate({"task": "text-to-image", "model": {"id": "a/b"}, "runner": runner})
+
+
+def test_compile_batch_sizes_reach_the_runner_as_a_json_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = {"maxBatchSize": 8, "optimizations": {"compile": {"unet": True, "batchSizes": [1, 4, 8]}}}
+    env = env_map(build_runner_env(pipeline_of(manifest(runner=spec)), SETTINGS))
+    assert env["KUBEDIFFUSERS_COMPILE_BATCH_SIZES"] == "[1, 4, 8]"
+    settings_mod = pytest.importorskip("kubediffusers.runner.settings")
+    for key, value in env.items():
+        if isinstance(value, str):
+            monkeypatch.setenv(key, value)
+    assert settings_mod.load_settings().compile_batch_sizes == [1, 4, 8]
+
+
 def test_tasks_agree_with_the_runner() -> None:
     """The operator cannot import the runner (no torch in its image), so the task
     list is written twice; this keeps the two in step."""

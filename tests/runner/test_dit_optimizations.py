@@ -6,6 +6,7 @@ where it does not apply."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -173,12 +174,15 @@ def recorded_compiles(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """torch.compile for real takes minutes on this CPU: what would be compiled is recorded
     (whole-model torch.compile and nn.Module.compile, which compile_repeated_blocks calls)."""
     seen: list[str] = []
+    real = inspect.signature(torch.compile)
 
-    def whole(fn: Any, mode: str) -> Any:
-        seen.append(f"whole:{type(fn).__name__}:{mode}")
+    def whole(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        real.bind(fn, *args, **kwargs)  # as strict as torch.compile about its arguments
+        seen.append(f"whole:{type(fn).__name__}:{kwargs.get('mode')}")
         return fn
 
     def module_compile(self: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
+        real.bind(self, *args, **kwargs)  # nn.Module.compile passes these on to torch.compile
         seen.append(f"block:{type(self).__name__}:{kwargs.get('mode')}")
 
     monkeypatch.setattr(torch, "compile", whole)

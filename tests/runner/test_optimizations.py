@@ -61,10 +61,10 @@ def test_deepcache_reuses_features_and_still_generates(model_dir: Path, referenc
 def test_compile_wraps_the_denoiser_and_vae_and_caches_on_the_claim(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Compiling for real takes a minute on this CPU: torch.compile is recorded
     here, and measured for real by `kubediffusers-bench --compile`."""
-    calls: list[str] = []
+    calls: list[tuple[str, bool | None]] = []
 
-    def fake_compile(fn: Any, mode: str) -> Any:
-        calls.append(mode)
+    def fake_compile(fn: Any, mode: str, dynamic: bool | None = None) -> Any:
+        calls.append((mode, dynamic))
         return fn
 
     monkeypatch.setattr(torch, "compile", fake_compile)
@@ -72,7 +72,7 @@ def test_compile_wraps_the_denoiser_and_vae_and_caches_on_the_claim(model_dir: P
         monkeypatch.delenv(var, raising=False)
     _, applied = load(model_dir, compile_unet=True, compile_vae=True, compile_mode="reduce-overhead", compile_cache_dir=tmp_path)
     assert applied == ["sdpa", "compiled-unet:reduce-overhead", "compiled-vae:reduce-overhead"]
-    assert calls == ["reduce-overhead", "reduce-overhead"]
+    assert calls == [("reduce-overhead", False)] * 2  # static graphs, one per compiled batch size (pipelines.buckets)
     import os
 
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor")
@@ -121,12 +121,12 @@ def test_compiled_pipelines_warm_up_every_shape_requests_will_have(make_client, 
         seen.extend((w.params.guidance_scale, w.num_images) for w in works)
         return real(self, works, on_step)
 
-    monkeypatch.setattr(torch, "compile", lambda fn, mode: fn)  # compiling for real takes a minute here
+    monkeypatch.setattr(torch, "compile", lambda fn, mode, dynamic=None: fn)  # compiling for real takes a minute here
     for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE", "TORCHINDUCTOR_AUTOGRAD_CACHE"):
         monkeypatch.delenv(var, raising=False)  # restored after the test
     monkeypatch.setattr(BatchedPipeline, "run_batch", recording)
     make_client(compile_unet=True, max_batch_size=4)
-    assert seen == [(7.5, 1), (0.0, 1), (7.5, 4), (0.0, 4)]
+    assert seen == [(7.5, 1), (0.0, 1), (7.5, 2), (0.0, 2), (7.5, 4), (0.0, 4)]  # buckets 1, 2, 4
     seen.clear()
     make_client()
     assert len(seen) == 1  # not compiled: one warm-up request

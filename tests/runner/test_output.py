@@ -141,6 +141,18 @@ def test_pixels_are_quantized_like_diffusers_numpy_to_pil() -> None:
     assert ours[0].shape == (8, 16, 3) and ours[0].dtype == np.uint8
 
 
+def test_cpu_quantization_on_one_thread_equals_torchs() -> None:
+    """CPU float32 output is quantized with numpy (no intra-op threads); any other tensor with torch, as on a GPU."""
+    batch = torch.linspace(-0.2, 1.2, 3 * 3 * 40 * 64).reshape(3, 3, 40, 64)
+    batch[0, 0, 0, :8] = torch.tensor([0.5, 1.5, 2.5, 253.5, 254.5, 0.0, 1.0, 127.5]) / 255  # near the rounding ties
+    expected = (batch.clamp(0, 1) * 255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for picture, want in zip(to_images(batch), expected, strict=True):
+        assert np.array_equal(np.asarray(picture), want)
+    wide = batch.to(torch.float64)  # not float32: the torch path, in float64
+    expected = (wide.clamp(0, 1) * 255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert all(np.array_equal(np.asarray(a), b) for a, b in zip(to_images(wide), expected, strict=True))
+
+
 def test_the_pipeline_asks_diffusers_for_tensors(t2i: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The conversion to uint8 happens on the model's device, not in diffusers' float32 numpy path."""
     pipeline = t2i.app.state.context.model.pipeline
@@ -156,3 +168,33 @@ def test_the_pipeline_asks_diffusers_for_tensors(t2i: Any, monkeypatch: pytest.M
     monkeypatch.setattr(type(pipeline.pipe), "__call__", recording)
     assert t2i.post("/text-to-image", json=REQUEST).status_code == 200
     assert seen == ["pt", torch.Tensor]
+
+
+def test_the_inference_thread_hands_results_straight_to_an_encoder(t2i: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sync answer is started on the encoder pool by the inference thread (worker.Job.then), and built there:
+    the event loop only wakes for the finished answer."""
+    from kubediffusers.runner.routes import delivery
+
+    built: list[str] = []
+    real = delivery.images_body
+
+    def recording(images: Any, encoding: Any) -> Any:
+        built.append(threading.current_thread().name)
+        return real(images, encoding)
+
+    monkeypatch.setattr(delivery, "images_body", recording)  # what image_response builds the JSON with
+    r = t2i.post("/text-to-image", json={**REQUEST, "num_images_per_prompt": 2})
+    assert r.status_code == 200 and len(r.json()["images"]) == 2
+    assert len(built) == 1 and built[0].startswith("encoder"), built
+
+
+def test_encoder_threads_share_a_batch_without_waiting_on_a_full_pool() -> None:
+    """Every encoder thread building an answer of several images at once: each takes back
+    what no mate started, so none waits on a pool whose threads all wait."""
+    image = Image.new("RGB", (32, 32), (10, 200, 30))
+    jpeg = Encoding(ImageFormat.JPEG)
+    pool = encoding.pool()
+    answers = [pool.submit(encoding.encode_all, [image] * 5, jpeg) for _ in range(pool._max_workers * 3)]
+    for answer in answers:
+        encoded = answer.result(timeout=60)
+        assert len(encoded) == 5 and all(data.startswith(SIGNATURES["jpeg"]) for data in encoded)

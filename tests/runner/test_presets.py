@@ -34,7 +34,7 @@ def test_each_documented_preset_loads_and_generates(
 ) -> None:
     compiled: list[str] = []
 
-    def recording_compile(fn: Any, mode: str) -> Any:
+    def recording_compile(fn: Any, mode: str, dynamic: bool | None = None) -> Any:
         compiled.append(mode)
         return fn
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -113,3 +114,37 @@ def test_a_request_whose_client_left_before_its_turn_is_dropped(model_dir) -> No
         metrics = httpx.get(server.url + "/metrics").text
         assert 'kubediffusers_rejected_requests_total{reason="client_disconnected"} 1.0' in metrics
         assert gate.calls == 1  # the abandoned request never reached the pipeline
+
+
+async def test_then_runs_on_the_inference_thread_and_not_for_a_job_nobody_waits_for() -> None:
+    import threading
+
+    from kubediffusers.runner.metrics import Metrics
+    from kubediffusers.runner.worker import InferenceWorker, Job
+
+    executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
+    worker = InferenceWorker(executor, Metrics("text-to-image"), max_queue_size=4)
+    worker.start()
+    threads: list[str] = []
+
+    def then(result: int) -> tuple[str, int]:
+        threads.append(threading.current_thread().name)
+        return ("then", result)
+
+    try:
+        job: Job[Any] = Job(work=3, execute=lambda works, on_step: [w * 2 for w in works], then=then)
+        worker.submit(job)
+        assert await worker.result(job, 30) == ("then", 6)
+        assert len(threads) == 1 and threads[0].startswith("inference")
+
+        def cancel_while_running(works: list[int], on_step: Any) -> list[int]:
+            gone.cancel("timeout")  # its client gave up during the call
+            return [w * 2 for w in works]
+
+        gone: Job[Any] = Job(work=4, execute=cancel_while_running, then=then)
+        worker.submit(gone)
+        assert await asyncio.wait_for(gone.future, 30) == 8  # delivered as it came: nobody encodes it
+        assert len(threads) == 1
+    finally:
+        await worker.stop()
+        executor.shutdown()

@@ -88,7 +88,7 @@ def full_spec() -> dict[str, Any]:
                 "attention": "default",
                 "channelsLast": True,
                 "fuseQkv": True,
-                "compile": {"unet": True, "vae": True, "mode": "reduce-overhead", "regional": False},
+                "compile": {"unet": True, "vae": True, "mode": "reduce-overhead", "regional": False, "batchSizes": [1, 2, 4]},
                 "deepcacheInterval": 2,
                 "tinyVaeId": "madebyollin/taesd",
                 "vaeSlicing": True,

@@ -240,6 +240,15 @@ class CompileSpec(_Model):
         default=True,
         description="Compile a transformer's repeated blocks once each (regional compilation: a shorter cold start) instead of the whole model; UNets compile whole.",
     )
+    batch_sizes: list[Annotated[int, Field(ge=1, le=256)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description=(
+            "Batch sizes compiled at warm-up, increasing; every call is padded up to one (or split), so none compiles in the request path. "
+            "Unset: 1, 2, 4, ... up to the largest call (maxBatchSize, or limits.maxImagesPerRequest when larger)."
+        ),
+    )
 
 
 class OptimizationsSpec(_Model):
@@ -371,6 +380,21 @@ class RunnerSpec(_Model):
         max_length=64,
         description="Extra environment variables for the runner container; they replace operator-built ones of the same name (e.g. KUBEDIFFUSERS_DEVICE).",
     )
+
+    @model_validator(mode="after")
+    def _compile_batch_sizes_fit(self) -> RunnerSpec:
+        # The runner refuses these at start-up too (settings.RunnerSettings); here they are a Valid=False condition instead of a crash loop.
+        sizes = self.optimizations.compile.batch_sizes
+        if sizes is None:
+            return self
+        if sizes != sorted(set(sizes)):
+            raise ValueError(f"optimizations.compile.batchSizes must be increasing without repeats, got {sizes}")
+        largest = max(self.max_batch_size or 1, self.limits.max_images_per_request or 4)
+        if sizes[-1] > largest:
+            raise ValueError(
+                f"optimizations.compile.batchSizes: {sizes[-1]} is more images than one call ever has (maxBatchSize, limits.maxImagesPerRequest: {largest})"
+            )
+        return self
 
 
 class NetworkPolicySpec(_Model):

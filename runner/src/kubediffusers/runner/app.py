@@ -47,6 +47,7 @@ def create_app(settings: RunnerSettings, *, tasks: list[Task] | None = None, loa
             if loader is not None and not loader.done():
                 loader.cancel()
             await context.worker.stop()
+            context.model.close()
             context.executor.shutdown(wait=False, cancel_futures=True)
 
     # Swagger UI and ReDoc load their scripts from a public CDN: not on a runner that guards its routes.

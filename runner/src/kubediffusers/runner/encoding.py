@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -62,14 +63,32 @@ def choose(requested: ImageFormat | None, quality: int | None, settings: RunnerS
     return Encoding(requested or settings.output_format, quality or settings.output_quality)
 
 
+# Set on the encoder pool's threads (encode_all encodes there too rather than wait on the pool).
+_here = threading.local()
+
+
+def _mark_encoder_thread() -> None:
+    _here.encoder = True
+
+
 @cache
 def pool() -> ThreadPoolExecutor:
     """The encoder threads: one per CPU the process may use (never the inference thread)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return ThreadPoolExecutor(max_workers=max(1, cpus), thread_name_prefix="encoder")
+    return ThreadPoolExecutor(max_workers=max(1, cpus), thread_name_prefix="encoder", initializer=_mark_encoder_thread)
 
 
 def encode_all(images: list[Image.Image], encoding: Encoding) -> list[bytes]:
-    """Every image encoded, on the encoder pool (called from a thread other than
-    the pool's: the routes run the response off the event loop)."""
-    return list(pool().map(encoding.encode, images))
+    """Every image encoded, in parallel on the encoder pool.
+
+    Called on an encoder thread (the answer is built there: routes.delivery), this
+    thread encodes the first image and hands the others to its pool mates,
+    taking back each one no mate has started: no thread waits on a pool that is
+    busy with waiters, and one image takes no hand-off at all."""
+    if not getattr(_here, "encoder", False):
+        return list(pool().map(encoding.encode, images))
+    others = [pool().submit(encoding.encode, image) for image in images[1:]]
+    encoded = [encoding.encode(image) for image in images[:1]]
+    for future, image in zip(others, images[1:], strict=True):
+        encoded.append(encoding.encode(image) if future.cancel() else future.result())
+    return encoded

@@ -179,6 +179,11 @@ class Metrics:
         self.model_load_seconds = Gauge("kubediffusers_model_load_seconds", "Seconds the model took to load", registry=self.registry)
         self.warmup_seconds = Gauge("kubediffusers_warmup_seconds", "Seconds the warm-up generation took", registry=self.registry)
         self.ready = Gauge("kubediffusers_ready", "1 when the model is loaded and warm", registry=self.registry)
+        self.recompilations = Counter(
+            "kubediffusers_recompilations",
+            "torch.compile compilations after ready (a shape warm-up did not cover; each costs a request seconds to minutes)",
+            registry=self.registry,
+        )
         self.registry.register(_GpuMemoryCollector())
         self.task = task
 

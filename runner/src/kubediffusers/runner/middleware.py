@@ -93,7 +93,9 @@ class BodyLimits:
             if body_done or refused:  # later calls only wait for a disconnect: no deadline
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+                # A deadline on this task, not wait_for's task per receive: one loop iteration less per request.
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
             except TimeoutError:
                 return await refuse(408, f"the request body did not arrive within {self.timeout_seconds:g} seconds")
             if message["type"] == "http.request":

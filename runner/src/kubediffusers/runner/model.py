@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from kubediffusers.runner.errors import ModelUnavailable, NotReady, one_line
 from kubediffusers.runner.metrics import Metrics
 from kubediffusers.runner.pipelines import pipeline_class
+from kubediffusers.runner.pipelines.recompiles import RecompileWatch
 from kubediffusers.runner.settings import RunnerSettings
 from kubediffusers.runner.snapshots import locate
 
@@ -51,6 +52,7 @@ class ModelHolder:
         self.reason = "loading the model"
         self.revision: str | None = None
         self.pipeline: TaskPipeline | None = None
+        self.recompiles = RecompileWatch(metrics.recompilations)
 
     @property
     def ready(self) -> bool:
@@ -72,6 +74,10 @@ class ModelHolder:
             log.exception("model failed to load")
             self._fail(f"model failed to load: {one_line(exc)}")
 
+    def close(self) -> None:
+        """Stop counting compilations (dynamo's callbacks are process-wide; tests make many apps)."""
+        self.recompiles.remove()
+
     def _fail(self, reason: str) -> None:
         self.state, self.reason, self.pipeline = ModelState.ERROR, reason, None
         self._metrics.ready.set(0)
@@ -90,6 +96,8 @@ class ModelHolder:
             for batch in pipeline.warmup_batches(compiled, self.settings.max_batch_size):
                 pipeline.run_batch(batch)
             self._metrics.warmup_seconds.set(time.monotonic() - warm_started)
+        if self.settings.compile_unet or self.settings.compile_vae:
+            self.recompiles.install()  # from now on a compilation is one warm-up missed
         self.pipeline = pipeline
         self.state, self.reason = ModelState.OK, "ready"
         self._metrics.ready.set(1)

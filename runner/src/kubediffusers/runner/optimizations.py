@@ -16,6 +16,7 @@ import torch
 
 from kubediffusers.runner import hotpath
 from kubediffusers.runner.errors import ModelUnavailable, one_line
+from kubediffusers.runner.pipelines.buckets import Buckets, allow_bucket_graphs
 from kubediffusers.runner.settings import Attention, CpuOffload, RunnerSettings, TransformerCache
 from kubediffusers.runner.snapshots import locate
 
@@ -184,20 +185,21 @@ def configure_compile_cache(settings: RunnerSettings) -> None:
 
 def _compile(pipe: Any, settings: RunnerSettings) -> list[str]:
     configure_compile_cache(settings)
+    allow_bucket_graphs(Buckets.of(settings))  # one static graph per compiled batch size: pipelines.buckets
     mode = settings.compile_mode.value
     done = []
     denoiser = _denoiser(pipe)
     if settings.compile_unet and denoiser is not None and settings.compile_regional and hotpath.compiles_by_block(pipe, denoiser):
-        denoiser.compile_repeated_blocks(mode=mode)  # in place: each repeated block compiles once, not the whole graph
+        denoiser.compile_repeated_blocks(mode=mode, dynamic=False)  # in place: each repeated block compiles once, not the whole graph
         done.append(f"compiled-blocks:{mode}")
     elif settings.compile_unet and denoiser is not None:
-        compiled = torch.compile(denoiser, mode=mode)
+        compiled = torch.compile(denoiser, mode=mode, dynamic=False)
         if getattr(pipe, "unet", None) is denoiser:
             pipe.unet = compiled
         else:
             pipe.transformer = compiled
         done.append(f"compiled-unet:{mode}")
     if settings.compile_vae and getattr(pipe, "vae", None) is not None:
-        pipe.vae.decode = torch.compile(pipe.vae.decode, mode=mode)
+        pipe.vae.decode = torch.compile(pipe.vae.decode, mode=mode, dynamic=False)
         done.append(f"compiled-vae:{mode}")
     return done

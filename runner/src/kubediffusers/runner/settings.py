@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -222,6 +222,15 @@ class RunnerSettings(BaseSettings):
         default=True,
         description="Compile a transformer's repeated blocks once each (regional compilation: a shorter cold start) instead of the whole model; UNets compile whole.",
     )
+    compile_batch_sizes: list[Annotated[int, Field(ge=1, le=256)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description=(
+            "Batch sizes compiled at warm-up (a JSON list, e.g. [1, 2, 4]); every call is padded up to one, or split, "
+            "so none compiles in the request path; unset: 1, 2, 4, ... up to the largest call (max_batch_size or max_images_per_request)."
+        ),
+    )
     compile_cache_dir: Path | None = Field(
         default=None,
         description="Where compiled kernels are cached; default <model_dir>/.compile-cache so a restarted pod reuses them.",
@@ -295,12 +304,25 @@ class RunnerSettings(BaseSettings):
             raise ValueError("cpu_offload cannot be combined with torch.compile")
         if self.cpu_offload is not CpuOffload.NONE and self.text_encoder_offload:
             raise ValueError("text_encoder_offload cannot be combined with cpu_offload, which offloads the text encoders already")
+        if self.compile_batch_sizes is not None:
+            self._check_compile_batch_sizes(self.compile_batch_sizes)
         names = [lora.name for lora in self.loras]
         if len(set(names)) != len(names):
             raise ValueError(f"loras: adapter names must be unique, got {names}")
         if self.loras and self.fuse_qkv:
             raise ValueError("fuse_qkv cannot be combined with loras (fused projections bypass the adapters)")
         return self
+
+    def _check_compile_batch_sizes(self, sizes: list[int]) -> None:
+        # Padding and splitting (pipelines.buckets) need increasing sizes; one past the largest call would compile for nothing.
+        if sizes != sorted(set(sizes)):
+            raise ValueError(f"compile_batch_sizes must be increasing without repeats, got {sizes}")
+        largest = max(self.max_batch_size, self.max_images_per_request)
+        if sizes[-1] > largest:
+            raise ValueError(
+                f"compile_batch_sizes: {sizes[-1]} is more images than one call ever has "
+                f"(max_batch_size {self.max_batch_size}, max_images_per_request {self.max_images_per_request})"
+            )
 
     def resolved_drain_seconds(self) -> float:
         # A synchronous request gets 504 at the request timeout: by then every accepted one has an answer.

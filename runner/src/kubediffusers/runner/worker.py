@@ -48,6 +48,10 @@ class Job(Generic[T]):
     step: int = 0
     total_steps: int = 0
     cancelled: str | None = None  # why nobody wants the result any more
+    # Called on the inference thread with the job's result the moment the call returns,
+    # to start what comes next on another thread (the answer's encoding: routes.delivery);
+    # what it returns (quickly) is what the job delivers. No event-loop wake-up in between.
+    then: Callable[[T], Any] | None = None
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Skip it if queued; stop it at the next step if running (unless batch mates still want theirs)."""
@@ -175,7 +179,7 @@ class InferenceWorker:
             self._metrics.batch_images.observe(sum(j.weight for j in batch))
             self._metrics.batch_requests.observe(len(batch))
             try:
-                results = await loop.run_in_executor(self._executor, batch[0].execute, [j.work for j in batch], self._step_callback(batch))
+                results = await loop.run_in_executor(self._executor, self._execute, batch)
             except Cancelled:
                 for job in batch:
                     self._fail(job, ClientGone(f"{job.cancelled or 'cancelled'} while running"))
@@ -195,6 +199,11 @@ class InferenceWorker:
             finally:
                 self.running = []
                 self._metrics.busy.set(0)
+
+    def _execute(self, batch: list[Job[Any]]) -> list[Any]:
+        """The pipeline call, on the inference thread, then each job's ``then`` (not for a job nobody waits for)."""
+        results = batch[0].execute([j.work for j in batch], self._step_callback(batch))
+        return [job.then(result) if job.then is not None and job.cancelled is None else result for job, result in zip(batch, results, strict=True)]
 
     @staticmethod
     def _fail(job: Job[Any], exc: BaseException) -> None:

@@ -24,7 +24,7 @@ from kubediffusers.runner import families, optimizations, schedulers, transforme
 from kubediffusers.runner.adapters import Adapters
 from kubediffusers.runner.errors import GpuOutOfMemory, InvalidInput, ModelUnavailable, one_line
 from kubediffusers.runner.params import TaskParams
-from kubediffusers.runner.pipelines.postprocess import to_images
+from kubediffusers.runner.pipelines.buckets import Buckets
 from kubediffusers.runner.pipelines.prompt_cache import PromptCache
 from kubediffusers.runner.pipelines.support import check_task_support
 from kubediffusers.runner.safety import SafetyChecker
@@ -46,6 +46,8 @@ class TaskPipeline(ABC):
     # Add-ons loaded with the model (None: not configured): LoRA adapters and the safety checker.
     adapters: Adapters | None = None
     safety: SafetyChecker | None = None
+    # The batch sizes calls are padded to when compiled (pipelines.buckets); none by default.
+    buckets: Buckets = Buckets()
 
     def __init__(self, pipe: Any, device: str) -> None:
         self.pipe = pipe
@@ -90,6 +92,7 @@ class TaskPipeline(ABC):
         pipeline = cls(pipe, device)
         pipeline.family = family
         pipeline.prompt_cache = PromptCache(settings.prompt_cache_size)
+        pipeline.buckets = Buckets.of(settings)
         pipeline.adapters, pipeline.safety = adapters, SafetyChecker.load(settings, device, dtype)
         return pipeline
 
@@ -206,14 +209,12 @@ class BatchedPipeline(TaskPipeline):
         first = self.warmup_work()
         if not compiled:
             return [[first]]
-        # Classifier-free guidance doubles the UNet batch: compile both (turbo
-        # models run with guidance 0), and the largest batch the worker forms.
+        # Classifier-free guidance doubles the UNet batch: compile both (turbo models
+        # run with guidance 0), at every batch size calls will have (pipelines.buckets).
         cfg = replace(first, params=first.params.model_copy(update={"guidance_scale": 7.5}))
         no_cfg = replace(first, params=first.params.model_copy(update={"guidance_scale": 0.0}))
-        batches = [[cfg], [no_cfg]]
-        if max_batch_size > 1:
-            batches += [[replace(w, num_images=max_batch_size)] for w in (cfg, no_cfg)]
-        return batches
+        sizes = self.buckets.sizes or tuple(sorted({1, max_batch_size}))
+        return [[replace(w, num_images=size)] for size in sizes for w in (cfg, no_cfg)]
 
     def guided(self, kwargs: dict[str, Any]) -> bool:
         """Whether diffusers will run classifier-free guidance for these arguments (as its pipelines decide)."""
@@ -230,25 +231,28 @@ class BatchedPipeline(TaskPipeline):
 
     def _call(self, works: list[Work], on_step: StepCallback | None) -> list[list[GeneratedImage]]:
         kwargs = self.shared_arguments(works[0])
+        per_row = [*self.per_item_arguments(works[0]), "generator"]
         for name in self.per_item_arguments(works[0]):
             kwargs[name] = [self.per_item_arguments(w)[name] for w in works for _ in w.seeds]
         kwargs["generator"] = [torch.Generator(device="cpu").manual_seed(s) for w in works for s in w.seeds]
         kwargs["num_images_per_prompt"] = 1
         kwargs["output_type"] = "pt"  # quantized on the device: postprocess.to_images
-        self.prompt_cache.replace_prompts(self.pipe, kwargs, guided=self.guided(kwargs))
-        if on_step is not None:
-            total = self.steps_of(works[0])
+        guided, steps = self.guided(kwargs), self.steps_of(works[0])
 
-            def callback(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-                on_step(step + 1, total)
-                return tensors
+        def call(chunk: dict[str, Any], index: int, count: int) -> Any:
+            # One diffusers call at a compiled batch size (pipelines.buckets); a split call's steps add up.
+            self.prompt_cache.replace_prompts(self.pipe, chunk, guided=guided)
+            if on_step is not None:
 
-            kwargs["callback_on_step_end"] = callback
+                def callback(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+                    on_step(index * steps + step + 1, count * steps)
+                    return tensors
+
+                chunk["callback_on_step_end"] = callback
+            return call_pipeline(self.pipe, chunk)
+
         with schedulers.using(self.pipe, works[0].params.scheduler):
-            output = call_pipeline(self.pipe, kwargs)
-        pictures = to_images(output.images)
-        nsfw = getattr(output, "nsfw_content_detected", None) or [False] * len(pictures)
-        images = iter(zip(pictures, nsfw, strict=True))
+            images = iter(self.buckets.run(kwargs, per_row, call))
         results = []
         for work in works:
             results.append(

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Annotated, Any
@@ -17,6 +18,7 @@ from PIL import Image
 
 from kubediffusers.runner.context import RunnerContext
 from kubediffusers.runner.encoding import FORMAT_OF_MEDIA_TYPE, MEDIA_TYPES, Encoding, choose, encode_all
+from kubediffusers.runner.encoding import pool as encoder_pool
 from kubediffusers.runner.errors import InvalidInput
 from kubediffusers.runner.jobs import job_state
 from kubediffusers.runner.settings import ImageFormat, RunnerSettings
@@ -199,16 +201,21 @@ def count_outputs(ctx: RunnerContext, results: list[GeneratedImage | GeneratedVi
     ctx.metrics.images.labels(ctx.settings.task.value).inc(produced)
 
 
-async def generate(ctx: RunnerContext, request: Request, work: Work) -> list[Any]:
-    """Queue the work, wait for its turn and its result within the request timeout."""
+async def generate(ctx: RunnerContext, request: Request, work: Work, then: Callable[[list[Any]], Any] | None = None) -> Any:
+    """Queue the work, wait for its turn and its result within the request timeout.
+
+    With ``then``, what it made of the results on the inference thread (``Job.then``),
+    which then counts them; without, the results, counted here."""
     job = new_job(ctx, work, disconnected=request.is_disconnected)
+    job.then = then
     ctx.worker.submit(job)
     watcher = asyncio.create_task(watch_disconnect(request, job))
     try:
         results = await ctx.worker.result(job, ctx.settings.request_timeout_seconds)
     finally:
         watcher.cancel()
-    count_outputs(ctx, results)
+    if then is None:
+        count_outputs(ctx, results)
     return results
 
 
@@ -226,10 +233,19 @@ async def respond(ctx: RunnerContext, request: Request, work: Work, respond_asyn
     if respond_async:
         return await submit_job(ctx, request, work, output)
     _, response = output.bind(request_encoding(work, ctx.settings))
-    results = await generate(ctx, request, work)
-    # Encoding images (or a video) is CPU work: off the event loop and the
-    # inference thread (this thread hands a batch's images to the encoder pool).
-    return await asyncio.to_thread(response, request, results)
+
+    def answer(results: list[Any]) -> Response:
+        count_outputs(ctx, results)
+        return response(request, results)
+
+    # Encoding images (or a video) is CPU work: off the event loop and the inference
+    # thread. The inference thread hands the results straight to an encoder thread
+    # (which shares a batch with its pool mates); the event loop wakes once, for the answer.
+    def start(results: list[Any]) -> Future[Response]:
+        return encoder_pool().submit(answer, results)
+
+    encoded: Future[Response] = await generate(ctx, request, work, then=start)
+    return await asyncio.wrap_future(encoded)
 
 
 async def submit_job(ctx: RunnerContext, request: Request, work: Work, output: OutputFormat) -> Response:
