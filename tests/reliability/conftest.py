@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.procs import RunnerProcess
-
-QUEUE = 4  # the text-to-image runner's KUBEDIFFUSERS_MAX_QUEUE_SIZE
+from tests.reliability.procs import QUEUE, RunnerProcess
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,20 @@ every case and reports every failure instead of stopping (and shrinking) at the
 first:
 
 * no 5xx, except 503 with a Retry-After header (queue full, as documented);
-* every 4xx/5xx body is exactly ``{"detail": {"msg": <str>, ...}}`` (on PICO's routes, PICO's
-  ``{"detail": <str>}`` or FastAPI's 422 list) and carries no traceback;
+* every 4xx/5xx body is exactly ``{"detail": {"msg": <str>, ...}}``, a 422 FastAPI's list
+  ``{"detail": [{"loc", "msg", "type"}]}`` of at most 20 items (on PICO's routes, PICO's
+  ``{"detail": <str>}`` instead of the first), and carries no traceback;
 * the response arrives (a transport error means the server died or hung).
+
+Explicit cases (``Explicit``: a request and the status it must get) run first,
+through the same schemathesis calls and checks. They are what makes a bounded
+run prove something every time: the drawn cases are deterministic
+(``derandomize``) only for the same set of loaded modules, because Hypothesis
+(since 6.131) also draws, 5% of the time per choice, constants it collects from
+every module under the working directory in ``sys.modules``. The full suite
+imports every test module at collection, so its draws differ from a run of the
+fuzz tests alone (the multipart route drew its only two 200s alone and none in
+the full suite's order).
 
 Shared by tests/reliability/test_fuzz.py (bounded) and hack/reliability.py (long).
 """
@@ -50,6 +61,15 @@ def with_real_images(strategy: Any) -> Any:
     return st.tuples(strategy, st.booleans(), st.integers(1, 96), st.integers(1, 96)).map(swap)
 
 
+@dataclass(frozen=True)
+class Explicit:
+    """One request (``APIOperation.Case`` arguments) and the status it must get."""
+
+    status: int
+    case: dict[str, Any]
+    why: str
+
+
 @dataclass
 class RouteReport:
     label: str
@@ -73,6 +93,21 @@ def path_of(response: Any) -> str:
     return str(request.path_url) if hasattr(request, "path_url") else str(request.url.path)
 
 
+def validation_list(detail: Any) -> bool:
+    """FastAPI's 422 detail (livepeer's HTTPValidationError), bounded to 20 items without 'input' or 'ctx'."""
+    if not (isinstance(detail, list) and 1 <= len(detail) <= 20):
+        return False
+    return all(
+        isinstance(item, dict)
+        and set(item) == {"loc", "msg", "type"}
+        and isinstance(item["loc"], list)
+        and all(isinstance(p, str | int) for p in item["loc"])
+        and isinstance(item["msg"], str)
+        and isinstance(item["type"], str)
+        for item in detail
+    )
+
+
 def check_response(response: requests.Response) -> list[str]:
     """What is wrong with one answer (empty when it is fine)."""
     problems = []
@@ -87,9 +122,11 @@ def check_response(response: requests.Response) -> list[str]:
         except ValueError:
             return [*problems, f"{status} body is not JSON: {response.text[:200]!r}"]
         detail = body.get("detail") if isinstance(body, dict) else None
-        if path_of(response).startswith(PICO_PREFIX):
-            # PICO's routes answer in PICO's shapes (docs/runner-api.md): {"detail": str}, FastAPI's 422 list.
-            shaped = isinstance(detail, str) or (status == 422 and isinstance(detail, list))
+        if status == 422:
+            shaped = validation_list(detail)
+        elif path_of(response).startswith(PICO_PREFIX):
+            # PICO's routes answer in PICO's shapes (docs/runner-api.md): {"detail": str}.
+            shaped = isinstance(detail, str)
         else:
             shaped = isinstance(detail, dict) and isinstance(detail.get("msg"), str)
         if not (isinstance(body, dict) and set(body) == {"detail"} and shaped):
@@ -104,6 +141,27 @@ def describe(case: Any) -> str:
         if value:
             parts.append(f"{name}={str(value)[:300]}")
     return " ".join(parts)
+
+
+def run_explicit(operation: Any, base_url: str, explicit: list[Explicit], session: requests.Session) -> RouteReport:
+    """The explicit cases of one operation, each checked like a drawn one and for its status."""
+    report = RouteReport(label=f"{operation.method.upper()} {operation.path}", mode="explicit")
+    started = time.monotonic()
+    for one in explicit:
+        case = operation.Case(**one.case)
+        report.cases += 1
+        try:
+            response = case.call(base_url=base_url, session=session, timeout=120)
+        except requests.RequestException as exc:
+            report.failures.append(f"no answer ({type(exc).__name__}: {exc}) to {one.why}: {describe(case)}")
+            continue
+        report.statuses[response.status_code] += 1
+        if response.status_code != one.status:
+            report.failures.append(f"{one.why}: {response.status_code}, not {one.status}: {response.text[:200]!r}")
+        for problem in check_response(response):
+            report.failures.append(f"{problem} for {one.why}")
+    report.seconds = time.monotonic() - started
+    return report
 
 
 def fuzz_operation(operation: Any, base_url: str, mode: GenerationMode, max_examples: int, seed: int | None, session: requests.Session) -> RouteReport:
@@ -155,10 +213,12 @@ def fuzz_server(
     only: tuple[str, ...] | None = None,
     seed: int | None = None,
     examples_for: dict[str, int] | None = None,
+    explicit: dict[str, list[Explicit]] | None = None,
 ) -> list[RouteReport]:
     """Fuzz every operation of the live schema (or those whose path is in ``only``).
 
-    ``examples_for`` overrides ``max_examples`` per path (e.g. fewer for /metrics).
+    ``examples_for`` overrides ``max_examples`` per path (e.g. fewer for /metrics);
+    ``explicit`` gives a path's explicit cases, run before its drawn ones.
     """
     schema = schemathesis.openapi.from_url(base_url + "/openapi.json")
     reports = []
@@ -168,6 +228,8 @@ def fuzz_server(
             if only is not None and operation.path not in only:
                 continue
             count = (examples_for or {}).get(operation.path, max_examples)
+            if (explicit or {}).get(operation.path):
+                reports.append(run_explicit(operation, base_url, (explicit or {})[operation.path], session))
             for mode in modes:
                 reports.append(fuzz_operation(operation, base_url, mode, count, seed, session))
     return reports

@@ -5,6 +5,9 @@ impossible sizes), truncated images and files that are not images at all."""
 from __future__ import annotations
 
 import io
+import itertools
+import json
+import string
 import struct
 
 from PIL import Image
@@ -111,3 +114,21 @@ NOT_IMAGES = {
     "png magic only": b"\x89PNG\r\n\x1a\n",
     "nul bytes": b"\0" * 4096,
 }
+
+
+def unknown_key_flood(limit: int = 1024 * 1024, prompt: str = "x") -> tuple[bytes, int]:
+    """The JSON body with the most unknown keys that fits in ``limit`` bytes (the runner's
+    JSON cap): a valid prompt, then every 1-, 2- and 3-character key with the value 0,
+    compactly written (131 566 keys in 1 MiB). One validation error per key.
+    Returns (body, number of unknown keys)."""
+    alphabet = string.ascii_letters + string.digits
+    parts = [json.dumps({"prompt": prompt}, separators=(",", ":"))[1:-1]]
+    size = len(parts[0]) + 2
+    for length in (1, 2, 3):
+        for key in itertools.product(alphabet, repeat=length):
+            item = f'"{"".join(key)}":0'
+            if size + len(item) + 1 > limit:
+                return ("{" + ",".join(parts) + "}").encode(), len(parts) - 1
+            parts.append(item)
+            size += len(item) + 1
+    raise AssertionError("limit larger than the keys of up to 3 characters")

@@ -21,6 +21,8 @@ from PIL import Image
 
 from kubediffusers.runner.dev.tiny import ensure_tiny_model, tiny_model_id
 
+QUEUE = 4  # KUBEDIFFUSERS_MAX_QUEUE_SIZE of the shared text-to-image runner (conftest); the load tests count on it
+
 RUNNER = Path(sys.executable).parent / "kubediffusers-runner"
 
 # Every request the limits accept is cheap on a CPU: at most 2 steps, 64x64, one image.

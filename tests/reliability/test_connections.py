@@ -5,7 +5,6 @@ of idle sockets neither exhausts the server nor locks the probes out."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from tests.reliability.procs import RunnerProcess
+from tests.reliability.sockets import connect, flood, read_answer
 from tests.runner.helpers import wait_until
 
 pytestmark = pytest.mark.slow
@@ -34,42 +34,6 @@ def guarded(reliability_models: Path) -> Iterator[RunnerProcess]:
     }
     with RunnerProcess(reliability_models, "text-to-image", env=env) as runner:
         yield runner
-
-
-def connect(runner: RunnerProcess, rcvbuf: int | None = None) -> socket.socket:
-    sock = socket.socket()
-    if rcvbuf is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(30)
-    sock.connect(("127.0.0.1", runner.port))
-    return sock
-
-
-def read_answer(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection."""
-    chunks = []
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def flood(sock: socket.socket, head: bytes, line: bytes, total: int) -> int:
-    """Send ``head`` then ``line`` repeatedly up to ``total`` bytes or until the server stops taking them."""
-    sent = 0
-    try:
-        sock.sendall(head)
-        while sent < total:
-            sock.sendall(line)
-            sent += len(line)
-    except OSError:
-        pass  # the server answered and closed: that is the point
-    return sent
 
 
 @pytest.mark.parametrize(

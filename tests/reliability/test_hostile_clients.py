@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.reliability.fuzz import check_response
+from tests.reliability.hostile import unknown_key_flood
 from tests.reliability.procs import RunnerProcess, png_bytes
 
 pytestmark = pytest.mark.slow
@@ -99,9 +102,59 @@ def test_validation_errors_are_capped(t2i_proc: RunnerProcess) -> None:
     assert r.status_code == 422, r.text[:300]
     assert len(r.content) < 16 * 1024, len(r.content)
     detail = r.json()["detail"]
-    assert len(detail["errors"]) == 20 and "and 39980 more errors" in detail["msg"]
+    assert not check_response(r) and len(detail) == 20, detail
+    assert detail[0] == {"loc": ["body", "unknown0"], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}
+    assert detail[-1] == {"loc": ["body"], "msg": "and 39981 more errors (at most 20 are reported)", "type": "too_many_errors"}
     assert httpx.get(t2i_proc.url + "/healthz", timeout=5).status_code == 200
     assert took < 20, took
+
+
+PROBE_TIMEOUT = 5  # seconds: the pod's liveness and readiness probes (operator builders/deployment.py)
+
+
+def test_probes_answer_while_the_worst_bodies_inside_the_json_cap_are_validated(t2i_proc: RunnerProcess) -> None:
+    """Four clients each send the JSON body with the most unknown keys that fits in 1 MiB,
+    again and again, while a probe polls /healthz: every probe answers within the probes'
+    timeout, and every flood gets FastAPI's 422 list of 20 items with the count of the rest."""
+    body, unknown = unknown_key_flood()
+    stop = threading.Event()
+    answers: list[httpx.Response | Exception] = []
+    probes: list[float] = []
+
+    def flood() -> None:
+        with httpx.Client(timeout=60) as client:
+            while not stop.is_set():
+                try:
+                    answers.append(client.post(t2i_proc.url + "/text-to-image", content=body, headers={"Content-Type": "application/json"}))
+                except httpx.HTTPError as exc:
+                    answers.append(exc)
+
+    def probe() -> None:
+        with httpx.Client(timeout=PROBE_TIMEOUT) as client:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    ok = client.get(t2i_proc.url + "/healthz").status_code == 200
+                except httpx.HTTPError:
+                    ok = False  # a probe timed out
+                probes.append(time.monotonic() - started if ok else float("inf"))
+                time.sleep(0.05)
+
+    floods = [threading.Thread(target=flood) for _ in range(4)]
+    prober = threading.Thread(target=probe)
+    for thread in [*floods, prober]:
+        thread.start()
+    time.sleep(6)
+    stop.set()
+    for thread in [*floods, prober]:
+        thread.join(60)
+    assert len(answers) >= 4 and len(probes) >= 10, (len(answers), len(probes))
+    assert max(probes) < PROBE_TIMEOUT, sorted(probes)[-5:]
+    for r in answers:
+        assert isinstance(r, httpx.Response), r
+        assert r.status_code == 422 and not check_response(r), r.text[:300]
+        assert r.json()["detail"][-1]["msg"] == f"and {unknown - 19} more errors (at most 20 are reported)"
+    assert t2i_proc.good_request().status_code == 200
 
 
 def test_a_json_body_over_the_json_limit_is_413_before_parsing(t2i_proc: RunnerProcess) -> None:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.reliability.conftest import QUEUE
 from tests.reliability.load import overload, soak
-from tests.reliability.procs import RunnerProcess
+from tests.reliability.procs import QUEUE, RunnerProcess
 
 pytestmark = pytest.mark.slow
 

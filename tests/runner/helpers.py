@@ -111,11 +111,31 @@ def metric(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"{name}{{{want}}} not in metrics")
 
 
+def error_text(body: dict) -> str:
+    """An error answer's message: detail.msg, or a 422's items as "loc: msg; ..."."""
+    detail = body["detail"]
+    if isinstance(detail, list):
+        return "; ".join(f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in detail)
+    return str(detail["msg"])
+
+
+def assert_validation_shape(body: dict) -> None:
+    """FastAPI's 422 (livepeer's HTTPValidationError): {"detail": [{"loc", "msg", "type"}]}, bounded."""
+    assert set(body) == {"detail"} and isinstance(body["detail"], list) and 1 <= len(body["detail"]) <= 20, body
+    for item in body["detail"]:
+        assert set(item) == {"loc", "msg", "type"}, item
+        assert isinstance(item["loc"], list) and all(isinstance(p, str | int) for p in item["loc"]), item
+        assert isinstance(item["msg"], str) and isinstance(item["type"], str), item
+
+
 def assert_error(r, status: int, fragment: str) -> None:  # type: ignore[no-untyped-def]
     assert r.status_code == status, r.text
     body = r.json()
-    assert set(body) == {"detail"} and isinstance(body["detail"]["msg"], str)
-    assert fragment in body["detail"]["msg"], body
+    if status == 422:
+        assert_validation_shape(body)
+    else:
+        assert set(body) == {"detail"} and isinstance(body["detail"]["msg"], str)
+    assert fragment in error_text(body), body
     assert "Traceback" not in r.text
 
 

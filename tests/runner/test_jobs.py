@@ -106,7 +106,8 @@ def test_async_query_parameter_and_raw_result(client: TestClient) -> None:
 
 
 def test_bad_input_is_refused_at_submission_not_in_the_job(client: TestClient) -> None:
-    assert_error(client.post("/text-to-image", json={"prompt": ""}, headers=ASYNC), 422, "prompt")
+    assert_error(client.post("/text-to-image", json={"prompt": ""}, headers=ASYNC), 400, "Prompt must be provided.")
+    assert_error(client.post("/text-to-image", json={}, headers=ASYNC), 422, "prompt")
     assert_error(client.post("/text-to-image", json={**BODY, "num_inference_steps": 999}, headers=ASYNC), 400, "at most")
     assert_error(client.post("/text-to-image?async=maybe", json=BODY), 422, "async")
 

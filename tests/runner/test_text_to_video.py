@@ -104,7 +104,7 @@ def test_same_seed_same_video(client: TestClient) -> None:
         ({"fps": 61}, 422, "fps"),
         ({"guidance_scale": -1}, 422, "guidance_scale"),
         ({"num_inference_steps": 151}, 400, "at most 150"),
-        ({"prompt": ""}, 422, "prompt"),
+        ({"prompt": ""}, 400, "Prompt must be provided."),
         ({"image": "x"}, 422, "image"),
         ({"motion_bucket_id": 10}, 422, "motion_bucket_id"),
     ],

@@ -23,8 +23,9 @@ from kubediffusers.runner.settings import Compatibility, RunnerSettings, Task
 DESCRIPTION = """\
 HTTP API of one kubediffusers runner. A runner serves one task; only that
 task's route exists. Responses follow livepeer ai-runner's shapes. Errors are
-`{"detail": {"msg": "..."}}`. PICO's routes (/api/v1/...) answer in PICO's
-shapes; see docs/runner-api.md for the clients of livepeer ai-runner and PICO.
+`{"detail": {"msg": "..."}}`, a 422 FastAPI's `{"detail": [{"loc", "msg", "type"}]}`
+(at most 20 items). PICO's routes (/api/v1/...) answer in PICO's shapes; see
+docs/runner-api.md for the clients of livepeer ai-runner and PICO.
 """
 
 # Headers a browser script may read from an answer (CORS).
@@ -65,7 +66,7 @@ def create_app(settings: RunnerSettings, *, tasks: list[Task] | None = None, loa
     app.include_router(livepeer_routes.router)
     app.include_router(pico_health)
     # The task's routes (native and compatibility) and its async jobs; the token guards them.
-    guarded = [router for task in tasks or [settings.task] for router in task_routers(task, settings.compatibility)] + [jobs.router]
+    guarded = [router for task in tasks or [settings.task] for router in task_routers(task)] + [jobs.router]
     for router in guarded:
         app.include_router(router, dependencies=[Depends(require_token)])
     app.add_middleware(RequestMetrics, metrics=context.metrics)

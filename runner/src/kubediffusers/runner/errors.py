@@ -3,27 +3,28 @@
 Everything the runner raises on purpose is a ``RunnerError`` carrying its HTTP
 status and a message meant for the caller. The handlers installed by
 ``install_error_handlers`` turn those, FastAPI's validation errors, Starlette's
-HTTP errors and anything unexpected into ``{"detail": {"msg": ...}}`` so no
-stack trace ever reaches a client.
+HTTP errors and anything unexpected into livepeer ai-runner's shapes, so its
+clients parse every answer and no stack trace ever reaches a client:
+``{"detail": {"msg": ...}}``; a 422 as FastAPI's list
+``{"detail": [{"loc", "msg", "type"}]}``, bounded (``validation_items``); an
+empty JSON ``prompt`` as livepeer's 400 "Prompt must be provided.".
 
-Routes of another API's clients answer in that API's shapes: the route's class
-carries its ``ErrorStyle`` (``styled_route``), and the handlers render by it.
-livepeer ai-runner: ``{"detail": {"msg"}}`` too, but 422 as FastAPI's list and
-an empty prompt as its 400; PICO: ``{"detail": "<string>"}``, 503 "GPU_BUSY"
-for a full queue, 422 as FastAPI's list.
+PICO's routes answer in PICO's shapes: the route's class carries its
+``ErrorStyle`` (``routes.bodies.styled_route``), and the handlers render by it:
+``{"detail": "<string>"}``, 503 "GPU_BUSY" for a full queue, 422 as FastAPI's list.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -133,28 +134,20 @@ def error_response(status_code: int, msg: str, *, retry_after: int | None = None
     return JSONResponse(error_body(msg, **extra), status_code=status_code, headers=headers)
 
 
-# A 422 reports this many errors at most, each location and message bounded:
-# a body of a million unknown keys once made a 161 MiB answer.
+# A 422 reports this many errors at most (the last saying how many more there
+# were), each location and message bounded: a body of a million unknown keys
+# once made a 161 MiB answer.
 MAX_REPORTED_ERRORS = 20
 MAX_LOC_CHARS = 100
+MAX_LOC_PARTS = 8
+TOO_MANY_ERRORS = "too_many_errors"
 
 
 class ErrorStyle(StrEnum):
-    """Whose error shapes a route answers with."""
+    """Whose error shapes a route answers with (``routes.bodies.styled_route`` sets it on the route's class)."""
 
-    NATIVE = "native"
-    LIVEPEER = "livepeer"
+    NATIVE = "native"  # livepeer ai-runner's, which its clients parse
     PICO = "pico"
-
-
-_ROUTE_CLASSES: dict[ErrorStyle, type[APIRoute]] = {}
-
-
-def styled_route(style: ErrorStyle) -> type[APIRoute]:
-    """The route class (``APIRouter(route_class=...)``) whose errors render in ``style``."""
-    if style not in _ROUTE_CLASSES:
-        _ROUTE_CLASSES[style] = type(f"{style.value.title()}Route", (APIRoute,), {"error_style": style})
-    return _ROUTE_CLASSES[style]
 
 
 def style_of(request: Request) -> ErrorStyle:
@@ -171,21 +164,41 @@ def styled_response(request: Request, status_code: int, msg: str, *, retry_after
     return error_response(status_code, msg, retry_after=retry_after)
 
 
-# livepeer ai-runner checks the prompt itself and answers this 400 (routes/text_to_image.py).
-LIVEPEER_EMPTY_PROMPT = "Prompt must be provided."
+# livepeer ai-runner checks the JSON prompt itself and answers this 400 (routes/text_to_image.py:
+# ``if not params.prompt``, after the schema held). A multipart ``prompt`` left empty is missing
+# to FastAPI, a 422, there as here.
+EMPTY_PROMPT = "Prompt must be provided."
 
 
-def _describe_validation(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
-    found = exc.errors()
-    errors = []
-    for err in found[:MAX_REPORTED_ERRORS]:
-        # Drop 'input' and 'ctx': they can echo huge or binary request data.
-        loc = [str(p)[:MAX_LOC_CHARS] for p in err.get("loc", ()) if p not in ("body", "query")]
-        errors.append({"loc": loc, "msg": one_line(ValueError(err.get("msg", "invalid")), 200), "type": err.get("type", "")})
-    summary = "; ".join(f"{'.'.join(e['loc']) or 'request'}: {e['msg']}" for e in errors)
-    if len(found) > MAX_REPORTED_ERRORS:
-        summary += f"; and {len(found) - MAX_REPORTED_ERRORS} more errors"
-    return summary or "invalid request", errors
+def _bounded_item(err: Mapping[str, Any]) -> dict[str, Any]:
+    # FastAPI's item without 'input' and 'ctx': they can echo huge or binary request data.
+    loc = [part if isinstance(part, int) else str(part)[:MAX_LOC_CHARS] for part in tuple(err.get("loc", ()))[:MAX_LOC_PARTS]]
+    return {"loc": loc, "msg": one_line(ValueError(err.get("msg", "invalid")), 200), "type": str(err.get("type", ""))[:100]}
+
+
+def validation_items(errors: Sequence[Mapping[str, Any]], total: int | None = None) -> list[dict[str, Any]]:
+    """FastAPI's 422 list for ``errors`` (``total`` of them, when only the first are at hand),
+    at most ``MAX_REPORTED_ERRORS`` items: past the cap, the last item says how many more there were."""
+    total = len(errors) if total is None else total
+    if total <= MAX_REPORTED_ERRORS:
+        return [_bounded_item(err) for err in errors[:MAX_REPORTED_ERRORS]]
+    shown = [_bounded_item(err) for err in errors[: MAX_REPORTED_ERRORS - 1]]
+    where = shown[-1]["loc"][:1] if shown else []
+    more = {"loc": where, "msg": f"and {total - len(shown)} more errors (at most {MAX_REPORTED_ERRORS} are reported)", "type": TOO_MANY_ERRORS}
+    return [*shown, more]
+
+
+class BoundedValidationError(RequestValidationError):
+    """A body's first errors and how many there were in all (``routes.bodies``: a flood of
+    unknown keys is counted, not validated key by key)."""
+
+    def __init__(self, errors: Sequence[Any], total: int) -> None:
+        super().__init__(errors)
+        self.total = total
+
+
+def _is_empty_prompt(err: Mapping[str, Any]) -> bool:
+    return tuple(err.get("loc", ())) == ("body", "prompt") and err.get("type") == "string_too_short"
 
 
 async def _runner_error(request: Request, exc: Exception) -> JSONResponse:
@@ -195,25 +208,13 @@ async def _runner_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
-def _fastapi_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    """FastAPI's own 422 items (loc with "body"), without 'input' and 'ctx'."""
-    return [{"loc": list(err.get("loc", ())), "msg": err.get("msg", "invalid"), "type": err.get("type", "")} for err in exc.errors()]
-
-
-def _empty_prompt(exc: RequestValidationError) -> bool:
-    return any(tuple(err.get("loc", ()))[-1:] == ("prompt",) and err.get("type") == "string_too_short" for err in exc.errors())
-
-
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    style = style_of(request)
-    if style is ErrorStyle.LIVEPEER and _empty_prompt(exc):
-        return error_response(400, LIVEPEER_EMPTY_PROMPT)
-    if style is not ErrorStyle.NATIVE:
-        # What livepeer's and PICO's FastAPI apps answer; go-livepeer parses exactly this list.
-        return JSONResponse({"detail": _fastapi_errors(exc)}, status_code=422)
-    msg, errors = _describe_validation(exc)
-    return error_response(422, msg, errors=errors)
+    errors = exc.errors()
+    total = exc.total if isinstance(exc, BoundedValidationError) else len(errors)
+    if style_of(request) is ErrorStyle.NATIVE and total == 1 and _is_empty_prompt(errors[0]):
+        return error_response(400, EMPTY_PROMPT)
+    return JSONResponse({"detail": validation_items(errors, total)}, status_code=422)
 
 
 def _disk_full(exc: BaseException) -> bool:

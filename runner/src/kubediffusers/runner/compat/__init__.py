@@ -5,5 +5,6 @@ What differs from the native API is data and small functions here: each API's
 defaults, statuses, request models and answers. Their routes are generated
 from the registry rows' compatibility routes (``tasks.CompatRoute``) by
 ``routes.livepeer`` and ``routes.pico``; their error shapes live in
-``errors`` (``ErrorStyle``), like every other error.
+``errors`` (``ErrorStyle``: the native shapes are livepeer's; PICO's are its own),
+like every other error.
 """

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from kubediffusers.runner.errors import ErrorStyle
 from kubediffusers.runner.routes.generate import task_router
 from kubediffusers.runner.routes.pico import pico_router
-from kubediffusers.runner.settings import Compatibility, Task
+from kubediffusers.runner.settings import Task
 from kubediffusers.runner.tasks import TASKS, spec_of
 
 
-def task_routers(task: Task, compatibility: Compatibility = Compatibility.NONE) -> list[APIRouter]:
+def task_routers(task: Task) -> list[APIRouter]:
     """The routers a runner serving ``task`` mounts behind its token."""
+    # livepeer's clients call the native paths, whose answers are in livepeer's shapes in
+    # every mode; compatibility livepeer changes statuses and defaults (compat.livepeer), not routes.
     spec = spec_of(task)
-    # livepeer's clients call the native paths: under compatibility livepeer, they answer in its shapes.
-    style = ErrorStyle.LIVEPEER if compatibility is Compatibility.LIVEPEER else ErrorStyle.NATIVE
-    return [task_router(spec, style), pico_router(spec)]
+    return [task_router(spec), pico_router(spec)]
 
 
 def served_tasks() -> list[Task]:

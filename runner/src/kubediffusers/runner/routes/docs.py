@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from kubediffusers.runner.errors import MAX_REPORTED_ERRORS
 from kubediffusers.runner.jobs import JobState
 from kubediffusers.runner.tasks import Output
 
@@ -35,24 +36,26 @@ class HTTPError(BaseModel):
 
 
 class FieldError(BaseModel):
-    loc: list[str] = Field(description="Where: the field's path.")
+    loc: list[str | int] = Field(description='Where: "body", "query" or "path", then the field\'s path.')
     msg: str
-    type: str
+    type: str = Field(description='pydantic\'s error type; "too_many_errors" for the item that says how many more there were.')
 
 
-class ValidationDetail(BaseModel):
-    msg: str = Field(description="All errors in one line (the first 20, then how many more).")
-    errors: list[FieldError] = Field(description="At most 20 errors.")
+# Not FastAPI's names (HTTPValidationError, ValidationError): FastAPI writes its own
+# schemas under those names over any others whenever a route keeps its default 422.
+class ValidationErrors(BaseModel):
+    """FastAPI's (and livepeer ai-runner's) 422 shape, bounded."""
 
-
-class ValidationError(BaseModel):
-    detail: ValidationDetail
+    detail: list[FieldError] = Field(
+        description=f"At most {MAX_REPORTED_ERRORS} items: past that, the first {MAX_REPORTED_ERRORS - 1} errors and one saying how many more there were.",
+        max_length=MAX_REPORTED_ERRORS,
+    )
 
 
 ERROR_RESPONSES: Responses = {
-    code: {"model": ValidationError if code == 422 else HTTPError, "description": text}
+    code: {"model": ValidationErrors if code == 422 else HTTPError, "description": text}
     for code, text in {
-        400: "Input outside the limits or an unreadable upload",
+        400: 'Input outside the limits, an unreadable upload, or an empty prompt ("Prompt must be provided.")',
         401: "Missing or wrong bearer token (with WWW-Authenticate: Bearer)",
         408: "The request body did not arrive within the body deadline",
         413: "Request body too large",

@@ -15,9 +15,10 @@ from fastapi.responses import Response
 from kubediffusers.runner import schedulers
 from kubediffusers.runner.compat import livepeer
 from kubediffusers.runner.context import Context, RunnerContext
-from kubediffusers.runner.errors import ErrorStyle, styled_route
+from kubediffusers.runner.errors import ErrorStyle
 from kubediffusers.runner.inputs import read_image
 from kubediffusers.runner.params import TaskParams
+from kubediffusers.runner.routes.bodies import styled_route
 from kubediffusers.runner.routes.delivery import FORMATS, RespondAsync, respond
 from kubediffusers.runner.routes.docs import RESPONSES
 from kubediffusers.runner.settings import Compatibility
@@ -43,7 +44,7 @@ async def handle(spec: TaskSpec, params: TaskParams, request: Request, ctx: Cont
     return await respond(ctx, request, work, respond_async, FORMATS[spec.output])
 
 
-def task_router(spec: TaskSpec, style: ErrorStyle = ErrorStyle.NATIVE) -> APIRouter:
+def task_router(spec: TaskSpec) -> APIRouter:
     """The route of one registry row: a JSON body, or multipart/form-data when it
     uploads files; also at livepeer's trailing-slash alias where livepeer has the task."""
     body: Any = Annotated[spec.params, Form(media_type="multipart/form-data")] if spec.uploads else spec.params
@@ -51,7 +52,7 @@ def task_router(spec: TaskSpec, style: ErrorStyle = ErrorStyle.NATIVE) -> APIRou
     async def endpoint(params: body, request: Request, ctx: Context, respond_async: RespondAsync) -> Response:
         return await handle(spec, params, request, ctx, respond_async)
 
-    router = APIRouter(tags=["generate"], route_class=styled_route(style))
+    router = APIRouter(tags=["generate"], route_class=styled_route(ErrorStyle.NATIVE))
     router.add_api_route(
         spec.path,
         endpoint,

@@ -18,8 +18,10 @@ from pydantic import BaseModel
 
 from kubediffusers.runner.compat import pico
 from kubediffusers.runner.context import Context
-from kubediffusers.runner.errors import ErrorStyle, styled_route
+from kubediffusers.runner.errors import ErrorStyle
+from kubediffusers.runner.routes.bodies import styled_route
 from kubediffusers.runner.routes.delivery import OutputFormat, respond
+from kubediffusers.runner.routes.docs import ERROR_RESPONSES
 from kubediffusers.runner.routes.generate import prepare
 from kubediffusers.runner.tasks import Api, CompatRoute, TaskSpec
 
@@ -53,6 +55,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         504: "Not finished within the request timeout",
     }.items()
 }
+_ERRORS[422] = ERROR_RESPONSES[422] | {"description": "The body does not match PICO's request model (FastAPI's list, as PICO answered)"}
 
 health_router = APIRouter(tags=["pico"], route_class=styled_route(ErrorStyle.PICO))
 
