@@ -85,3 +85,20 @@ def test_inpainting(flux: Path, make_client) -> None:  # type: ignore[no-untyped
     assert decode(r.json()["images"][0]["url"]).size == (64, 64)
     files["mask_image"] = ("m.png", half_mask((32, 64)), "image/png")
     assert_error(client.post("/inpainting", data={"prompt": "a door"}, files=files), 400, "the mask must have the image's size")
+
+
+def test_flux_dev_is_told_apart_by_its_guidance_embedding_and_takes_its_defaults(model_dir: Path, make_client) -> None:  # type: ignore[no-untyped-def]
+    from kubediffusers.runner.params import TextToImageParams
+
+    dev = ensure_tiny_model("text-to-image", model_dir, arch="flux-dev")
+    row = family_of(dev)
+    assert row is not None and row.name == "flux-dev"
+    client: TestClient = make_client("text-to-image", model_id=tiny_model_id("text-to-image", "flux-dev"), max_steps=30)
+    pipeline = client.app.state.context.model.pipeline  # type: ignore[attr-defined]
+    settings = client.app.state.context.settings  # type: ignore[attr-defined]
+    defaults = pipeline.with_family_defaults(TextToImageParams(prompt="a castle"), settings)
+    assert (defaults.num_inference_steps, defaults.guidance_scale) == (28, 3.5)  # distilled guidance, embedded
+    assert pipeline.family_arguments(pipeline.prepare(defaults, {}, settings), {})["max_sequence_length"] == 512
+    r = client.post("/text-to-image", json={"prompt": "a castle", "seed": 1, "num_inference_steps": 2, "width": 64, "height": 64})
+    assert r.status_code == 200, r.text
+    assert decode(r.json()["images"][0]["url"]).size == (64, 64)

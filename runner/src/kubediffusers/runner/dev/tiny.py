@@ -437,6 +437,16 @@ def build_flux(folder: Path) -> None:
     FluxPipeline(**_flux_components(guidance_embeds=False)).save_pretrained(folder, safe_serialization=True)
 
 
+def build_flux_dev(folder: Path) -> None:
+    """FLUX.1-dev-shaped checkpoint: build_flux's with the distilled guidance
+    embedding (``guidance_embeds``), which is how the runner tells dev from schnell."""
+    import torch
+    from diffusers import FluxPipeline
+
+    torch.manual_seed(0)
+    FluxPipeline(**_flux_components(guidance_embeds=True)).save_pretrained(folder, safe_serialization=True)
+
+
 def build_flux_kontext(folder: Path) -> None:
     """FLUX.1-Kontext-dev-shaped checkpoint (FluxKontextPipeline): the FLUX
     transformer with the distilled guidance embedding, conditioned on the
@@ -547,6 +557,7 @@ ARCHITECTURES: dict[str, Callable[[Path], None]] = {
     "sd-x4-upscaler": build_stable_diffusion_upscaler,
     "sd-image-variation": build_stable_diffusion_image_variation,
     "flux": build_flux,
+    "flux-dev": build_flux_dev,
     "flux-kontext": build_flux_kontext,
     "sd3": build_sd3,
     "z-image": build_z_image,
@@ -567,6 +578,7 @@ ARCHITECTURE_TASKS: dict[str, frozenset[Task]] = {
     "sd-x4-upscaler": frozenset({Task.UPSCALE}),
     "sd-image-variation": frozenset({Task.IMAGE_VARIATION}),
     "flux": frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING}),
+    "flux-dev": frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING}),
     "flux-kontext": frozenset({Task.IMAGE_TO_IMAGE}),
     "sd3": frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING}),
     "z-image": frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.INPAINTING}),
