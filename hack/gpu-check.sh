@@ -23,6 +23,8 @@ OUT_DIR=${OUT:-}
 WHEELS="$ROOT/hack/wheels"
 MODELS=
 BUDGET=
+# The stages' runner processes listen on PORTS .. PORTS+9 (loopback only); two checks at once need two bases.
+PORTS=${GPU_CHECK_PORTS:-8791}
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) MODE=cpu ;;
@@ -30,6 +32,7 @@ while [ $# -gt 0 ]; do
     --wheels) WHEELS=${2:?--wheels needs a folder}; shift ;;
     --budget) BUDGET=${2:?--budget needs seconds}; shift ;;
     --models) MODELS=${2:?--models needs a folder}; shift ;;
+    --ports) PORTS=${2:?--ports needs the first of ten free ports}; shift ;;
     *) echo "gpu-check: unknown argument $1 (see the header of hack/gpu-check.sh)" >&2; exit 2 ;;
   esac
   shift
@@ -41,6 +44,8 @@ fi
 # 8 minutes on the GPU machine; a loaded CPU here gets more.
 [ -z "$BUDGET" ] && { [ "$MODE" = cpu ] && BUDGET=900 || BUDGET=480; }
 case "$BUDGET" in ''|*[!0-9]*) echo "gpu-check: --budget must be whole seconds, got $BUDGET" >&2; exit 2 ;; esac
+case "$PORTS" in ''|*[!0-9]*) echo "gpu-check: --ports must be a port number, got $PORTS" >&2; exit 2 ;; esac
+if [ "$PORTS" -lt 1024 ] || [ "$PORTS" -gt 65526 ]; then echo "gpu-check: --ports must be 1024-65526 (ten ports from it), got $PORTS" >&2; exit 2; fi
 mkdir -p "$OUT_DIR" || { echo "gpu-check: cannot create $OUT_DIR" >&2; exit 2; }
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
 START=$(date +%s)
@@ -144,30 +149,30 @@ if [ "$MODE" = cpu ]; then
   # The tiny architecture, CPU-sized: the same stages and code paths, in a few minutes.
   COMMON=(--arch tiny-sd --model-dir "$MODELS" --work-dir "$WORK" --device cpu --preset cpu)
   stage sd-turbo 200 "${BENCH[@]}" arch "${COMMON[@]}" --size 64 --steps 1 --guidance-scale 0 --runs 5 --warmup-runs 1 \
-    --modes stock optimized http --http-formats jpeg png --port 8791
+    --modes stock optimized http --http-formats jpeg png --port $((PORTS + 0))
   stage sd-turbo-batching 180 "${BENCH[@]}" arch "${COMMON[@]}" --size 64 --steps 1 --guidance-scale 0 --runs 8 --modes \
-    --batching --clients 1 4 --max-batch-size 4 --port 8793
-  stage sdxl 90 "${BENCH[@]}" arch "${COMMON[@]}" --size 64 --steps 2 --guidance-scale 7.5 --runs 3 --warmup-runs 1 --modes stock optimized --port 8795
-  stage serving-path 150 "${BENCH[@]}" output --runs 5 --clients 8 --max-batch-size 4 --port 8797
+    --batching --clients 1 4 --max-batch-size 4 --port $((PORTS + 2))
+  stage sdxl 90 "${BENCH[@]}" arch "${COMMON[@]}" --size 64 --steps 2 --guidance-scale 7.5 --runs 3 --warmup-runs 1 --modes stock optimized --port $((PORTS + 4))
+  stage serving-path 150 "${BENCH[@]}" output --runs 5 --clients 8 --max-batch-size 4 --port $((PORTS + 6))
 else
   # reduce-overhead (CUDA graphs) instead of the gpu preset's max-autotune: autotuning alone would spend the window.
   COMMON=(--model-dir "$MODELS" --work-dir "$WORK" --device cuda --preset gpu --optimize compile_mode=reduce-overhead)
   stage sd-turbo 180 "${BENCH[@]}" arch --arch sd-turbo "${COMMON[@]}" --size 512 --steps 1 --guidance-scale 0 --runs 30 --warmup-runs 5 \
-    --modes stock optimized http --http-formats jpeg png --profile --port 8791
+    --modes stock optimized http --http-formats jpeg png --profile --port $((PORTS + 0))
   stage sd-turbo-batching 100 "${BENCH[@]}" arch --arch sd-turbo --model-dir "$MODELS" --work-dir "$WORK" --device cuda --preset cpu \
-    --size 512 --steps 1 --guidance-scale 0 --runs 64 --modes --batching --clients 1 16 32 --max-batch-size 32 --batch-window-ms 5 --port 8793
+    --size 512 --steps 1 --guidance-scale 0 --runs 64 --modes --batching --clients 1 16 32 --max-batch-size 32 --batch-window-ms 5 --port $((PORTS + 2))
   stage sdxl 150 "${BENCH[@]}" arch --arch sdxl "${COMMON[@]}" --size 1024 --steps 30 --guidance-scale 7.5 --runs 3 --warmup-runs 1 \
-    --modes stock optimized --port 8795
-  stage serving-path 40 "${BENCH[@]}" output --runs 20 --port 8797
+    --modes stock optimized --port $((PORTS + 4))
+  stage serving-path 40 "${BENCH[@]}" output --runs 20 --port $((PORTS + 6))
 fi
 # FLUX.1-schnell (families.FAMILIES): 4 steps, no guidance, bfloat16, through the same stock / optimized / HTTP paths.
 if [ "$MODE" = cpu ]; then
   stage flux-schnell 120 "${BENCH[@]}" arch --arch tiny-flux --model-dir "$MODELS" --work-dir "$WORK" --device cpu --preset cpu \
-    --size 64 --steps 2 --runs 3 --warmup-runs 1 --modes stock optimized http --http-formats jpeg --port 8799
+    --size 64 --steps 2 --runs 3 --warmup-runs 1 --modes stock optimized http --http-formats jpeg --port $((PORTS + 8))
 else
   # No compile: compiling the 12B transformer alone would spend what is left of the window.
   stage flux-schnell 150 "${BENCH[@]}" arch --arch flux-schnell --model-dir "$MODELS" --work-dir "$WORK" --device cuda --preset cpu \
-    --size 1024 --steps 4 --guidance-scale 0 --runs 3 --warmup-runs 1 --modes stock optimized --port 8799
+    --size 1024 --steps 4 --guidance-scale 0 --runs 3 --warmup-runs 1 --modes stock optimized --port $((PORTS + 8))
 fi
 echo "gpu-check: finished in $(($(date +%s) - START)) s (budget ${BUDGET} s); figures in $OUT_DIR"
 exit $FAILED

@@ -5,7 +5,9 @@ held to the constraints, and its bad invocations say why in one line."""
 from __future__ import annotations
 
 import os
+import random
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +17,26 @@ SCRIPT = ROOT / "hack" / "gpu-check.sh"
 WHEELS = ROOT / "hack" / "gpu-wheels.txt"
 
 
+def free_ports(count: int = 10) -> int:
+    """The first of ``count`` consecutive ports nothing listens on: the check's runners must not meet another run's."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000)
+        probes = [socket.socket() for _ in range(count)]
+        try:
+            for offset, probe in enumerate(probes):
+                probe.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+    raise RuntimeError("no 10 consecutive free ports")
+
+
 def run(*args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if k != "OUT"} | {"OMP_NUM_THREADS": "1", "PYTHON": sys.executable} | env
+    environment.setdefault("GPU_CHECK_PORTS", str(free_ports()))
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, env=environment, check=False)
 
 
@@ -59,6 +79,8 @@ def test_bad_invocations_say_why_in_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2 and "unknown argument --bogus" in done.stderr
     done = run("--cpu", "--out", str(tmp_path), "--budget", "soon")
     assert done.returncode == 2 and "--budget must be whole seconds" in done.stderr
+    done = run("--cpu", "--out", str(tmp_path), "--ports", "80")
+    assert done.returncode == 2 and "--ports must be 1024-65526" in done.stderr
     # GPU mode with neither the dependencies nor carried wheels: one line, before any stage.
     bare = tmp_path / "bare-python"
     done = run("--out", str(tmp_path / "gpu"), "--wheels", str(tmp_path / "none"), PYTHON=str(_python_without_the_runner(bare)))

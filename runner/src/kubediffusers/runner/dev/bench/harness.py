@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -165,6 +166,13 @@ class RunnerProcess:
         return {**env, **self.extra_env}
 
     def start(self) -> RunnerProcess:
+        # Another process on the port would answer /readyz for this one, and its figures would be reported as ours.
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle, a listener is
+            try:
+                probe.bind(("127.0.0.1", self.port))
+            except OSError as error:
+                raise BenchError(f"port {self.port} is in use (another bench or gpu-check running?): {error.strerror}") from None
         # `python -m`, not the console script: `pip install --target` (hack/gpu-check.sh) installs none.
         out: Any = open(self.log, "wb") if self.log is not None else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen([sys.executable, "-m", self.module], env=self.environment(), stdout=out, stderr=subprocess.STDOUT)
