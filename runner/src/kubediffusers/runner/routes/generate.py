@@ -28,8 +28,10 @@ from kubediffusers.runner.types import Work
 
 async def prepare(spec: TaskSpec, params: TaskParams, ctx: RunnerContext) -> Work:
     """Every task's request, from any API's route: runner limits, uploads, the model's preparation."""
-    params.check_limits(ctx.settings)
     pipeline = ctx.model.require_ready()
+    # The limits see the request as this checkpoint runs it: its family's defaults decide
+    # (e.g. Kontext runs the whole schedule, so strength x steps does not apply); prepare applies them again.
+    pipeline.with_family_defaults(params, ctx.settings).check_limits(ctx.settings)
     schedulers.check(pipeline, params.scheduler)
     images = {name: await read_image(upload, name, ctx.settings) for name, upload in params.uploads().items()}
     # Fitting resizes uploads: CPU work, off the event loop.
