@@ -231,12 +231,22 @@ def test_a_directory_the_runner_cannot_write_stops_it_with_one_line(tmp_path: Pa
     assert made is not None and made.root == tmp_path / ".kubediffusers-jobs" and made.root.is_dir()
 
 
-def test_a_video_job_made_by_one_runner_is_an_mp4_from_another(model_dir: Path, tmp_path: Path) -> None:
-    """The frame rate travels in the state: a replica that never saw the request encodes the same mp4."""
+def test_a_video_job_made_by_one_runner_is_an_mp4_from_another(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The frame rate travels in the state: a replica that never saw the request encodes the mp4, once; both then serve those bytes."""
     import httpx
 
     from kubediffusers.runner.app import create_app
+    from kubediffusers.runner.routes import delivery
     from tests.runner.helpers import ThreadedServer, mp4_frames, png, settings_for
+
+    calls: list[int] = []
+    real = delivery.encode_mp4
+
+    def counting(frames: list[Any], fps: int) -> bytes:
+        calls.append(fps)
+        return real(frames, fps)
+
+    monkeypatch.setattr(delivery, "encode_mp4", counting)
 
     shared = {"shared_jobs": True, "jobs_dir": tmp_path / "jobs"}
     with (
@@ -258,9 +268,38 @@ def test_a_video_job_made_by_one_runner_is_an_mp4_from_another(model_dir: Path, 
             time.sleep(0.05)
         assert state["status"] == "done", state
         video = httpx.get(other.url + location + "/result", headers={"Accept": "video/mp4"}, timeout=30)
+        again = [httpx.get(server.url + location + "/result", headers={"Accept": "video/mp4"}, timeout=30) for server in (one, other)]
     assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
     frames, fps = mp4_frames(video.content)
     assert len(frames) == 3 and fps == 4
+    assert calls == [4]  # encoded once, by the first GET; the others served the stored file
+    assert [r.content for r in again] == [video.content] * 2 and all(r.headers["x-frames"] == "3" for r in again)
+    job_id = location.rsplit("/", 1)[1]
+    assert (tmp_path / "jobs" / f"{job_id}.mp4").read_bytes() == video.content
+
+
+def test_a_kept_mp4_counts_in_the_byte_bound_and_goes_with_its_job(tmp_path: Path) -> None:
+    clock = Clock()
+    files = JobFiles(tmp_path, 60, 10, max_bytes=100, clock=clock)
+    done_job(files, "old", size=10)
+    clock.now += 1
+    done_job(files, "new", size=10)
+    assert files.write_derived("old", b"m" * 30) and files.read_derived("old") == b"m" * 30
+    assert set(files.sweep()) == {"old", "new"}  # 10 + 10 + 30 bytes: within the bound
+    assert files.write_derived("new", b"n" * 60)  # 110 bytes now: the oldest finished goes, the one just written stays
+    assert set(files.sweep()) == {"new"} and files.read_derived("old") is None
+    assert "old.mp4" not in names(tmp_path) and "bytes of job results" in (files.gone("old") or "")
+    files.forget("new", "deleted")
+    assert not {n for n in names(tmp_path) if n.startswith("new") and not n.endswith(".gone")}
+    # An mp4 made for a job forgotten meanwhile is not left behind.
+    assert files.write_derived("new", b"late") is False and "new.mp4" not in names(tmp_path)
+    done_job(files, "expiring")
+    files.write_derived("expiring", b"x")
+    clock.now += 61
+    files.sweep()
+    assert not {n for n in names(tmp_path) if n.startswith("expiring") and not n.endswith(".gone")}
+    with pytest.raises(ValueError, match="not a job id"):
+        files.write_derived("../x", b"")
 
 
 def test_a_cancel_nobody_confirms_answers_202_and_the_request_stays_filed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,9 @@ lives there as files, so whichever replica answers reads the same job:
   changes, every ``HEARTBEAT_SECONDS`` while unfinished, and when it finishes;
 - ``<id>.result.json``: the finished job's body (what the synchronous call
   returns), written before the state says ``done``;
+- ``<id>.mp4``: a video job's mp4, encoded by the first replica asked for it
+  (``Accept: video/mp4``) and served as stored from then on: never encoded
+  twice; it counts in the byte bound and goes with its job;
 - ``<id>.cancel``: a cancel request from a replica that does not run the job;
   the owner looks for it every ``POLL_SECONDS`` and cancels the job;
 - ``<id>.gone``: why a forgotten job was forgotten (its 404 says it), kept
@@ -49,7 +52,8 @@ log = logging.getLogger(__name__)
 # What secrets.token_urlsafe makes, bounded: letters, digits, '-' and '_'. No dot, no separator.
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
-STATE, RESULT, CANCEL, GONE = ".json", ".result.json", ".cancel", ".gone"
+STATE, RESULT, CANCEL, GONE, MP4 = ".json", ".result.json", ".cancel", ".gone", ".mp4"
+KEPT_WITH_JOB = (STATE, RESULT, CANCEL, MP4)  # what forgetting a job removes
 TMP_PREFIX = ".tmp-"
 
 POLL_SECONDS = 0.5  # the owner looks for cancel requests and writes progress this often
@@ -144,6 +148,26 @@ class JobFiles:
         self._write(self.path(job_id, RESULT), data)
         return len(data)
 
+    # ---- a finished job's derived answer (an mp4), written by whichever replica makes it first
+
+    def read_derived(self, job_id: str, suffix: str = MP4) -> bytes | None:
+        try:
+            return self.path(job_id, suffix).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write_derived(self, job_id: str, data: bytes, suffix: str = MP4) -> bool:
+        """Keep ``data`` beside the job; False when the job was forgotten meanwhile (then nothing is kept).
+
+        Two replicas making it at once both write the same bytes (the encoder is deterministic);
+        the rename makes either whole file the one kept. Then the byte bound, which now counts it."""
+        self._write(self.path(job_id, suffix), data)
+        if not self.path(job_id, STATE).exists():  # forgotten between the read and this write: no orphan left
+            self._unlink(self.path(job_id, suffix))
+            return False
+        self.sweep(keep=job_id)
+        return True
+
     def cancel_requested(self, job_id: str) -> bool:
         return self.path(job_id, CANCEL).exists()
 
@@ -172,7 +196,7 @@ class JobFiles:
     def forget(self, job_id: str, why: str) -> None:
         """The reason first, then the job: a reader in between sees one or the other."""
         self._write(self.path(job_id, GONE), why.encode())
-        self._unlink(*(self.path(job_id, suffix) for suffix in (STATE, RESULT, CANCEL)))
+        self._unlink(*(self.path(job_id, suffix) for suffix in KEPT_WITH_JOB))
 
     def _settle(self, state: dict[str, Any]) -> dict[str, Any]:
         """An unfinished job not updated for STALE_SECONDS failed with its owner."""
@@ -186,11 +210,12 @@ class JobFiles:
 
     # ---- bounds
 
-    def _entries(self) -> tuple[dict[str, dict[str, Any]], list[tuple[float, str]]]:
-        """(state of each job, (mtime, id) of each reason kept), removing orphans on the way."""
+    def _entries(self) -> tuple[dict[str, dict[str, Any]], list[tuple[float, str]], dict[str, int]]:
+        """(state of each job, (mtime, id) of each reason kept, bytes of each job's derived files), removing orphans on the way."""
         now = self.clock()
         states: dict[str, dict[str, Any]] = {}
         gone: list[tuple[float, str]] = []
+        derived: dict[str, int] = {}
         others: list[tuple[str, Path]] = []
         with os.scandir(self.root) as entries:
             for entry in entries:
@@ -212,13 +237,16 @@ class JobFiles:
                     with contextlib.suppress(FileNotFoundError):
                         gone.append((entry.stat().st_mtime, job_id))
                 else:
+                    if suffix == MP4:
+                        with contextlib.suppress(FileNotFoundError):
+                            derived[job_id] = derived.get(job_id, 0) + entry.stat().st_size
                     others.append((job_id, Path(entry.path)))
         for job_id, path in others:  # a result or cancel request whose job is forgotten
             if job_id not in states:
                 with contextlib.suppress(FileNotFoundError):
                     if now - path.stat().st_mtime > TMP_MAX_AGE_SECONDS:
                         self._unlink(path)
-        return states, gone
+        return states, gone, {job_id: size for job_id, size in derived.items() if job_id in states}
 
     def sweep_now_and_then(self) -> None:
         """``sweep``, at most every SWEEP_SECONDS (lookups call it: expiry needs no timer)."""
@@ -230,7 +258,7 @@ class JobFiles:
         returns the jobs left (id -> state)."""
         now = self.clock()
         self._last_sweep = now
-        states, gone = self._entries()
+        states, gone, derived = self._entries()
         for job_id, state in list(states.items()):
             finished_at = state.get("finished_at")
             if finished_at is not None and now - float(finished_at) > self.ttl_seconds:
@@ -241,14 +269,14 @@ class JobFiles:
             if now - mtime > self.ttl_seconds or index < len(gone) - GONE_KEPT:
                 self._unlink(self.path(job_id, GONE))
         if self.max_bytes is not None:
-            held = sum(int(s.get("size") or 0) for s in states.values())
+            held = sum(int(s.get("size") or 0) for s in states.values()) + sum(derived.values())
             for job_id, state in self._oldest_finished(states):
                 if held <= self.max_bytes:
                     break
                 if job_id == keep:
                     continue
                 self.forget(job_id, f"the runner keeps at most {self.max_bytes} bytes of job results and newer results needed the room")
-                held -= int(state.get("size") or 0)
+                held -= int(state.get("size") or 0) + derived.get(job_id, 0)
                 del states[job_id]
         return states
 

@@ -12,8 +12,9 @@ With ``shared_jobs`` the store also keeps its jobs as files on the directory
 every replica mounts (``jobfiles``): the replica that accepted a job runs it
 and keeps it in memory while it is unfinished (progress, cancel), mirroring
 its state to the files; once finished, the files are the only copy, so every
-replica answers for it alike, and a cancel from another replica reaches the
-owner through a marker file.
+replica answers for it alike (a video's mp4 is made once and kept beside
+it, see ``jobfiles``), and a cancel from another replica reaches the owner
+through a marker file.
 """
 
 from __future__ import annotations

@@ -137,6 +137,14 @@ def video_response_from_body(request: Request, body: dict[str, Any], fps: int | 
     return JSONResponse(body)
 
 
+def kept_mp4_response(body: dict[str, Any], data: bytes) -> Response:
+    """The answer ``video_response_from_body`` gave, from the mp4 it made then (shared jobs keep it on the claim)."""
+    first = body["frames"][0]
+    return Response(
+        data, media_type="video/mp4", headers={"X-Seed": str(first[0]["seed"]), "X-Nsfw": str(first[0]["nsfw"]).lower(), "X-Frames": str(len(first))}
+    )
+
+
 @dataclass(frozen=True)
 class OutputFormat:
     """How a task's results become an answer, in the request's encoding."""
