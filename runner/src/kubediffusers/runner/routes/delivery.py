@@ -243,9 +243,13 @@ async def respond(ctx: RunnerContext, request: Request, work: Work, respond_asyn
 async def submit_job(ctx: RunnerContext, request: Request, work: Work, output: OutputFormat) -> Response:
     job = new_job(ctx, work)
     jobs = ctx.jobs
-    await jobs.admit()
+    job_id = await jobs.admit()
     # No disconnect check and no timeout: nobody waits on a connection for this job.
-    ctx.worker.submit(job)  # a full queue answers 503 with Retry-After, as for a sync call
+    try:
+        ctx.worker.submit(job)  # a full queue answers 503 with Retry-After, as for a sync call
+    except BaseException:
+        await jobs.withdraw(job_id)
+        raise
 
     body, _ = output.bind(request_encoding(work, ctx.settings))
 
@@ -258,7 +262,7 @@ async def submit_job(ctx: RunnerContext, request: Request, work: Work, output: O
     def respond(request: Request, body: dict[str, Any]) -> Response:
         return output.from_body(request, body, fps)
 
-    record = jobs.add(job, ctx.settings.task.value, finish, respond, fps=fps)
+    record = jobs.add(job, ctx.settings.task.value, finish, respond, fps=fps, job_id=job_id)
     await jobs.publish(record)
     headers = {"Location": f"/jobs/{record.id}"}
     if prefers_async(request.headers.get("prefer")):
