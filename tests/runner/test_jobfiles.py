@@ -182,10 +182,11 @@ async def test_a_shared_store_keeps_a_finished_job_only_on_disk(tmp_path: Path) 
     files = JobFiles(tmp_path, 100, 10)
     store = JobStore(100, 10, files=files)
     job: Job[Any] = Job(work={"x": 1}, execute=lambda works, on_step: [None])
-    await store.admit()
-    record = store.add(job, "text-to-image", lambda r: {"images": [{"url": "data"}]})
+    job_id = await store.admit()
+    record = store.add(job, "text-to-image", lambda r: {"images": [{"url": "data"}]}, job_id=job_id)
     await store.publish(record)
     assert files.read(record.id).state["status"] == "queued"  # type: ignore[union-attr]
+    assert files.read(record.id).state["slot"] == 0 and (tmp_path / f"{jobfiles.SLOT_PREFIX}0").read_text() == job_id  # type: ignore[union-attr]
     job.future.set_result(["image"])
     assert record.waiter is not None
     await record.waiter
