@@ -14,6 +14,8 @@ from kubediffusers.operator.builders import build_children, build_fetch_env
 from kubediffusers.operator.checks import References, check
 from kubediffusers.operator.pipeline import Pipeline
 from kubediffusers.operator.settings import OperatorSettings
+from kubediffusers.operator.status import storage_status
+from tests.operator.fakecluster import normalize
 from tests.operator.helpers import K8S_VERSIONS, manifest, validate_object
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,6 +58,21 @@ def test_shared_jobs_follow_the_layout_and_the_claim_unless_the_spec_says(case: 
         assert env["KUBEDIFFUSERS_JOBS_DIR"] == ".kubediffusers-jobs/sd"  # under the model dir, one per pipeline
     else:
         assert not SHARED_VARS & set(env)  # the runner's default: jobs in memory
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_status_says_whether_jobs_are_shared_as_the_runner_is_told(case: str, crd: dict[str, Any], crd_validator: Any) -> None:
+    """status.storage.sharedJobs is what the Deployment's env says, and survives the real schema's pruning (kubectl get ipl -o yaml)."""
+    spec, modes, shared = CASES[case]
+    doc = manifest(**spec)
+    status = storage_status(Pipeline.from_manifest(doc).spec, "sd", [], None, modes)
+    assert status["sharedJobs"] is shared is (runner_env(doc, modes).get("KUBEDIFFUSERS_SHARED_JOBS") == "true")
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    stored = normalize({**doc, "status": {"storage": status}}, schema)  # what the API server keeps of it
+    assert stored["status"]["storage"] == status
+    crd_validator.validate(stored)
+    bad = {**doc, "status": {"storage": {**status, "sharedJobs": "yes"}}}
+    assert not crd_validator.is_valid(bad)  # the schema types it: a boolean, nothing else
 
 
 def test_each_pipeline_on_one_existing_claim_has_its_own_jobs_dir() -> None:
@@ -106,7 +123,10 @@ def test_the_crd_and_its_reference_carry_the_field() -> None:
         crd = yaml.safe_load(path.read_text())
         runner = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["runner"]["properties"]
         assert runner["sharedJobs"]["type"] == "boolean" and "default" not in runner["sharedJobs"]  # unset means: decided by the layout
-    assert "| `spec.runner.sharedJobs` | boolean |" in (ROOT / "docs" / "crd.md").read_text()
+        storage = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["storage"]["properties"]
+        assert storage["sharedJobs"]["type"] == "boolean"
+    reference = (ROOT / "docs" / "crd.md").read_text()
+    assert "| `spec.runner.sharedJobs` | boolean |" in reference and "| `status.storage.sharedJobs` | boolean |" in reference
 
 
 def test_the_runner_reads_what_the_operator_writes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

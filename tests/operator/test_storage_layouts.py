@@ -100,8 +100,8 @@ def test_status_counts_the_replicas_of_the_current_spec_with_their_model_cached(
     pods = [_pod(dep, "a", READY), _pod(dep, "b", FETCHED), _pod(dep, "c", FETCHING), _pod(dep, "old", READY, pod_hash="0" * 16)]
     gone = _pod(dep, "d", READY)
     gone["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    assert storage_status(p.spec, "sd", [*pods, gone], current) == {"layout": "PerPod", "cachedReplicas": 2}
-    assert storage_status(pipeline().spec, "sd", [], current) == {"layout": "Shared", "claim": "sd-models", "cachedReplicas": 0}
+    assert storage_status(p.spec, "sd", [*pods, gone], current) == {"layout": "PerPod", "cachedReplicas": 2, "sharedJobs": False}
+    assert storage_status(pipeline().spec, "sd", [], current) == {"layout": "Shared", "claim": "sd-models", "cachedReplicas": 0, "sharedJobs": False}
 
 
 # ---- the operator against the emulator, several replicas on ReadWriteOnce storage
@@ -122,7 +122,7 @@ async def test_several_replicas_on_read_write_once_storage(cluster: FakeCluster,
         pod["spec"] = dep["spec"]["template"]["spec"]
         await call(cluster, "POST", f"/api/v1/namespaces/{NS}/pods", pod)
     status = await eventually(lambda: (pipeline_status(cluster).get("storage") or {}).get("cachedReplicas") == 2 and pipeline_status(cluster))
-    assert status["storage"] == {"layout": "PerPod", "cachedReplicas": 2}
+    assert status["storage"] == {"layout": "PerPod", "cachedReplicas": 2, "sharedJobs": False}
     valid = next(c for c in status["conditions"] if c["type"] == "Valid")
     assert valid["status"] == "True"  # no clamp, no warning
     # kubectl scale through the subresource: more per-pod replicas, same template.

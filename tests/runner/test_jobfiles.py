@@ -95,12 +95,12 @@ def test_count_and_byte_bounds_hold_for_the_directory(tmp_path: Path) -> None:
         files.sweep(keep=job_id)
     assert files.read("a") is None and "bytes" in (files.gone("a") or "")
     assert files.read("b") is not None and files.read("c") is not None
-    files.make_room()  # two kept, at most two: the oldest finished goes
+    files.make_room("x")  # two kept, at most two: the oldest finished goes
     assert files.read("b") is None and "at most 2 jobs" in (files.gone("b") or "")
     files.write_state(state("u1", None, status="running"))
     with pytest.raises(QueueFull):
         files.write_state(state("u2", None, status="queued"))
-        files.make_room()  # two unfinished: nothing may go
+        files.make_room("y")  # two unfinished: nothing may go
     assert files.read("u1") is not None and files.read("u2") is not None
 
 
@@ -182,10 +182,11 @@ async def test_a_shared_store_keeps_a_finished_job_only_on_disk(tmp_path: Path) 
     files = JobFiles(tmp_path, 100, 10)
     store = JobStore(100, 10, files=files)
     job: Job[Any] = Job(work={"x": 1}, execute=lambda works, on_step: [None])
-    await store.admit()
-    record = store.add(job, "text-to-image", lambda r: {"images": [{"url": "data"}]})
+    job_id = await store.admit()
+    record = store.add(job, "text-to-image", lambda r: {"images": [{"url": "data"}]}, job_id=job_id)
     await store.publish(record)
     assert files.read(record.id).state["status"] == "queued"  # type: ignore[union-attr]
+    assert files.read(record.id).state["slot"] == 0 and (tmp_path / f"{jobfiles.SLOT_PREFIX}0").read_text() == job_id  # type: ignore[union-attr]
     job.future.set_result(["image"])
     assert record.waiter is not None
     await record.waiter
@@ -231,12 +232,22 @@ def test_a_directory_the_runner_cannot_write_stops_it_with_one_line(tmp_path: Pa
     assert made is not None and made.root == tmp_path / ".kubediffusers-jobs" and made.root.is_dir()
 
 
-def test_a_video_job_made_by_one_runner_is_an_mp4_from_another(model_dir: Path, tmp_path: Path) -> None:
-    """The frame rate travels in the state: a replica that never saw the request encodes the same mp4."""
+def test_a_video_job_made_by_one_runner_is_an_mp4_from_another(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The frame rate travels in the state: a replica that never saw the request encodes the mp4, once; both then serve those bytes."""
     import httpx
 
     from kubediffusers.runner.app import create_app
+    from kubediffusers.runner.routes import delivery
     from tests.runner.helpers import ThreadedServer, mp4_frames, png, settings_for
+
+    calls: list[int] = []
+    real = delivery.encode_mp4
+
+    def counting(frames: list[Any], fps: int) -> bytes:
+        calls.append(fps)
+        return real(frames, fps)
+
+    monkeypatch.setattr(delivery, "encode_mp4", counting)
 
     shared = {"shared_jobs": True, "jobs_dir": tmp_path / "jobs"}
     with (
@@ -258,9 +269,38 @@ def test_a_video_job_made_by_one_runner_is_an_mp4_from_another(model_dir: Path, 
             time.sleep(0.05)
         assert state["status"] == "done", state
         video = httpx.get(other.url + location + "/result", headers={"Accept": "video/mp4"}, timeout=30)
+        again = [httpx.get(server.url + location + "/result", headers={"Accept": "video/mp4"}, timeout=30) for server in (one, other)]
     assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
     frames, fps = mp4_frames(video.content)
     assert len(frames) == 3 and fps == 4
+    assert calls == [4]  # encoded once, by the first GET; the others served the stored file
+    assert [r.content for r in again] == [video.content] * 2 and all(r.headers["x-frames"] == "3" for r in again)
+    job_id = location.rsplit("/", 1)[1]
+    assert (tmp_path / "jobs" / f"{job_id}.mp4").read_bytes() == video.content
+
+
+def test_a_kept_mp4_counts_in_the_byte_bound_and_goes_with_its_job(tmp_path: Path) -> None:
+    clock = Clock()
+    files = JobFiles(tmp_path, 60, 10, max_bytes=100, clock=clock)
+    done_job(files, "old", size=10)
+    clock.now += 1
+    done_job(files, "new", size=10)
+    assert files.write_derived("old", b"m" * 30) and files.read_derived("old") == b"m" * 30
+    assert set(files.sweep()) == {"old", "new"}  # 10 + 10 + 30 bytes: within the bound
+    assert files.write_derived("new", b"n" * 60)  # 110 bytes now: the oldest finished goes, the one just written stays
+    assert set(files.sweep()) == {"new"} and files.read_derived("old") is None
+    assert "old.mp4" not in names(tmp_path) and "bytes of job results" in (files.gone("old") or "")
+    files.forget("new", "deleted")
+    assert not {n for n in names(tmp_path) if n.startswith("new") and not n.endswith(".gone")}
+    # An mp4 made for a job forgotten meanwhile is not left behind.
+    assert files.write_derived("new", b"late") is False and "new.mp4" not in names(tmp_path)
+    done_job(files, "expiring")
+    files.write_derived("expiring", b"x")
+    clock.now += 61
+    files.sweep()
+    assert not {n for n in names(tmp_path) if n.startswith("expiring") and not n.endswith(".gone")}
+    with pytest.raises(ValueError, match="not a job id"):
+        files.write_derived("../x", b"")
 
 
 def test_a_cancel_nobody_confirms_answers_202_and_the_request_stays_filed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -302,3 +342,82 @@ def test_a_failing_shared_directory_answers_503_not_an_internal_error(model_dir:
         assert refused.headers["retry-after"] == "5"
         assert_error(client.get("/jobs/abc"), 503, "shared job directory")
         assert client.get("/health").json()["queue_depth"] == 0  # nothing was queued for nobody
+
+
+def _admit_at_once(root: str, job_id: str, barrier: Any, results: Any) -> None:
+    files = JobFiles(Path(root), 3600, 3)
+    barrier.wait()
+    try:
+        slot = files.make_room(job_id)
+    except QueueFull:
+        results.put((job_id, None))
+        return
+    files.write_state({**state(job_id, None, status="queued"), "slot": slot})
+    results.put((job_id, slot))
+
+
+def test_replicas_admitting_at_the_same_instant_never_pass_the_count(tmp_path: Path) -> None:
+    """Eight processes, released by one barrier, each admitting a job into a directory that holds three:
+    exactly three get in, each with its own slot, whatever the timing."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(3):
+        root = tmp_path / f"round-{round_}"
+        JobFiles(root, 3600, 3)
+        barrier, results = ctx.Barrier(8), ctx.Queue()
+        procs = [ctx.Process(target=_admit_at_once, args=(str(root), f"job{round_}x{i}", barrier, results)) for i in range(8)]
+        for p in procs:
+            p.start()
+        outcomes = [results.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(30)
+            assert p.exitcode == 0
+        admitted = {job_id: slot for job_id, slot in outcomes if slot is not None}
+        assert sorted(admitted.values()) == [0, 1, 2], outcomes
+        assert {n for n in names(root) if n.endswith(".json")} == {f"{job_id}.json" for job_id in admitted}
+        for job_id, slot in admitted.items():
+            assert (root / f"{jobfiles.SLOT_PREFIX}{slot}").read_text() == job_id
+
+
+def test_a_slot_is_freed_with_its_job_or_after_its_admitter_died(tmp_path: Path) -> None:
+    clock = Clock()
+    files = JobFiles(tmp_path, 60, 2, clock=clock)
+    slot_path = tmp_path.joinpath
+    assert files.make_room("a") == 0
+    files.write_result("a", {"images": []})
+    files.write_state({**state("a", clock()), "slot": 0})  # finished
+    assert files.make_room("b") == 1  # admitted; its replica dies before it writes a state
+    # One job in the directory, but both slots held: the finished one goes, and its slot with it.
+    assert files.make_room("c") == 0
+    assert "at most 2 jobs" in (files.gone("a") or "") and slot_path(f"{jobfiles.SLOT_PREFIX}0").read_text() == "c"
+    files.write_state({**state("c", None, status="queued"), "slot": 0})
+    with pytest.raises(QueueFull):  # "b" may just be slow: its slot is held for the grace
+        files.make_room("d")
+    clock.now += jobfiles.SLOT_GRACE_SECONDS + 1
+    files.write_state({**state("c", None, status="running"), "slot": 0})  # "c" is alive: its owner heartbeats
+    assert files.make_room("d") == 1  # past the grace, a sweep freed the slot "b" never used
+    files.release_slot("someone-else", 1)  # only its holder frees a slot
+    assert slot_path(f"{jobfiles.SLOT_PREFIX}1").read_text() == "d"
+    files.release_slot("d", 1)
+    assert not slot_path(f"{jobfiles.SLOT_PREFIX}1").exists()
+    files.forget("c", "deleted")
+    assert not slot_path(f"{jobfiles.SLOT_PREFIX}0").exists()
+
+
+def test_a_job_the_worker_refuses_gives_its_slot_back(model_dir: Path, tmp_path: Path) -> None:
+    """Admitted against the directory, then refused by a full worker queue: 503, and no slot left held."""
+    from kubediffusers.runner.app import create_app
+    from tests.runner.helpers import ready_client, settings_for
+
+    jobs = tmp_path / "jobs"
+    for client in ready_client(create_app(settings_for(model_dir, shared_jobs=True, jobs_dir=jobs, max_queue_size=1, max_jobs=20))):
+        codes = [client.post("/text-to-image?async=true", json={"prompt": "x", "num_inference_steps": 50}).status_code for _ in range(8)]
+        assert 503 in codes, codes
+        admitted = codes.count(202)
+        slots = sorted(n for n in names(jobs) if n.startswith(jobfiles.SLOT_PREFIX))
+        assert len(slots) == admitted  # each queued job holds one; the refused ones gave theirs back
+        states = [json.loads((jobs / n).read_text()) for n in names(jobs) if n.endswith(".json") and not n.endswith(".result.json")]
+        assert sorted(s["slot"] for s in states) == sorted(int(n.removeprefix(jobfiles.SLOT_PREFIX)) for n in slots)
+        for s in states:
+            client.delete(f"/jobs/{s['id']}")

@@ -145,7 +145,7 @@ async def reconcile(
             condition, scaling_status = await autoscaling.observe(kube, pipeline, scaling)
             extra_conditions += [condition] if condition is not None else []
             extra["autoscaling"] = scaling_status
-            extra["storage"] = storage_status(pipeline.spec, name, pods, pod_hash)
+            extra["storage"] = storage_status(pipeline.spec, name, pods, pod_hash, claim_modes)
     status = derive_status(
         name=name,
         namespace=namespace,

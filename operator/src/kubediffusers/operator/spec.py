@@ -633,6 +633,10 @@ class StorageStatus(_Model):
     layout: Literal["Shared", "PerPod"] | None = Field(default=None, description="Shared (one claim for all pods) or PerPod (a claim per pod).")
     claim: str | None = Field(default=None, description="The shared claim's name (layout Shared).")
     cached_replicas: int | None = Field(default=None, description="Runner pods of the current spec whose model is in their cache.")
+    shared_jobs: bool | None = Field(
+        default=None,
+        description="Whether the runner keeps async jobs on the shared claim, so that any replica answers GET /jobs/{id} (spec.runner.sharedJobs, or its default).",
+    )
 
 
 class AutoscalingStatus(_Model):
@@ -658,7 +662,9 @@ class InferencePipelineStatus(_Model):
     selector: str | None = Field(default=None, description="Label selector of the runner pods (for the scale subresource and HPAs).")
     url: str | None = Field(default=None, description="Cluster URL of the Service, http://<name>.<namespace>.svc.cluster.local:<port>.")
     model: ModelStatus | None = Field(default=None, description="What was fetched.")
-    storage: StorageStatus | None = Field(default=None, description="The storage layout in use and how many replicas have the model cached.")
+    storage: StorageStatus | None = Field(
+        default=None, description="The storage layout in use, how many replicas have the model cached, and whether async jobs are shared."
+    )
     autoscaling: AutoscalingStatus | None = Field(default=None, description="The KEDA objects that scale the pipeline (when spec.autoscaling is set).")
 
 

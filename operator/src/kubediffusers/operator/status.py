@@ -14,6 +14,7 @@ from typing import Any
 from . import names
 from .checks import Problem
 from .layout import storage_layout
+from .shared_jobs import shared_jobs
 from .spec import InferencePipelineSpec, Phase
 
 # Waiting reasons that do not fix themselves: the pod will not start until someone acts.
@@ -306,8 +307,11 @@ def cached(pod: Mapping[str, Any]) -> bool:
     return state.resolved is not None or state.kind in ("ready", "loading", "crashing")
 
 
-def storage_status(spec: InferencePipelineSpec, pipeline: str, pods: Sequence[Mapping[str, Any]], pod_hash: str | None) -> dict[str, Any]:
-    """``status.storage``: the layout in use and how many replicas of the current spec have their model cached."""
+def storage_status(
+    spec: InferencePipelineSpec, pipeline: str, pods: Sequence[Mapping[str, Any]], pod_hash: str | None, claim_modes: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """``status.storage``: the layout in use, how many replicas of the current spec have their model cached, and
+    whether async jobs are shared (decided as the Deployment's env is: ``claim_modes`` of an existingClaim as found)."""
     layout = storage_layout(spec)
     current = [
         p
@@ -315,7 +319,7 @@ def storage_status(spec: InferencePipelineSpec, pipeline: str, pods: Sequence[Ma
         if not (p.get("metadata") or {}).get("deletionTimestamp")
         and (pod_hash is None or ((p.get("metadata") or {}).get("annotations") or {}).get(names.POD_HASH_ANNOTATION) == pod_hash)
     ]
-    status: dict[str, Any] = {"layout": layout, "cachedReplicas": sum(1 for p in current if cached(p))}
+    status: dict[str, Any] = {"layout": layout, "cachedReplicas": sum(1 for p in current if cached(p)), "sharedJobs": shared_jobs(spec, claim_modes)}
     if layout == "Shared":
         status["claim"] = spec.storage.existing_claim or names.claim_name(pipeline)
     return status

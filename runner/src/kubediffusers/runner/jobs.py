@@ -12,13 +12,15 @@ With ``shared_jobs`` the store also keeps its jobs as files on the directory
 every replica mounts (``jobfiles``): the replica that accepted a job runs it
 and keeps it in memory while it is unfinished (progress, cancel), mirroring
 its state to the files; once finished, the files are the only copy, so every
-replica answers for it alike, and a cancel from another replica reaches the
-owner through a marker file.
+replica answers for it alike (a video's mp4 is made once and kept beside
+it, see ``jobfiles``), and a cancel from another replica reaches the owner
+through a marker file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -59,6 +61,7 @@ class AsyncJob:
     finished_at: float | None = None  # monotonic, for expiry
     finished_wall: float | None = None  # the same moment in Unix time, for the shared files
     fps: int | None = None  # a video's frame rate: what another replica needs to make its mp4
+    slot: int | None = None  # shared jobs: the slot of the count bound it holds (jobfiles)
     waiter: asyncio.Task[None] | None = None
 
     @property
@@ -119,6 +122,7 @@ class JobStore:
         self._jobs: dict[str, AsyncJob] = {}  # insertion order = submission order
         self._forgotten: OrderedDict[str, str] = OrderedDict()  # id -> why it was forgotten
         self._sync: asyncio.Task[None] | None = None
+        self._slots: dict[str, int] = {}  # admitted, not added yet: id -> slot held
         self._file_lock = threading.Lock()  # a progress write never lands after the final one
 
     @property
@@ -165,12 +169,22 @@ class JobStore:
                     return
         raise QueueFull(f"{self.max_jobs} unfinished jobs are already kept; retry later", retry_after=5)
 
-    async def admit(self) -> None:
-        """Call before queueing a new job: frees a slot or refuses with 503 (the shared directory's bounds when shared)."""
+    async def admit(self) -> str:
+        """Call before queueing a new job: frees room or refuses with 503 (the shared directory's bounds when shared);
+        returns the new job's id (for ``add``; ``withdraw`` it if the job is not queued after all)."""
+        job_id = secrets.token_urlsafe(16)
         if self.files is None:
             self.make_room()
         else:
-            await self.on_disk(self.files.make_room)
+            self._slots[job_id] = await self.on_disk(self.files.make_room, job_id)
+        return job_id
+
+    async def withdraw(self, job_id: str) -> None:
+        """An admitted job that was not queued after all (the worker's queue was full): its slot is free again."""
+        slot = self._slots.pop(job_id, None)
+        if slot is not None and self.files is not None:
+            with contextlib.suppress(JobStorageFailed):  # a slot left behind is freed by a sweep after SLOT_GRACE_SECONDS
+                await self.on_disk(self.files.release_slot, job_id, slot)
 
     async def on_disk(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A blocking call on the shared directory, off the loop; its failure is a clear 503."""
@@ -187,9 +201,11 @@ class JobStore:
         render: Callable[[Any], dict[str, Any]],
         respond: Callable[[Any, Any], Any] | None = None,
         fps: int | None = None,
+        job_id: str | None = None,
     ) -> AsyncJob:
-        """Track a job already submitted to the worker until it finishes."""
-        record = AsyncJob(id=secrets.token_urlsafe(16), task=task, job=job, render=render, respond=respond, fps=fps)
+        """Track a job already submitted to the worker until it finishes (``job_id``: what ``admit`` returned)."""
+        job_id = job_id or secrets.token_urlsafe(16)
+        record = AsyncJob(id=job_id, task=task, job=job, render=render, respond=respond, fps=fps, slot=self._slots.pop(job_id, None))
         self._jobs[record.id] = record
         record.waiter = asyncio.create_task(self._wait(record), name=f"job-{record.id}")
         if self.files is not None and (self._sync is None or self._sync.done()):
@@ -205,6 +221,9 @@ class JobStore:
         except JobStorageFailed:
             record.job.cancel()  # nobody could ever poll it
             self._jobs.pop(record.id, None)
+            if record.slot is not None and self.files is not None:
+                with contextlib.suppress(OSError):  # else freed by a sweep after SLOT_GRACE_SECONDS
+                    await asyncio.to_thread(self.files.release_slot, record.id, record.slot)
             raise
 
     def cancel(self, record: AsyncJob, how: str = "") -> None:
@@ -283,6 +302,7 @@ class JobStore:
             "finished_at": record.finished_wall if record.finished_at is not None else None,
             "size": record.size,
             "fps": record.fps,
+            "slot": record.slot,
             "owner": self.owner,
         }
 

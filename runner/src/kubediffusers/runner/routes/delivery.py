@@ -139,6 +139,14 @@ def video_response_from_body(request: Request, body: dict[str, Any], fps: int | 
     return JSONResponse(body)
 
 
+def kept_mp4_response(body: dict[str, Any], data: bytes) -> Response:
+    """The answer ``video_response_from_body`` gave, from the mp4 it made then (shared jobs keep it on the claim)."""
+    first = body["frames"][0]
+    return Response(
+        data, media_type="video/mp4", headers={"X-Seed": str(first[0]["seed"]), "X-Nsfw": str(first[0]["nsfw"]).lower(), "X-Frames": str(len(first))}
+    )
+
+
 @dataclass(frozen=True)
 class OutputFormat:
     """How a task's results become an answer, in the request's encoding."""
@@ -251,9 +259,13 @@ async def respond(ctx: RunnerContext, request: Request, work: Work, respond_asyn
 async def submit_job(ctx: RunnerContext, request: Request, work: Work, output: OutputFormat) -> Response:
     job = new_job(ctx, work)
     jobs = ctx.jobs
-    await jobs.admit()
+    job_id = await jobs.admit()
     # No disconnect check and no timeout: nobody waits on a connection for this job.
-    ctx.worker.submit(job)  # a full queue answers 503 with Retry-After, as for a sync call
+    try:
+        ctx.worker.submit(job)  # a full queue answers 503 with Retry-After, as for a sync call
+    except BaseException:
+        await jobs.withdraw(job_id)
+        raise
 
     body, _ = output.bind(request_encoding(work, ctx.settings))
 
@@ -266,7 +278,7 @@ async def submit_job(ctx: RunnerContext, request: Request, work: Work, output: O
     def respond(request: Request, body: dict[str, Any]) -> Response:
         return output.from_body(request, body, fps)
 
-    record = jobs.add(job, ctx.settings.task.value, finish, respond, fps=fps)
+    record = jobs.add(job, ctx.settings.task.value, finish, respond, fps=fps, job_id=job_id)
     await jobs.publish(record)
     headers = {"Location": f"/jobs/{record.id}"}
     if prefers_async(request.headers.get("prefer")):

@@ -9,21 +9,23 @@ read from the shared directory: every replica answers for every job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from kubediffusers.runner.context import Context, RunnerContext
-from kubediffusers.runner.errors import JobNotFinished, JobNotFound, error_response
+from kubediffusers.runner.errors import JobNotFinished, JobNotFound, JobStorageFailed, error_response
 from kubediffusers.runner.jobfiles import CANCEL_WAIT_SECONDS, POLL_SECONDS, StoredJob, valid_id
 from kubediffusers.runner.jobs import AsyncJob, JobState, JobStore, job_state, stored_job_state
-from kubediffusers.runner.routes.delivery import FORMATS, accepts
+from kubediffusers.runner.routes.delivery import FORMATS, accepts, kept_mp4_response
 from kubediffusers.runner.routes.docs import ERROR_RESPONSES
 from kubediffusers.runner.tasks import spec_of
 
 router = APIRouter(tags=["jobs"])
 
+MP4_TYPE = "video/mp4"
 JobId = Annotated[str, Path(min_length=1, max_length=64, description="The id from the 202 answer's Location header.")]
 
 
@@ -123,8 +125,17 @@ async def stored_result(ctx: RunnerContext, request: Request, stored: StoredJob)
     if state.status != "done" or stored.result is None:
         progress = f" (step {state.step} of {state.total_steps})" if state.total_steps else ""
         raise JobNotFinished(f"job {state.id} is {state.status}{progress}; poll GET /jobs/{state.id}")
+    store, files = ctx.jobs, ctx.jobs.files
+    assert files is not None
+    video = "frames" in stored.result and accepts(request, MP4_TYPE)
+    if video and (kept := await store.on_disk(files.read_derived, state.id)) is not None:
+        return kept_mp4_response(stored.result, kept)  # made by the first GET, through whichever replica: never encoded twice
     output = FORMATS[spec_of(ctx.settings.task).output]
     response: Response = await asyncio.to_thread(output.from_body, request, stored.result, stored.state.get("fps"))
+    if video and response.media_type == MP4_TYPE:
+        # Kept beside the job (counted in the byte bound, removed with it); a failed write only costs a later encode.
+        with contextlib.suppress(JobStorageFailed):
+            await store.on_disk(files.write_derived, state.id, bytes(response.body))
     return response
 
 
