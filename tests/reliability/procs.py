@@ -11,6 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,6 +155,22 @@ class RunnerProcess:
             if client is None:
                 send.close()
         return r
+
+
+@contextmanager
+def shared_job_replicas(models: Path, task: str, jobs_dir: Path, env: dict[str, str] | None = None) -> Iterator[tuple[RunnerProcess, RunnerProcess]]:
+    """Two runner processes of ``task`` whose async jobs are files in one ``jobs_dir``, as two replicas on one claim."""
+    shared = {"KUBEDIFFUSERS_SHARED_JOBS": "true", "KUBEDIFFUSERS_JOBS_DIR": str(jobs_dir), "KUBEDIFFUSERS_DRAIN_SECONDS": "1", **(env or {})}
+    a, b = RunnerProcess(models, task, env=shared), RunnerProcess(models, task, env=shared)
+    try:
+        a.start()
+        b.start()
+        a.wait_ready()
+        b.wait_ready()
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
 
 
 def decode_first_image(body: dict[str, Any]) -> Image.Image:

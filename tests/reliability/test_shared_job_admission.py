@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from kubediffusers.runner import jobfiles
-from tests.reliability.procs import RunnerProcess
+from tests.reliability.procs import RunnerProcess, shared_job_replicas
 
 pytestmark = pytest.mark.slow
 
@@ -27,23 +27,9 @@ def jobs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def pair(reliability_models: Path, jobs_dir: Path) -> Iterator[tuple[RunnerProcess, RunnerProcess]]:
-    env = {
-        "KUBEDIFFUSERS_SHARED_JOBS": "true",
-        "KUBEDIFFUSERS_JOBS_DIR": str(jobs_dir),
-        "KUBEDIFFUSERS_MAX_JOBS": str(MAX_JOBS),
-        "KUBEDIFFUSERS_MAX_STEPS": "1000",
-        "KUBEDIFFUSERS_DRAIN_SECONDS": "1",
-    }
-    a, b = RunnerProcess(reliability_models, "text-to-image", env=env), RunnerProcess(reliability_models, "text-to-image", env=env)
-    try:
-        a.start()
-        b.start()
-        a.wait_ready()
-        b.wait_ready()
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
+    env = {"KUBEDIFFUSERS_MAX_JOBS": str(MAX_JOBS), "KUBEDIFFUSERS_MAX_STEPS": "1000"}
+    with shared_job_replicas(reliability_models, "text-to-image", jobs_dir, env) as replicas:
+        yield replicas
 
 
 def test_replicas_admitting_at_once_keep_the_count_between_them(pair: tuple[RunnerProcess, RunnerProcess], jobs_dir: Path) -> None:

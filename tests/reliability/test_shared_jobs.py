@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from kubediffusers.runner import jobfiles
-from tests.reliability.procs import RunnerProcess
+from tests.reliability.procs import RunnerProcess, shared_job_replicas
 from tests.runner.helpers import wait_until
 
 pytestmark = pytest.mark.slow
@@ -29,23 +29,9 @@ def jobs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def pair(reliability_models: Path, jobs_dir: Path) -> Iterator[tuple[RunnerProcess, RunnerProcess]]:
-    env = {
-        "KUBEDIFFUSERS_SHARED_JOBS": "true",
-        "KUBEDIFFUSERS_JOBS_DIR": str(jobs_dir),
-        "KUBEDIFFUSERS_JOB_TTL_SECONDS": str(TTL),
-        "KUBEDIFFUSERS_MAX_STEPS": "1000",
-        "KUBEDIFFUSERS_DRAIN_SECONDS": "1",
-    }
-    a, b = RunnerProcess(reliability_models, "text-to-image", env=env), RunnerProcess(reliability_models, "text-to-image", env=env)
-    try:
-        a.start()
-        b.start()
-        a.wait_ready()
-        b.wait_ready()
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
+    env = {"KUBEDIFFUSERS_JOB_TTL_SECONDS": str(TTL), "KUBEDIFFUSERS_MAX_STEPS": "1000"}
+    with shared_job_replicas(reliability_models, "text-to-image", jobs_dir, env) as replicas:
+        yield replicas
 
 
 def submit(runner: RunnerProcess, steps: int = 1, seed: int = 1) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.procs import RunnerProcess
+from tests.reliability.procs import RunnerProcess, shared_job_replicas
 from tests.runner.helpers import mp4_frames, png, wait_until
 
 pytestmark = pytest.mark.slow
@@ -27,17 +27,8 @@ def jobs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def pair(reliability_models: Path, jobs_dir: Path) -> Iterator[tuple[RunnerProcess, RunnerProcess]]:
-    env = {"KUBEDIFFUSERS_SHARED_JOBS": "true", "KUBEDIFFUSERS_JOBS_DIR": str(jobs_dir), "KUBEDIFFUSERS_DRAIN_SECONDS": "1"}
-    a, b = RunnerProcess(reliability_models, "image-to-video", env=env), RunnerProcess(reliability_models, "image-to-video", env=env)
-    try:
-        a.start()
-        b.start()
-        a.wait_ready()
-        b.wait_ready()
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
+    with shared_job_replicas(reliability_models, "image-to-video", jobs_dir) as replicas:
+        yield replicas
 
 
 def submit(runner: RunnerProcess) -> str:
