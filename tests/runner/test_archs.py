@@ -7,11 +7,6 @@ the harness runs end to end on the toy-size ``tiny-sd``.
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
 
 import diffusers
 import pytest
@@ -118,62 +113,6 @@ def test_video_pipelines_assemble_on_meta_with_their_tokenizers(arch: str, pipel
 def test_unknown_architecture_is_refused() -> None:
     with pytest.raises(ValueError, match="choose one of"):
         archs.random_model_id("sd9")
-
-
-def test_harness_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
-    """stock, optimized and HTTP once each (2 timed runs) on tiny-sd, through the real runner process."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    port = _free_port()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kubediffusers.runner.dev.bench",
-            "arch",
-            "--arch",
-            "tiny-sd",
-            "--size",
-            "32",
-            "--steps",
-            "1",
-            "--guidance-scale",
-            "0",
-            "--runs",
-            "2",
-            "--warmup-runs",
-            "1",
-            "--port",
-            str(port),
-            "--model-dir",
-            str(tmp_path / "models"),
-            "--work-dir",
-            str(tmp_path / "work"),
-        ],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    for mode in ("stock", "optimized", "http-png"):  # the http rows name their output format
-        line = next((row for row in out.splitlines() if f"| {mode} " in row), None)
-        assert line is not None, out
-        assert line.startswith("[CPU"), line
-        assert re.search(r"median +[\d.]+ ms \| p90 +[\d.]+ ms \| +[\d.]+ img/s \| peak GPU mem", line), line
-        assert "load " in line and "warm-up/compile " in line, line
-    assert "process start to ready" in out
-    assert "optimized vs stock" in out and "HTTP overhead ratio" in out
-    assert (tmp_path / "models" / "models--kubediffusers--random-tiny-sd" / "refs" / "main").is_file()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_bench_takes_each_architectures_native_size_and_the_familys_gpu_dtype() -> None:

@@ -110,8 +110,13 @@ def test_cpu_mode_runs_every_stage_within_its_budget(tmp_path: Path) -> None:
     order = [log.index(marker) for marker in ("torch:", "== sd-turbo", "== sd-turbo-batching", "== sdxl", "== serving-path", "== flux-schnell")]
     assert order == sorted(order), log
     turbo = (out / "sd-turbo.txt").read_text()
-    for mode in ("stock", "optimized", "http-jpeg", "http-png"):
-        assert re.search(rf"^\[CPU .*\] .*\| {mode}\s+\| median", turbo, re.M), turbo
+    for mode in ("stock", "optimized", "http-jpeg", "http-png"):  # each way, through the real runner process for http
+        line = re.search(rf"^\[CPU .*\] .*\| {mode}\s+\| median.*$", turbo, re.M)
+        assert line is not None, turbo
+        assert re.search(r"median +[\d.]+ ms \| p90 +[\d.]+ ms \| +[\d.]+ img/s \| peak GPU mem", line.group()), line.group()
+        assert "load " in line.group() and "warm-up/compile " in line.group(), line.group()
+    assert "process start to ready" in turbo and "optimized vs stock" in turbo and "HTTP overhead ratio" in turbo, turbo
+    assert (out / "models" / "models--kubediffusers--random-tiny-sd" / "refs" / "main").is_file()  # the random checkpoint, in the cache layout
     batching = (out / "sd-turbo-batching.txt").read_text()
     assert re.search(r"4 clients: off .* img/s, on .* img/s, gain .*batch sizes on", batching), batching
     serving = (out / "serving-path.txt").read_text()
