@@ -176,13 +176,13 @@ def test_the_inference_thread_hands_results_straight_to_an_encoder(t2i: Any, mon
     from kubediffusers.runner.routes import delivery
 
     built: list[str] = []
-    real = delivery.images_body
+    real = delivery.images_json
 
     def recording(images: Any, encoding: Any) -> Any:
         built.append(threading.current_thread().name)
         return real(images, encoding)
 
-    monkeypatch.setattr(delivery, "images_body", recording)  # what image_response builds the JSON with
+    monkeypatch.setattr(delivery, "images_json", recording)  # what image_response builds the JSON with
     r = t2i.post("/text-to-image", json={**REQUEST, "num_images_per_prompt": 2})
     assert r.status_code == 200 and len(r.json()["images"]) == 2
     assert len(built) == 1 and built[0].startswith("encoder"), built

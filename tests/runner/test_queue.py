@@ -116,6 +116,23 @@ def test_a_request_whose_client_left_before_its_turn_is_dropped(model_dir) -> No
         assert gate.calls == 1  # the abandoned request never reached the pipeline
 
 
+def test_a_running_request_whose_client_left_stops_at_the_next_step(model_dir) -> None:
+    """The server's disconnect message cancels the job (routes.delivery.watch_disconnect): the
+    pipeline call stops at its next step, without the gate ever letting it finish."""
+    app = create_app(settings_for(model_dir))
+    with ThreadedServer(app) as server, gated(app) as gate:
+        with pytest.raises(httpx.ReadTimeout), httpx.Client(timeout=httpx.Timeout(60, read=0.3)) as impatient, ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(impatient.post, server.url + "/text-to-image", json=BODY)
+            gate.wait_entered()
+            waiting.result(timeout=30)
+        wait_until(lambda: httpx.get(server.url + "/health").json()["activity"] == "Idle", what="the abandoned call stopped")
+        metrics = httpx.get(server.url + "/metrics").text
+        assert 'kubediffusers_rejected_requests_total{reason="cancelled"} 1.0' in metrics
+        assert not gate.release.is_set() and gate.calls == 1
+        gate.release.set()
+        assert httpx.post(server.url + "/text-to-image", json=BODY, timeout=60).status_code == 200
+
+
 async def test_then_runs_on_the_inference_thread_and_not_for_a_job_nobody_waits_for() -> None:
     import threading
 

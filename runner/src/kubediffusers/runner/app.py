@@ -68,11 +68,14 @@ def create_app(settings: RunnerSettings, *, tasks: list[Task] | None = None, loa
     app.include_router(pico_health)
     # The task's routes (native and compatibility) and its async jobs; the token guards them.
     guarded = [router for task in tasks or [settings.task] for router in task_routers(task)] + [jobs.router]
+    # Without a token nothing is guarded: no security dependency to solve on every request
+    # (two of a generation route's five), and /openapi.json claims no scheme it would not apply.
+    guard = [Depends(require_token)] if settings.auth_token is not None else []
     for router in guarded:
-        app.include_router(router, dependencies=[Depends(require_token)])
+        app.include_router(router, dependencies=guard)
     app.add_middleware(RequestMetrics, metrics=context.metrics)
-    token = settings.auth_token.get_secret_value() if settings.auth_token is not None else None
-    app.add_middleware(TokenFirst, token=token, guarded=[route for router in guarded for route in router.routes])
+    if settings.auth_token is not None:
+        app.add_middleware(TokenFirst, token=settings.auth_token.get_secret_value(), guarded=[route for router in guarded for route in router.routes])
     app.add_middleware(BodyLimits, max_bytes=settings.max_upload_bytes, timeout_seconds=settings.body_timeout_seconds)
     if settings.compatibility is Compatibility.LIVEPEER:
         app.add_middleware(livepeer.DeclaredStatuses, paths=livepeer.livepeer_paths())

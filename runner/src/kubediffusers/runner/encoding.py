@@ -48,7 +48,8 @@ class Encoding:
         if self.format is ImageFormat.PNG:
             image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
         elif self.format is ImageFormat.JPEG:
-            image.convert("RGB").save(buffer, format="JPEG", quality=self.quality)
+            # convert() copies even an RGB image (a quarter of JPEG's own cost at 512x512).
+            (image if image.mode == "RGB" else image.convert("RGB")).save(buffer, format="JPEG", quality=self.quality)
         else:
             # method 0: libwebp's fastest; the default (4) is several times slower for little gain.
             image.save(buffer, format="WEBP", quality=self.quality, method=0)

@@ -25,19 +25,19 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 
 
 class TokenFirst:
-    """With auth on, a request to a guarded route without the token gets 401
+    """With auth on (the app adds it only then), a request to a guarded route without the token gets 401
     before its body is read: tokenless clients cannot spool uploads to the
     temp directory. (The routes' own ``require_token`` still documents and
     re-checks it.)"""
 
-    def __init__(self, app: ASGIApp, token: str | None, guarded: Sequence[BaseRoute]) -> None:
+    def __init__(self, app: ASGIApp, token: str, guarded: Sequence[BaseRoute]) -> None:
         self.app = app
         self.token = token
         self.guarded = guarded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = next((r for r in self.guarded if r.matches(scope)[0] is Match.FULL), None) if scope["type"] == "http" and self.token is not None else None
-        if route is not None and self.token is not None:
+        route = next((r for r in self.guarded if r.matches(scope)[0] is Match.FULL), None) if scope["type"] == "http" else None
+        if route is not None:
             supplied = next((bearer_of(v) for n, v in scope.get("headers", []) if n == b"authorization"), "")
             if not token_matches(supplied, self.token):
                 # Answered before routing: the route's API (native, livepeer, PICO) still picks the shape.

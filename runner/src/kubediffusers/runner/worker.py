@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -28,7 +28,6 @@ from kubediffusers.runner.types import Cancelled, StepCallback
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Disconnected = Callable[[], Awaitable[bool]]
 
 
 @dataclass
@@ -41,7 +40,6 @@ class Job(Generic[T]):
     execute: Callable[[list[Any], StepCallback], list[T]]
     batch_key: Hashable | None = None
     weight: int = 1  # images this job adds to a batch
-    disconnected: Disconnected | None = None
     future: asyncio.Future[T] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     enqueued_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
@@ -236,7 +234,7 @@ class InferenceWorker:
                 if job.batch_key != head.batch_key or images + job.weight > self.max_batch_size:
                     continue
                 self._pending.remove(job)
-                if await self._unwanted(job):
+                if self._unwanted(job):
                     continue
                 batch.append(job)
                 images += job.weight
@@ -257,17 +255,12 @@ class InferenceWorker:
                 self._arrived.clear()
                 await self._arrived.wait()
             job = self._pending.popleft()
-            if not await self._unwanted(job):
+            if not self._unwanted(job):
                 return job
 
-    async def _unwanted(self, job: Job[Any]) -> bool:
+    def _unwanted(self, job: Job[Any]) -> bool:
+        # A client that left has cancelled its job already (routes.delivery.watch_disconnect).
         reason = job.cancelled
-        if reason is None and job.disconnected is not None:
-            try:
-                if await job.disconnected():
-                    reason = "client_disconnected"
-            except Exception:  # a broken connection counts as gone
-                reason = "client_disconnected"
         if reason is None:
             return False
         log.info("dropping a queued request: %s", reason.replace("_", " "))

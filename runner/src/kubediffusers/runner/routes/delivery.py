@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
+from starlette.types import Receive
 
 from kubediffusers.runner.context import RunnerContext
 from kubediffusers.runner.encoding import FORMAT_OF_MEDIA_TYPE, MEDIA_TYPES, Encoding, choose, encode_all
@@ -25,7 +26,7 @@ from kubediffusers.runner.settings import ImageFormat, RunnerSettings
 from kubediffusers.runner.tasks import Output
 from kubediffusers.runner.types import GeneratedImage, GeneratedVideo, Work
 from kubediffusers.runner.video import encode_mp4
-from kubediffusers.runner.worker import Disconnected, Job
+from kubediffusers.runner.worker import Job
 
 # -- bodies and Accept -----------------------------------------------------------
 
@@ -70,11 +71,26 @@ def images_body(images: list[GeneratedImage], encoding: Encoding) -> dict[str, A
     return {"images": [media(data, i.seed, i.nsfw, encoding) for data, i in zip(encoded, images, strict=True)]}
 
 
+def images_json(images: list[GeneratedImage], encoding: Encoding) -> bytes:
+    """``images_body`` as the JSON bytes JSONResponse would send, built around the base64 bytes.
+
+    json.dumps scans each data URL for characters to escape and the text is encoded
+    back to bytes (0.2 ms per 512x512 JPEG here, a sixth of the serving cost); base64,
+    a media type and numbers need no escaping, so the bytes are joined as they are."""
+    encoded = encode_all([i.image for i in images], encoding)
+    head = f'{{"url":"data:{encoding.media_type};base64,'.encode("ascii")
+    items = [
+        b'%s%s","seed":%d,"nsfw":%s}' % (head, base64.b64encode(data), image.seed, b"true" if image.nsfw else b"false")
+        for data, image in zip(encoded, images, strict=True)
+    ]
+    return b'{"images":[' + b",".join(items) + b"]}"
+
+
 def image_response(request: Request, images: list[GeneratedImage], encoding: Encoding) -> Response:
     """JSON with data URLs (ai-runner's shape), or one raw image when Accept asks for PNG, JPEG or WebP."""
     raw = raw_image_format(request)
     if raw is None:
-        return JSONResponse(images_body(images, encoding))
+        return Response(images_json(images, encoding), media_type="application/json")
     if encoding.named and encoding.format is not raw:
         raise InvalidInput(f"output_format is {encoding.format.value} but Accept asks for {MEDIA_TYPES[raw]}; ask for one format")
     if len(images) != 1:
@@ -192,14 +208,13 @@ async def delivery(
 RespondAsync = Annotated[bool, Depends(delivery)]
 
 
-def new_job(ctx: RunnerContext, work: Work, disconnected: Disconnected | None = None) -> Job[list[Any]]:
+def new_job(ctx: RunnerContext, work: Work) -> Job[list[Any]]:
     pipeline = ctx.model.require_ready()
     return Job(
         work=work,
         execute=pipeline.generate,  # run_batch with the add-ons: adapters before, safety check after
         batch_key=pipeline.job_key(work),
         weight=work.num_images,
-        disconnected=disconnected,
     )
 
 
@@ -214,10 +229,10 @@ async def generate(ctx: RunnerContext, request: Request, work: Work, then: Calla
 
     With ``then``, what it made of the results on the inference thread (``Job.then``),
     which then counts them; without, the results, counted here."""
-    job = new_job(ctx, work, disconnected=request.is_disconnected)
+    job = new_job(ctx, work)
     job.then = then
     ctx.worker.submit(job)
-    watcher = asyncio.create_task(watch_disconnect(request, job))
+    watcher = asyncio.create_task(watch_disconnect(request.receive, job))
     try:
         results = await ctx.worker.result(job, ctx.settings.request_timeout_seconds)
     finally:
@@ -227,13 +242,18 @@ async def generate(ctx: RunnerContext, request: Request, work: Work, then: Calla
     return results
 
 
-async def watch_disconnect(request: Request, job: Job[Any], interval: float = 0.5) -> None:
-    """Cancel the job when its client leaves while it waits or runs: the worker stops at the next step instead of generating for nobody."""
-    while not job.future.done():
-        if await request.is_disconnected():
-            job.cancel("client_disconnected")
-            return
-        await asyncio.sleep(interval)
+async def watch_disconnect(receive: Receive, job: Job[Any], interval: float = 0.5) -> None:
+    """Cancel the job when its client leaves while it waits or runs: the worker drops it
+    from the queue, or stops at the next step, instead of generating for nobody.
+
+    The body has been read, so the server's next message is ``http.disconnect``, sent
+    the moment the connection closes (uvicorn: at once if it already has): one wait,
+    not a poll of ``Request.is_disconnected`` per request (an anyio cancel scope and a
+    loop iteration each time, a fixed cost on every request)."""
+    while (await receive())["type"] != "http.disconnect":
+        await asyncio.sleep(interval)  # a server that repeats a body message: wait, do not spin
+    if not job.future.done():
+        job.cancel("client_disconnected")
 
 
 async def respond(ctx: RunnerContext, request: Request, work: Work, respond_async: bool, output: OutputFormat) -> Response:

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 
 from kubediffusers.runner import schedulers
 from kubediffusers.runner.compat import livepeer
-from kubediffusers.runner.context import Context, RunnerContext
+from kubediffusers.runner.context import RunnerContext, get_context
 from kubediffusers.runner.errors import ErrorStyle
 from kubediffusers.runner.inputs import read_image
 from kubediffusers.runner.params import TaskParams
@@ -34,11 +34,13 @@ async def prepare(spec: TaskSpec, params: TaskParams, ctx: RunnerContext) -> Wor
     pipeline.with_family_defaults(params, ctx.settings).check_limits(ctx.settings)
     schedulers.check(pipeline, params.scheduler)
     images = {name: await read_image(upload, name, ctx.settings) for name, upload in params.uploads().items()}
+    if not images:  # a prompt and numbers: less work than the two thread hand-offs would cost
+        return pipeline.prepare(params, images, ctx.settings)
     # Fitting resizes uploads: CPU work, off the event loop.
     return await asyncio.to_thread(pipeline.prepare, params, images, ctx.settings)
 
 
-async def handle(spec: TaskSpec, params: TaskParams, request: Request, ctx: Context, respond_async: bool) -> Response:
+async def handle(spec: TaskSpec, params: TaskParams, request: Request, ctx: RunnerContext, respond_async: bool) -> Response:
     """A native route's request (livepeer's clients call these: its defaults apply under compatibility livepeer)."""
     if ctx.settings.compatibility is Compatibility.LIVEPEER:
         livepeer.apply_defaults(spec, params)
@@ -51,8 +53,9 @@ def task_router(spec: TaskSpec) -> APIRouter:
     uploads files; also at livepeer's trailing-slash alias where livepeer has the task."""
     body: Any = Annotated[spec.params, Form(media_type="multipart/form-data")] if spec.uploads else spec.params
 
-    async def endpoint(params: body, request: Request, ctx: Context, respond_async: RespondAsync) -> Response:
-        return await handle(spec, params, request, ctx, respond_async)
+    async def endpoint(params: body, request: Request, respond_async: RespondAsync) -> Response:
+        # The context from the request, not the Context dependency: one dependency less to solve per request.
+        return await handle(spec, params, request, get_context(request), respond_async)
 
     router = APIRouter(tags=["generate"], route_class=styled_route(ErrorStyle.NATIVE))
     router.add_api_route(
