@@ -190,6 +190,7 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.uncompiled_calls.labels(reason="size")  # exported at 0 from the start, for alerts on any increase
         self.registry.register(_GpuMemoryCollector())
         self.task = task
 
