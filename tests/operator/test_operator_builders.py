@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -350,6 +351,42 @@ def test_compile_batch_sizes_that_cannot_be_served_are_an_invalid_spec(runner: d
 
     with pytest.raises(ValidationError, match=message):
         InferencePipelineSpec.model_validate({"task": "text-to-image", "model": {"id": "a/b"}, "runner": runner})
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"runner": {"optimizations": {"compile": {"vae": True, "sizes": ["512x512", "512x512"]}}}}, "must not repeat a size"),
+        ({"runner": {"optimizations": {"compile": {"vae": True, "sizes": ["512x500"]}}}}, "512x500: sides must be multiples of 8 from 8 to 8192"),
+        ({"runner": {"optimizations": {"compile": {"vae": True, "sizes": ["16384x8"]}}}}, "16384x8: sides must be multiples of 8"),
+        ({"runner": {"optimizations": {"compile": {"vae": True, "sizes": ["2048x2048"]}}}}, "more than limits.maxPixels 2359296"),
+        ({"runner": {"limits": {"maxPixels": 262144}, "optimizations": {"compile": {"vae": True, "sizes": ["768x512"]}}}}, "more than limits.maxPixels 262144"),
+        ({"runner": {"optimizations": {"compile": {"vae": True, "sizes": ["512*512"]}}}}, "should match pattern"),
+        ({"runner": {"optimizations": {"compile": {"vae": True, "sizes": [512]}}}}, "valid string"),
+        ({"runner": {"optimizations": {"compile": {"vae": True, "sizes": []}}}}, "at least 1 item"),
+        ({"task": "upscale", "runner": {"optimizations": {"compile": {"vae": True, "sizes": ["512x512"]}}}}, "compile.sizes applies to text-to-image"),
+    ],
+)
+def test_compile_sizes_that_cannot_be_served_are_an_invalid_spec(spec: dict[str, Any], message: str) -> None:
+    """A SpecError from Pipeline.from_manifest is what reconcile turns into Valid=False, reason InvalidSpec."""
+    from kubediffusers.operator.spec import SpecError
+
+    doc = manifest(**spec)
+    with pytest.raises(SpecError, match=re.escape(message)) as caught:
+        pipeline_of(doc)
+    assert str(caught.value).startswith("spec") and "\n" not in str(caught.value)  # the condition's message: the field's path, one line
+
+
+def test_compile_sizes_reach_the_runner_as_a_json_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = {"optimizations": {"compile": {"unet": True, "sizes": ["512x512", "768x512"]}}}
+    env = env_map(build_runner_env(pipeline_of(manifest(runner=spec)), SETTINGS))
+    assert env["KUBEDIFFUSERS_COMPILE_SIZES"] == '["512x512", "768x512"]'
+    assert "KUBEDIFFUSERS_COMPILE_SIZES" not in env_map(build_runner_env(pipeline_of(manifest()), SETTINGS))
+    settings_mod = pytest.importorskip("kubediffusers.runner.settings")
+    for key, value in env.items():
+        if isinstance(value, str):
+            monkeypatch.setenv(key, value)
+    assert settings_mod.load_settings().compile_sizes == ["512x512", "768x512"]
 
 
 def test_compile_batch_sizes_reach_the_runner_as_a_json_list(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -88,7 +88,7 @@ def full_spec() -> dict[str, Any]:
                 "attention": "default",
                 "channelsLast": True,
                 "fuseQkv": True,
-                "compile": {"unet": True, "vae": True, "mode": "reduce-overhead", "regional": False, "batchSizes": [1, 2, 4]},
+                "compile": {"unet": True, "vae": True, "mode": "reduce-overhead", "regional": False, "batchSizes": [1, 2, 4], "sizes": ["256x256", "256x128"]},
                 "deepcacheInterval": 2,
                 "tinyVaeId": "madebyollin/taesd",
                 "vaeSlicing": True,
@@ -121,6 +121,39 @@ def field_pattern(model: type[BaseModel], name: str) -> str:
     patterns = [m.pattern for m in model.model_fields[name].metadata if getattr(m, "pattern", None)]
     assert len(patterns) == 1, (model, name)
     return patterns[0]
+
+
+def test_compile_size_rules_are_one_rule_in_operator_and_runner() -> None:
+    assert operator_spec.COMPILE_SIZE_PATTERN == runner_settings.COMPILE_SIZE_PATTERN
+    assert (operator_spec.MIN_SIDE, operator_spec.MAX_SIDE, operator_spec.SIDE_STEP) == (
+        runner_settings.MIN_SIDE,
+        runner_settings.MAX_SIDE,
+        runner_settings.SIDE_STEP,
+    )
+    assert operator_spec.SIZED_TASKS == runner_settings.SIZED_TASKS
+    assert RunnerSettings.model_fields["max_pixels"].default == operator_spec.RUNNER_MAX_PIXELS
+
+
+@pytest.mark.parametrize(
+    ("task", "sizes", "max_pixels"),
+    [
+        ("text-to-image", ["512x512", "512x512"], None),
+        ("text-to-image", ["512x500"], None),
+        ("text-to-image", ["8200x8"], None),
+        ("text-to-image", ["2048x2048"], None),
+        ("text-to-image", ["768x512"], 262144),
+        ("text-to-image", ["512 x 512"], None),
+        ("upscale", ["512x512"], None),
+    ],
+)
+def test_compile_sizes_the_runner_refuses_the_crd_model_refuses(task: str, sizes: list[str], max_pixels: int | None) -> None:
+    limits = {} if max_pixels is None else {"maxPixels": max_pixels}
+    with pytest.raises(ValidationError):
+        operator_spec.InferencePipelineSpec.model_validate(
+            {"task": task, "model": {"id": "a/b"}, "runner": {"limits": limits, "optimizations": {"compile": {"vae": True, "sizes": sizes}}}}
+        )
+    with pytest.raises(ValidationError):
+        RunnerSettings(task=task, model_id="a/b", compile_vae=True, compile_sizes=sizes, **({} if max_pixels is None else {"max_pixels": max_pixels}))
 
 
 @pytest.mark.parametrize("kind", ["MODEL_ID", "REVISION", "VARIANT"])

@@ -41,6 +41,11 @@ ADAPTER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 WEIGHT_NAME_PATTERN = r"^[A-Za-z0-9_.\-][A-Za-z0-9_.\-/]*\.safetensors$"
 SAFETY_CHECKER_ID = "CompVis/stable-diffusion-safety-checker"
 MAX_LORA_SCALE = 10.0
+# Image sizes compiled at warm-up, and what the runner accepts of a request's sides and pixels.
+COMPILE_SIZE_PATTERN = r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$"
+MIN_SIDE, MAX_SIDE, SIDE_STEP = 8, 8192, 8
+RUNNER_MAX_PIXELS = 1536 * 1536
+SIZED_TASKS = ("text-to-image", "image-to-image", "inpainting", "image-variation")
 
 
 def _quantity_to_str(value: Any) -> Any:
@@ -249,6 +254,17 @@ class CompileSpec(_Model):
             "Unset: 1, 2, 4, ... up to the largest call (maxBatchSize, or limits.maxImagesPerRequest when larger)."
         ),
     )
+    sizes: list[Annotated[str, Field(max_length=11, pattern=COMPILE_SIZE_PATTERN)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description=(
+            'Image sizes compiled at warm-up, "WIDTHxHEIGHT" (e.g. ["512x512", "768x512"]), each at every batch size with and without guidance; '
+            "once ready nothing compiles: a request at another size runs uncompiled (slower) and is counted in kubediffusers_uncompiled_calls_total. "
+            "Sides are multiples of the checkpoint's size step (8; 16 for FLUX and SD3, checked when the model loads), within limits.maxPixels. "
+            "Unset: the checkpoint's default size. Text-to-image, image-to-image, inpainting and image-variation only."
+        ),
+    )
 
 
 class OptimizationsSpec(_Model):
@@ -394,6 +410,25 @@ class RunnerSpec(_Model):
             raise ValueError(
                 f"optimizations.compile.batchSizes: {sizes[-1]} is more images than one call ever has (maxBatchSize, limits.maxImagesPerRequest: {largest})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _compile_sizes_fit(self) -> RunnerSpec:
+        # The runner's rules (settings.RunnerSettings._check_compile_sizes); the checkpoint's own step is the runner's to check.
+        sizes = self.optimizations.compile.sizes
+        if sizes is None:
+            return self
+        if len(set(sizes)) != len(sizes):
+            raise ValueError(f"optimizations.compile.sizes must not repeat a size, got {sizes}")
+        limit = self.limits.max_pixels or RUNNER_MAX_PIXELS
+        for text in sizes:
+            width, height = (int(side) for side in text.split("x"))
+            if not all(MIN_SIDE <= side <= MAX_SIDE and side % SIDE_STEP == 0 for side in (width, height)):
+                raise ValueError(f"optimizations.compile.sizes: {text}: sides must be multiples of {SIDE_STEP} from {MIN_SIDE} to {MAX_SIDE}")
+            if width * height > limit:
+                raise ValueError(
+                    f"optimizations.compile.sizes: {text} is {width * height} pixels, more than limits.maxPixels {limit}: no request has that size"
+                )
         return self
 
 
@@ -587,6 +622,12 @@ class InferencePipelineSpec(_Model):
     def most_replicas(self) -> int:
         """The most replicas this spec can run: what the storage layout must serve."""
         return self.autoscaling.max_replicas if self.autoscaling is not None else self.replicas
+
+    @model_validator(mode="after")
+    def _compile_sizes_need_a_sized_task(self) -> InferencePipelineSpec:
+        if self.runner.optimizations.compile.sizes is not None and self.task not in SIZED_TASKS:
+            raise ValueError(f"runner.optimizations.compile.sizes applies to {', '.join(SIZED_TASKS)}, not {self.task}")
+        return self
 
     @model_validator(mode="after")
     def _adapters_consistent(self) -> InferencePipelineSpec:

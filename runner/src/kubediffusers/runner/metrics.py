@@ -184,6 +184,13 @@ class Metrics:
             "torch.compile compilations after ready (a shape warm-up did not cover; each costs a request seconds to minutes)",
             registry=self.registry,
         )
+        self.uncompiled_calls = Counter(
+            "kubediffusers_uncompiled_calls",
+            "Pipeline calls after ready that ran without their compiled graphs (reason size: an image size not in compile.sizes), eagerly instead of compiling",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.uncompiled_calls.labels(reason="size")  # exported at 0 from the start, for alerts on any increase
         self.registry.register(_GpuMemoryCollector())
         self.task = task
 

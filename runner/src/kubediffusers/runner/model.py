@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from kubediffusers.runner.errors import ModelUnavailable, NotReady, one_line
 from kubediffusers.runner.metrics import Metrics
 from kubediffusers.runner.pipelines import pipeline_class
-from kubediffusers.runner.pipelines.recompiles import RecompileWatch
+from kubediffusers.runner.pipelines.recompiles import RecompileWatch, UncompiledWatch
 from kubediffusers.runner.settings import RunnerSettings
 from kubediffusers.runner.snapshots import locate
 
@@ -53,6 +53,7 @@ class ModelHolder:
         self.revision: str | None = None
         self.pipeline: TaskPipeline | None = None
         self.recompiles = RecompileWatch(metrics.recompilations)
+        self.uncompiled = UncompiledWatch(metrics.uncompiled_calls)
 
     @property
     def ready(self) -> bool:
@@ -75,8 +76,10 @@ class ModelHolder:
             self._fail(f"model failed to load: {one_line(exc)}")
 
     def close(self) -> None:
-        """Stop counting compilations (dynamo's callbacks are process-wide; tests make many apps)."""
+        """Stop counting compilations and holding torch to its graphs (dynamo's callbacks and
+        stance are process-wide; tests make many apps)."""
         self.recompiles.remove()
+        self.uncompiled.remove()
 
     def _fail(self, reason: str) -> None:
         self.state, self.reason, self.pipeline = ModelState.ERROR, reason, None
@@ -98,6 +101,11 @@ class ModelHolder:
             self._metrics.warmup_seconds.set(time.monotonic() - warm_started)
         if self.settings.compile_unet or self.settings.compile_vae:
             self.recompiles.install()  # from now on a compilation is one warm-up missed
+            if self.settings.warmup and pipeline.compiled_sizes:
+                # Warm-up ran every shape of a request at these sizes: from now on nothing compiles,
+                # a call at another size runs eagerly and is counted (pipelines.recompiles).
+                self.uncompiled.install(pipeline.compiled_sizes)
+                pipeline.uncompiled = self.uncompiled
         self.pipeline = pipeline
         self.state, self.reason = ModelState.OK, "ready"
         self._metrics.ready.set(1)

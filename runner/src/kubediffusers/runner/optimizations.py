@@ -185,7 +185,8 @@ def configure_compile_cache(settings: RunnerSettings) -> None:
 
 def _compile(pipe: Any, settings: RunnerSettings) -> list[str]:
     configure_compile_cache(settings)
-    allow_bucket_graphs(Buckets.of(settings))  # one static graph per compiled batch size: pipelines.buckets
+    # One static graph per compiled batch size and image size: pipelines.buckets.
+    allow_bucket_graphs(Buckets.of(settings), len(settings.compile_sizes or ()))
     mode = settings.compile_mode.value
     done = []
     denoiser = _denoiser(pipe)

@@ -31,6 +31,20 @@ ADAPTER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 WEIGHT_NAME_PATTERN = r"^[A-Za-z0-9_.\-][A-Za-z0-9_.\-/]*\.safetensors$"
 MAX_LORA_SCALE = 10.0
 
+# Image sizes compiled at warm-up ("WIDTHxHEIGHT", compile_sizes; the operator's CRD keeps a copy).
+COMPILE_SIZE_PATTERN = r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$"
+# A request's sides (params.Height/Width) and the step every checkpoint's sizes share.
+MIN_SIDE, MAX_SIDE, SIDE_STEP = 8, 8192, 8
+# Tasks whose warm-up can run every shape a request at a compiled size has (pipelines.base:
+# warms_request_shapes); a video's frames and an upscale's input are other shapes still.
+SIZED_TASKS = ("text-to-image", "image-to-image", "inpainting", "image-variation")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """(width, height) of a "WIDTHxHEIGHT" string that matched COMPILE_SIZE_PATTERN."""
+    width, height = text.split("x")
+    return int(width), int(height)
+
 
 class LoraAdapter(BaseModel):
     """One declared LoRA adapter (spec.loras[]): fetched with the model, loaded at start-up under its name."""
@@ -231,6 +245,16 @@ class RunnerSettings(BaseSettings):
             "so none compiles in the request path; unset: 1, 2, 4, ... up to the largest call (max_batch_size or max_images_per_request)."
         ),
     )
+    compile_sizes: list[Annotated[str, Field(pattern=COMPILE_SIZE_PATTERN)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description=(
+            'Image sizes compiled at warm-up, "WIDTHxHEIGHT" (a JSON list, e.g. ["512x512", "768x512"]), each at every batch size, '
+            "with and without guidance; after warm-up a call at another size runs uncompiled (eagerly) instead of compiling; "
+            "unset: the checkpoint's default size. Text-to-image, image-to-image, inpainting and image-variation only."
+        ),
+    )
     compile_cache_dir: Path | None = Field(
         default=None,
         description="Where compiled kernels are cached; default <model_dir>/.compile-cache so a restarted pod reuses them.",
@@ -306,6 +330,8 @@ class RunnerSettings(BaseSettings):
             raise ValueError("text_encoder_offload cannot be combined with cpu_offload, which offloads the text encoders already")
         if self.compile_batch_sizes is not None:
             self._check_compile_batch_sizes(self.compile_batch_sizes)
+        if self.compile_sizes is not None:
+            self._check_compile_sizes(self.compile_sizes)
         names = [lora.name for lora in self.loras]
         if len(set(names)) != len(names):
             raise ValueError(f"loras: adapter names must be unique, got {names}")
@@ -323,6 +349,19 @@ class RunnerSettings(BaseSettings):
                 f"compile_batch_sizes: {sizes[-1]} is more images than one call ever has "
                 f"(max_batch_size {self.max_batch_size}, max_images_per_request {self.max_images_per_request})"
             )
+
+    def _check_compile_sizes(self, sizes: list[str]) -> None:
+        # The checkpoint's own size step (16 for FLUX, 64 for some UNets) is checked when it loads (pipelines.base).
+        if self.task not in SIZED_TASKS:
+            raise ValueError(f"compile_sizes applies to {', '.join(SIZED_TASKS)}, not {self.task}")
+        if len(set(sizes)) != len(sizes):
+            raise ValueError(f"compile_sizes must not repeat a size, got {sizes}")
+        for text in sizes:
+            width, height = parse_size(text)
+            if not all(MIN_SIDE <= side <= MAX_SIDE and side % SIDE_STEP == 0 for side in (width, height)):
+                raise ValueError(f"compile_sizes: {text}: sides must be multiples of {SIDE_STEP} from {MIN_SIDE} to {MAX_SIDE}")
+            if width * height > self.max_pixels:
+                raise ValueError(f"compile_sizes: {text} is {width * height} pixels, more than max_pixels {self.max_pixels}: no request has that size")
 
     def resolved_drain_seconds(self) -> float:
         # A synchronous request gets 504 at the request timeout: by then every accepted one has an answer.

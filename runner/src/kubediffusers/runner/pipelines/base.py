@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Hashable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from PIL import Image
@@ -28,8 +28,11 @@ from kubediffusers.runner.pipelines.buckets import Buckets
 from kubediffusers.runner.pipelines.prompt_cache import PromptCache
 from kubediffusers.runner.pipelines.support import check_task_support
 from kubediffusers.runner.safety import SafetyChecker
-from kubediffusers.runner.settings import DType, RunnerSettings, Task
+from kubediffusers.runner.settings import DType, RunnerSettings, Task, parse_size
 from kubediffusers.runner.types import GeneratedImage, StepCallback, Work
+
+if TYPE_CHECKING:
+    from kubediffusers.runner.pipelines.recompiles import UncompiledWatch
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,14 @@ class TaskPipeline(ABC):
     safety: SafetyChecker | None = None
     # The batch sizes calls are padded to when compiled (pipelines.buckets); none by default.
     buckets: Buckets = Buckets()
+    # Whether warm-up can run every shape a request at a compiled size has (each size and
+    # guidance on and off): then, once ready, nothing compiles (pipelines.recompiles). Not
+    # so for videos (frames) and upscaling (the input's size), which compile on first use.
+    warms_request_shapes: ClassVar[bool] = False
+    # (width, height) of the image sizes warm-up compiles (settings.compile_sizes); set by load.
+    compiled_sizes: tuple[tuple[int, int], ...] = ()
+    # Counts calls at other sizes once ready (model.ModelHolder installs it).
+    uncompiled: UncompiledWatch | None = None
 
     def __init__(self, pipe: Any, device: str) -> None:
         self.pipe = pipe
@@ -93,6 +104,8 @@ class TaskPipeline(ABC):
         pipeline.family = family
         pipeline.prompt_cache = PromptCache(settings.prompt_cache_size)
         pipeline.buckets = Buckets.of(settings)
+        if settings.compile_unet or settings.compile_vae:
+            pipeline.compiled_sizes = pipeline.sizes_to_compile(settings)
         pipeline.adapters, pipeline.safety = adapters, SafetyChecker.load(settings, device, dtype)
         return pipeline
 
@@ -139,6 +152,8 @@ class TaskPipeline(ABC):
 
     def generate(self, works: list[Work], on_step: StepCallback | None = None) -> list[list[Any]]:
         """The worker's entry point: the works' adapters, the call, then the safety check."""
+        if self.uncompiled is not None:
+            self.uncompiled.observe(self.request_size(works[0]))  # a batch shares one size (batch_key)
         if self.adapters is not None:
             self.adapters.activate(self.adapters.pick(works[0].params))
         results = self.run_batch(works, on_step)
@@ -153,8 +168,49 @@ class TaskPipeline(ABC):
     def warmup_batches(self, compiled: bool, max_batch_size: int) -> list[list[Work]]:
         """What to run before reporting ready: the warm-up request, plus, when
         compiled, the other shapes requests will have, so that no client waits
-        for a recompilation."""
-        return [[self.warmup_work()]]
+        for a recompilation: here (one image per call) each compiled size with
+        guidance on and off."""
+        if not compiled or not self.warms_request_shapes:
+            return [[self.warmup_work()]]
+        return [[work] for work in self.sized_warmups() for work in with_and_without_guidance(work)]
+
+    def sized_warmups(self) -> list[Work]:
+        """The warm-up request at each compiled size (at the default size when none is set)."""
+        first = self.warmup_work()
+        return [self.sized(first, size) for size in self.compiled_sizes] or [first]
+
+    def sized(self, work: Work, size: tuple[int, int]) -> Work:
+        """``work`` generating (width, height): its width and height, and its input images resized."""
+        width, height = size
+        params = work.params
+        if {"width", "height"} <= set(type(params).model_fields):
+            params = params.model_copy(update={"width": width, "height": height})
+        return replace(work, params=params, images={name: image.resize(size) for name, image in work.images.items()})
+
+    def request_size(self, work: Work) -> tuple[int, int] | None:
+        """(width, height) the work generates at, for the sized tasks (``warms_request_shapes``)."""
+        return None
+
+    def sizes_to_compile(self, settings: RunnerSettings) -> tuple[tuple[int, int], ...]:
+        """(width, height) of each size warm-up compiles: compile_sizes, checked against this
+        checkpoint's size step, or its default size; none where warm-up cannot cover requests."""
+        if not self.warms_request_shapes:
+            return ()
+        if not settings.compile_sizes:
+            height, width = self.default_size()
+            return ((width, height),)
+        sizes = tuple(parse_size(text) for text in settings.compile_sizes)
+        step = self.size_multiple
+        if bad := [f"{w}x{h}" for w, h in sizes if w % step or h % step]:
+            # Refused, not skipped: no request could have that size, so compiling it would serve nothing.
+            raise ModelUnavailable(
+                f"compile_sizes {', '.join(bad)}: this checkpoint generates sizes in steps of {step} pixels; "
+                f"use multiples of {step} (KUBEDIFFUSERS_COMPILE_SIZES, spec.runner.optimizations.compile.sizes)"
+            )
+        height, width = self.default_size()
+        if (width, height) not in sizes:
+            log.info("compile_sizes leaves out the default size %dx%d: requests that name no size run it uncompiled", width, height)
+        return sizes
 
     def with_family_defaults(self, params: Any, settings: RunnerSettings) -> Any:
         """The request with the checkpoint family's defaults (steps, guidance); refuses fields it does not take."""
@@ -205,16 +261,15 @@ class BatchedPipeline(TaskPipeline):
         # One call runs one scheduler: requests naming different ones never share it.
         return tuple(sorted(self.shared_arguments(work).items())) + sizes + (("scheduler", work.params.scheduler),)
 
+    warms_request_shapes = True
+
     def warmup_batches(self, compiled: bool, max_batch_size: int) -> list[list[Work]]:
-        first = self.warmup_work()
         if not compiled:
-            return [[first]]
-        # Classifier-free guidance doubles the UNet batch: compile both (turbo models
-        # run with guidance 0), at every batch size calls will have (pipelines.buckets).
-        cfg = replace(first, params=first.params.model_copy(update={"guidance_scale": 7.5}))
-        no_cfg = replace(first, params=first.params.model_copy(update={"guidance_scale": 0.0}))
-        sizes = self.buckets.sizes or tuple(sorted({1, max_batch_size}))
-        return [[replace(w, num_images=size)] for size in sizes for w in (cfg, no_cfg)]
+            return [[self.warmup_work()]]
+        # At each compiled image size, every batch size calls will have (pipelines.buckets),
+        # with guidance on and off.
+        batches = self.buckets.sizes or tuple(sorted({1, max_batch_size}))
+        return [[replace(w, num_images=n)] for sized in self.sized_warmups() for n in batches for w in with_and_without_guidance(sized)]
 
     def guided(self, kwargs: dict[str, Any]) -> bool:
         """Whether diffusers will run classifier-free guidance for these arguments (as its pipelines decide)."""
@@ -259,6 +314,15 @@ class BatchedPipeline(TaskPipeline):
                 [GeneratedImage(image=img, seed=seed, nsfw=bool(flag)) for seed, (img, flag) in zip(work.seeds, images, strict=False)]
             )  # one shared iterator over the batch
         return results
+
+
+def with_and_without_guidance(work: Work) -> tuple[Work, Work]:
+    """Classifier-free guidance doubles the denoiser's batch: warm-up compiles both (turbo models run with guidance 0)."""
+
+    def at(scale: float) -> Work:
+        return replace(work, params=work.params.model_copy(update={"guidance_scale": scale}))
+
+    return at(7.5), at(0.0)
 
 
 def call_pipeline(pipe: Any, kwargs: dict[str, Any]) -> Any:

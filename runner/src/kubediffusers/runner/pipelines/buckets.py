@@ -25,6 +25,11 @@ to, and then, the largest call the runner makes: ``max_batch_size``, or a
 single request's ``max_images_per_request`` when that is larger (batching off
 still serves requests of several images in one call). Without compile, calls
 are never padded (padding costs compute; eager kernels take any shape).
+
+Image sizes are the other half of a shape: warm-up runs every bucket at each
+of ``settings.compile_sizes`` (default: the checkpoint's own size), and after
+it the runner holds torch to the graphs it has (pipelines.recompiles): a call
+at another size runs eagerly, and is counted, rather than compiling.
 """
 
 from __future__ import annotations
@@ -115,11 +120,12 @@ class Buckets:
         return found
 
 
-def allow_bucket_graphs(buckets: Buckets) -> None:
+def allow_bucket_graphs(buckets: Buckets, sizes: int = 1) -> None:
     """Let dynamo keep a graph per shape warm-up compiles: each bucket, with and without
-    guidance (the denoiser sees 2x the rows), per image size requests use. Past the
-    limit (8 by default) dynamo would stop compiling the function and run it eagerly."""
+    guidance (the denoiser sees 2x the rows), at each of the ``sizes`` compiled image
+    sizes (settings.compile_sizes). Past the limit (8 by default) dynamo would stop
+    compiling the function and run it eagerly."""
     import torch._dynamo
 
-    graphs = len({*buckets.sizes, *(2 * size for size in buckets.sizes)})
+    graphs = len({*buckets.sizes, *(2 * size for size in buckets.sizes)}) * max(1, sizes)
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * graphs + 8)

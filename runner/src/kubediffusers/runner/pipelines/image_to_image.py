@@ -39,6 +39,9 @@ class ImageToImagePipeline(BatchedPipeline):
             arguments["image_guidance_scale"] = p.image_guidance_scale  # pix2pix-style checkpoints only
         return self.family_arguments(work, arguments)
 
+    def request_size(self, work: Work) -> tuple[int, int]:
+        return work.images["image"].size  # prepare fitted it: the size generated
+
     def warmup_work(self) -> Work:
         height, width = self.default_size()
         image = Image.new("RGB", (width, height), (127, 127, 127))

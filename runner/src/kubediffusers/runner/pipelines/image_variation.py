@@ -18,6 +18,7 @@ class ImageVariationPipeline(PerSeedPipeline):
     task = Task.IMAGE_VARIATION
     diffusers_class = "StableDiffusionImageVariationPipeline"
     legacy_callback = True
+    warms_request_shapes = True
 
     def prepare(self, params: ImageVariationParams, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
         # One side alone is held to the limit with the model's native other side (height=4096 alone generated 64x4096).
@@ -35,6 +36,10 @@ class ImageVariationPipeline(PerSeedPipeline):
             "guidance_scale": p.guidance_scale,
             "num_inference_steps": p.num_inference_steps,
         }
+
+    def request_size(self, work: Work) -> tuple[int, int]:
+        height, width = self.default_size()
+        return work.params.width or width, work.params.height or height
 
     def warmup_work(self) -> Work:
         params = ImageVariationParams.model_construct(height=None, width=None, guidance_scale=1.0, num_inference_steps=1)

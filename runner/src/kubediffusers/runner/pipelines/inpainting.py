@@ -18,6 +18,7 @@ class InpaintingPipeline(PerSeedPipeline):
 
     task = Task.INPAINTING
     diffusers_class = "AutoPipelineForInpainting"
+    warms_request_shapes = True
 
     def prepare(self, params: InpaintingParams, images: dict[str, Image.Image], settings: RunnerSettings) -> Work:
         params = self.with_family_defaults(params, settings)
@@ -44,6 +45,9 @@ class InpaintingPipeline(PerSeedPipeline):
             "num_inference_steps": p.num_inference_steps,
         }
         return self.family_arguments(work, arguments)
+
+    def request_size(self, work: Work) -> tuple[int, int]:
+        return work.images["image"].size  # prepare fitted it: the size generated
 
     def warmup_work(self) -> Work:
         height, width = self.default_size()
