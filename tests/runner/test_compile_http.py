@@ -129,4 +129,5 @@ def test_compiled_runner_never_compiles_after_ready(model_dir: Path, tmp_path: P
         )
     finally:
         output = stop(proc)
+        print(output[-4000:])  # shown when the test fails: what the runner said, warm-up included
     assert output.count("64x40 was not compiled at warm-up") == 1 and "compiling after ready" not in output

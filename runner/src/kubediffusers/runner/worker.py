@@ -5,7 +5,10 @@ its own, so health, metrics and new requests are answered while an image is
 being generated, and GPU work never runs concurrently on one device. When a
 job is taken, queued jobs with the same batch key (same size, steps, guidance,
 ...) join it, up to ``max_batch_size`` images, waiting at most the batch window
-for more to arrive: one pipeline call then serves them all.
+for more to arrive: one pipeline call then serves them all. While a call runs,
+a full batch already queued is handed to the inference thread behind it, so
+under load the device goes from call to call without waiting for the event
+loop (which is then busy answering the last call's requests).
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class InferenceWorker:
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.running: list[Job[Any]] = []
+        self.staged: list[Job[Any]] = []  # taken from the queue, to run right after ``running`` (_stage_behind)
         self._last_batch_requests = 1
         self.draining: str | None = None  # set at shutdown: why new work is refused
         # Moving average of a pipeline call's time, used to tell clients when to retry.
@@ -82,8 +86,8 @@ class InferenceWorker:
 
     @property
     def depth(self) -> int:
-        """Jobs waiting that someone still wants (a cancelled one only waits to be dropped)."""
-        return sum(1 for job in self._pending if job.cancelled is None)
+        """Jobs waiting that someone still wants (a cancelled one only waits to be dropped), staged ones included."""
+        return sum(1 for job in (*self.staged, *self._pending) if job.cancelled is None)
 
     @property
     def average_call_seconds(self) -> float:
@@ -96,11 +100,11 @@ class InferenceWorker:
     @property
     def idle(self) -> bool:
         """Nothing running and nothing queued (what a drain waits for)."""
-        return not self.running and not self._pending
+        return not self.running and not self.staged and not self._pending
 
     def fail_all(self, exc: BaseException) -> int:
         """Fail every queued and running job with ``exc`` (the drain deadline passed); the running call stops at its next step."""
-        jobs = [*self.running, *self._pending]
+        jobs = [*self.running, *self.staged, *self._pending]
         self._pending.clear()
         for job in jobs:
             job.cancel("shutdown")
@@ -116,10 +120,11 @@ class InferenceWorker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        while self._pending:
-            job = self._pending.popleft()
+        for job in [*self.staged, *self._pending]:
             if not job.future.done():
                 job.future.set_exception(ClientGone("the runner is shutting down"))
+        self.staged = []
+        self._pending.clear()
 
     def retry_after(self) -> int:
         calls = math.ceil(self.depth / self.max_batch_size) + (1 if self.busy else 0)
@@ -165,42 +170,97 @@ class InferenceWorker:
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
+        batch: list[Job[Any]] = []
+        call: asyncio.Future[list[Any]] | None = None
         while True:
-            batch = await self._next_batch()
+            if call is None:
+                batch = await self._next_batch()
+                call = self._launch(loop, batch)
             self.running = batch
-            self._metrics.queue_depth.set(self.depth)
             self._metrics.busy.set(1)
-            started = time.monotonic()
-            for job in batch:
-                job.started_at = started
-                self._metrics.queue_wait_seconds.labels(self._metrics.task).observe(started - job.enqueued_at)
-            self._metrics.batch_images.observe(sum(j.weight for j in batch))
-            self._metrics.batch_requests.observe(len(batch))
-            try:
-                results = await loop.run_in_executor(self._executor, self._execute, batch)
-            except Cancelled:
-                for job in batch:
-                    self._fail(job, ClientGone(f"{job.cancelled or 'cancelled'} while running"))
-                self._metrics.rejected.labels("cancelled").inc(len(batch))
-            except BaseException as exc:  # delivered to the waiting requests, which map it
-                for job in batch:
-                    self._fail(job, exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-            else:
-                elapsed = time.monotonic() - started
-                self._metrics.inference_seconds.labels(self._metrics.task).observe(elapsed)
-                self._avg_seconds = 0.8 * self._avg_seconds + 0.2 * elapsed
-                for job, result in zip(batch, results, strict=True):
-                    if not job.future.done():
-                        job.future.set_result(result)
-            finally:
+            # A full batch already waiting is queued on the inference thread behind the running
+            # call: it starts the moment that call ends, not after a turn of this (busy) event loop.
+            staged = await self._stage_behind(call)
+            following = self._launch(loop, staged) if staged else None
+            self.staged = staged or []
+            await self._deliver(batch, call)
+            self.staged = []
+            batch, call = staged or [], following
+            if call is None:
                 self.running = []
                 self._metrics.busy.set(0)
 
+    def _launch(self, loop: asyncio.AbstractEventLoop, batch: list[Job[Any]]) -> asyncio.Future[list[Any]]:
+        self._metrics.queue_depth.set(self.depth)
+        self._metrics.batch_images.observe(sum(j.weight for j in batch))
+        self._metrics.batch_requests.observe(len(batch))
+        return loop.run_in_executor(self._executor, self._execute, batch)
+
+    async def _deliver(self, batch: list[Job[Any]], call: asyncio.Future[list[Any]]) -> None:
+        """Each job's result, or the call's error for each (the waiting requests map it)."""
+        try:
+            results = await call
+        except Cancelled:
+            for job in batch:
+                self._fail(job, ClientGone(f"{job.cancelled or 'cancelled'} while running"))
+            self._metrics.rejected.labels("cancelled").inc(len(batch))
+        except BaseException as exc:
+            for job in batch:
+                self._fail(job, exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        else:
+            for job, result in zip(batch, results, strict=True):
+                if not job.future.done():
+                    job.future.set_result(result)
+
+    async def _stage_behind(self, call: asyncio.Future[list[Any]]) -> list[Job[Any]] | None:
+        """While ``call`` runs: a full batch taken from the queue as soon as one is there,
+        or None once the call has ended (the next batch is then formed as usual, window and all)."""
+        if self.max_batch_size <= 1:
+            return None
+        while not call.done():
+            full = self._take_full_batch()
+            if full is not None:
+                return full
+            self._arrived.clear()
+            arrival: asyncio.Future[Any] = asyncio.ensure_future(self._arrived.wait())
+            try:
+                await asyncio.wait({call, arrival}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                arrival.cancel()
+        return None
+
+    def _take_full_batch(self) -> list[Job[Any]] | None:
+        """The first wanted job and its queued mates when they fill a batch (``max_batch_size``
+        images); None otherwise: a partial batch waits for the window, after the running call."""
+        head = next((job for job in self._pending if job.cancelled is None), None)
+        if head is None or head.batch_key is None:
+            return None
+        batch, images = [], 0
+        for job in self._pending:
+            if job.cancelled is None and job.batch_key == head.batch_key and images + job.weight <= self.max_batch_size:
+                batch.append(job)
+                images += job.weight
+        if images < self.max_batch_size:
+            return None
+        for job in batch:
+            self._pending.remove(job)
+        self._last_batch_requests = len(batch)
+        return batch
+
     def _execute(self, batch: list[Job[Any]]) -> list[Any]:
-        """The pipeline call, on the inference thread, then each job's ``then`` (not for a job nobody waits for)."""
+        """On the inference thread: the pipeline call, then each job's ``then`` (not for a job nobody waits for)."""
+        started = time.monotonic()
+        for job in batch:
+            job.started_at = started
+            self._metrics.queue_wait_seconds.labels(self._metrics.task).observe(started - job.enqueued_at)
+        if all(job.cancelled for job in batch):  # a staged batch whose clients all left while it waited
+            raise Cancelled()
         results = batch[0].execute([j.work for j in batch], self._step_callback(batch))
+        elapsed = time.monotonic() - started
+        self._metrics.inference_seconds.labels(self._metrics.task).observe(elapsed)
+        self._avg_seconds = 0.8 * self._avg_seconds + 0.2 * elapsed
         return [job.then(result) if job.then is not None and job.cancelled is None else result for job, result in zip(batch, results, strict=True)]
 
     @staticmethod

@@ -95,7 +95,7 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="images per request in the batched rows")
     parser.add_argument("--call-ms", type=float, default=40.0, help="the throughput stub's device time per call")
     parser.add_argument("--image-ms", type=float, default=2.0, help="... and per image")
-    parser.add_argument("--clients", type=int, default=32, help="concurrent clients of the throughput comparison")
+    parser.add_argument("--clients", type=int, default=None, help="concurrent clients of the throughput comparison (default: 4 x --max-batch-size)")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--batch-window-ms", type=float, default=5.0)
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="sample the serving process with py-spy; raw profile in DIR")
