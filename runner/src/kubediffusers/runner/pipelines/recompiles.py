@@ -56,9 +56,9 @@ class RecompileWatch:
             self._installed = True
 
     def remove(self) -> None:
-        import torch._dynamo
+        if self._installed:  # importing dynamo to remove nothing cost a runner that never compiled seconds of CPU at shutdown
+            import torch._dynamo
 
-        if self._installed:
             torch._dynamo.callback_handler.remove_start_callback(self)
             self._installed = False
 
