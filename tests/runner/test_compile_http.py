@@ -85,6 +85,9 @@ def test_compiled_runner_never_compiles_after_ready(model_dir: Path, tmp_path: P
         KUBEDIFFUSERS_MAX_IMAGES_PER_REQUEST="4",
         KUBEDIFFUSERS_COMPILE_SIZES='["64x64", "64x48"]',  # the tiny model's own size, and one more
         KUBEDIFFUSERS_COMPILE_CACHE_DIR=str(tmp_path / "compile-cache"),  # cold: every graph compiles here
+        # No access log: the output is a pipe read only at the end, and minutes of /readyz polls
+        # filled it (64 KiB), which froze the runner's event loop on its next log line.
+        KUBEDIFFUSERS_LOG_LEVEL="warning",
     )
     try:
         wait_until(lambda: is_ready(url), timeout=900, what="compiled warm-up")
