@@ -14,6 +14,9 @@ PORT ?= 8000
 MODEL_DIR := $(CACHE)/models
 # The compile tests (marker `compile`: inductor for real, about 4 minutes on 2 cores) run in `make test-compile`.
 PYTEST_ARGS ?= -m "not compile"
+# Two pytest-xdist workers (the CI machine has 2 cores); worksteal keeps both busy
+# to the end. `make test PYTEST_WORKERS=` runs the suite in one process.
+PYTEST_WORKERS ?= -n 2 --dist worksteal
 
 .PHONY: run test test-compile lint venv generate openapi graph bench clean
 
@@ -54,7 +57,7 @@ lint: $(STAMP)
 
 # pytest exits 5 when it collected no test; that is a failure here, not a pass.
 test: lint
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)"; fi; \
 	exit $$rc
 

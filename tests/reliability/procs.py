@@ -66,9 +66,12 @@ class RunnerProcess:
     that nobody drains, so a chatty run cannot block the process.
     """
 
-    def __init__(self, model_dir: Path, task: str = "text-to-image", *, env: dict[str, str] | None = None, cheap: bool = True) -> None:
+    def __init__(
+        self, model_dir: Path, task: str = "text-to-image", *, env: dict[str, str] | None = None, cheap: bool = True, command: list[str] | None = None
+    ) -> None:
         self.model_dir = Path(model_dir)
         self.task = task
+        self.command = command or [str(RUNNER)]  # another launcher of the same entry point (tests that shorten a constant)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**(CHEAP_LIMITS if cheap else {}), **(env or {})}
@@ -100,7 +103,7 @@ class RunnerProcess:
             OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
         )
         env.update(self.env)
-        self.proc = subprocess.Popen([str(RUNNER)], env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -158,10 +161,12 @@ class RunnerProcess:
 
 
 @contextmanager
-def shared_job_replicas(models: Path, task: str, jobs_dir: Path, env: dict[str, str] | None = None) -> Iterator[tuple[RunnerProcess, RunnerProcess]]:
+def shared_job_replicas(
+    models: Path, task: str, jobs_dir: Path, env: dict[str, str] | None = None, command: list[str] | None = None
+) -> Iterator[tuple[RunnerProcess, RunnerProcess]]:
     """Two runner processes of ``task`` whose async jobs are files in one ``jobs_dir``, as two replicas on one claim."""
     shared = {"KUBEDIFFUSERS_SHARED_JOBS": "true", "KUBEDIFFUSERS_JOBS_DIR": str(jobs_dir), "KUBEDIFFUSERS_DRAIN_SECONDS": "1", **(env or {})}
-    a, b = RunnerProcess(models, task, env=shared), RunnerProcess(models, task, env=shared)
+    a, b = RunnerProcess(models, task, env=shared, command=command), RunnerProcess(models, task, env=shared, command=command)
     try:
         a.start()
         b.start()

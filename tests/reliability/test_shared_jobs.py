@@ -5,7 +5,9 @@ as behind a Service that load-balances between two replicas on one RWX claim."""
 from __future__ import annotations
 
 import base64
+import json
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,15 @@ from tests.runner.helpers import wait_until
 pytestmark = pytest.mark.slow
 
 TTL = 8.0
+# jobfiles.STALE_SECONDS in these two replicas: 30 s in production, 10 s here (five heartbeats of
+# HEARTBEAT_SECONDS, so a live owner on a loaded machine is still never taken for dead) to keep the
+# killed-owner test from idling 30 s. The replicas run the real entry point, with that one constant set.
+STALE = 10.0
+SHORT_STALE_RUNNER = [
+    sys.executable,
+    "-c",
+    f"import sys; from kubediffusers.runner import jobfiles; jobfiles.STALE_SECONDS = {STALE}; from kubediffusers.runner.cli import serve; sys.exit(serve())",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +41,7 @@ def jobs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def pair(reliability_models: Path, jobs_dir: Path) -> Iterator[tuple[RunnerProcess, RunnerProcess]]:
     env = {"KUBEDIFFUSERS_JOB_TTL_SECONDS": str(TTL), "KUBEDIFFUSERS_MAX_STEPS": "1000"}
-    with shared_job_replicas(reliability_models, "text-to-image", jobs_dir, env) as replicas:
+    with shared_job_replicas(reliability_models, "text-to-image", jobs_dir, env, command=SHORT_STALE_RUNNER) as replicas:
         yield replicas
 
 
@@ -151,15 +162,18 @@ def test_a_job_left_by_a_drained_replica_reads_as_failed_on_the_other(pair: tupl
     a.wait_ready()
 
 
-def test_a_job_of_a_killed_replica_reads_as_failed_on_the_other(pair: tuple[RunnerProcess, RunnerProcess]) -> None:
+def test_a_job_of_a_killed_replica_reads_as_failed_on_the_other(pair: tuple[RunnerProcess, RunnerProcess], jobs_dir: Path) -> None:
     a, b = pair
+    assert jobfiles.STALE_SECONDS > STALE  # the shortened constant is this test's, not the runner's default
     long = submit(a, steps=1000)
     wait_until(lambda: state(b, long).json()["step"] >= 1, timeout=120, what="the long job running")
     assert a.proc is not None
     a.proc.kill()  # no drain, no last write: only the heartbeat's absence tells
     a.proc.wait(10)
+    last_update = json.loads((jobs_dir / f"{long}.json").read_text())["updated_at"]  # the dead owner's last heartbeat
     assert state(b, long).json()["status"] == "running"
-    wait_until(lambda: state(b, long).json()["status"] == "failed", timeout=jobfiles.STALE_SECONDS + 15, what="the orphaned job failed")
+    wait_until(lambda: state(b, long).json()["status"] == "failed", timeout=STALE + 15, what="the orphaned job failed")
+    assert time.time() >= last_update + STALE  # failed for its silence, not before the owner was STALE seconds quiet
     error = state(b, long).json()["error"]
     assert error["status_code"] == 503 and "stopped updating" in error["msg"]
     assert httpx.delete(f"{b.url}/jobs/{long}", timeout=10).status_code == 204  # finished now: it can be forgotten
