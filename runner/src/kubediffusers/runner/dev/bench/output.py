@@ -190,9 +190,13 @@ def throughput_ratio(bench: OutputBench, device: str) -> float:
     pipeline = stub_pipeline()
     pipeline.pipe.call_ms, pipeline.pipe.image_ms = bench.call_ms, bench.image_ms
     work = Work(params=TextToImageParams(**_payload(ImageFormat.JPEG, 1, 0)), seed=0, num_images=bench.max_batch_size)
-    own = bench.max_batch_size / (median_ms(lambda: pipeline.run_batch([work]), 5) / 1000)
+
+    def pipeline_alone() -> float:
+        return bench.max_batch_size / (median_ms(lambda: pipeline.run_batch([work]), 10) / 1000)
+
     settings = {**STUB_RUNNER, "max_batch_size": bench.max_batch_size, "batch_window_ms": bench.batch_window_ms, "max_queue_size": 256}
     clients = bench.clients or 4 * bench.max_batch_size
+    own_before = pipeline_alone()
     with RunnerProcess(bench.port + 1, settings, module=STUB, extra_env=stub_env) as server, httpx.Client(timeout=600) as client:
         server.wait_ready(client)
         total = clients * 8
@@ -209,6 +213,9 @@ def throughput_ratio(bench: OutputBench, device: str) -> float:
             started = time.perf_counter()
             list(pool.map(worker, range(clients)))
         served = total / (time.perf_counter() - started)
+    # The pipeline alone just before and just after: the faster is what serving must keep
+    # (a load spike during one measurement would otherwise flatter the ratio).
+    own = max(own_before, pipeline_alone())
     ratio = served / own
     print(
         f"throughput, stub pipeline {bench.call_ms:g} ms/call + {bench.image_ms:g} ms/image (sleeping like a device), jpeg, device {device}: "
