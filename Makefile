@@ -12,7 +12,7 @@ TASK ?= text-to-image
 HOST ?= 127.0.0.1
 PORT ?= 8000
 MODEL_DIR := $(CACHE)/models
-# The compile tests (marker `compile`: inductor for real, about 4 minutes on 2 cores) run in `make test-compile`.
+# The compile tests (marker `compile`: inductor for real, 2 to 6 minutes on 2 cores) run in `make test-compile`.
 PYTEST_ARGS ?= -m "not compile"
 # Two pytest-xdist workers (the CI machine has 2 cores); worksteal keeps both busy
 # to the end. `make test PYTEST_WORKERS=` runs the suite in one process.
