@@ -160,7 +160,6 @@ def test_after_install_a_new_shape_runs_eagerly_uncompiled_and_is_counted(caplog
         assert caplog.text.count("64x40 was not compiled at warm-up (compiled: 64x64)") == 1  # one line per size, not per call
         watch.observe((40, 64))
         assert caplog.text.count("was not compiled at warm-up") == 2
-        watch.observe(None)  # a task whose size is not known
         assert uncompiled.labels(reason="size")._value.get() == 4
     finally:
         watch.remove()

@@ -22,7 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from kubediffusers.runner import schedulers
 from kubediffusers.runner.errors import InvalidInput
 from kubediffusers.runner.loras import MAX_LORAS, pick_adapters
-from kubediffusers.runner.settings import ImageFormat, RunnerSettings
+from kubediffusers.runner.settings import MAX_SIDE, MIN_SIDE, ImageFormat, RunnerSettings
 
 MAX_SEED = 2**63 - 1 - 64  # torch seeds are 64-bit; leave room for seed + i
 
@@ -30,8 +30,8 @@ MAX_SEED = 2**63 - 1 - 64  # torch seeds are 64-bit; leave room for seed + i
 Steps = Annotated[int, Field(ge=1, le=1000, description="Denoising steps: more is slower and finer. The runner's limit applies.")]
 Seed = Annotated[int | None, Field(ge=0, le=MAX_SEED, description="Seed of the first image; image i uses seed + i. Random when unset.")]
 NumImages = Annotated[int, Field(ge=1, le=64, description="How many images to generate. The runner's limit applies.")]
-Height = Annotated[int | None, Field(ge=8, le=8192, description="Height in pixels, a multiple of 8. Default: the model's native size.")]
-Width = Annotated[int | None, Field(ge=8, le=8192, description="Width in pixels, a multiple of 8. Default: the model's native size.")]
+Height = Annotated[int | None, Field(ge=MIN_SIDE, le=MAX_SIDE, description="Height in pixels, a multiple of 8. Default: the model's native size.")]
+Width = Annotated[int | None, Field(ge=MIN_SIDE, le=MAX_SIDE, description="Width in pixels, a multiple of 8. Default: the model's native size.")]
 Guidance = Annotated[float, Field(ge=0, le=50, allow_inf_nan=False)]
 Strength = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 Prompt = Annotated[str, Field(min_length=1, max_length=4000, description="What to generate.")]

@@ -187,9 +187,11 @@ class TaskPipeline(ABC):
             params = params.model_copy(update={"width": width, "height": height})
         return replace(work, params=params, images={name: image.resize(size) for name, image in work.images.items()})
 
-    def request_size(self, work: Work) -> tuple[int, int] | None:
-        """(width, height) the work generates at, for the sized tasks (``warms_request_shapes``)."""
-        return None
+    def request_size(self, work: Work) -> tuple[int, int]:
+        """(width, height) the work generates at: the request's, else the checkpoint's default
+        (tasks that generate at their input's size say so)."""
+        height, width = self.default_size()
+        return getattr(work.params, "width", None) or width, getattr(work.params, "height", None) or height
 
     def sizes_to_compile(self, settings: RunnerSettings) -> tuple[tuple[int, int], ...]:
         """(width, height) of each size warm-up compiles: compile_sizes, checked against this

@@ -37,10 +37,6 @@ class ImageVariationPipeline(PerSeedPipeline):
             "num_inference_steps": p.num_inference_steps,
         }
 
-    def request_size(self, work: Work) -> tuple[int, int]:
-        height, width = self.default_size()
-        return work.params.width or width, work.params.height or height
-
     def warmup_work(self) -> Work:
         params = ImageVariationParams.model_construct(height=None, width=None, guidance_scale=1.0, num_inference_steps=1)
         image = Image.new("RGB", (64, 64), (127, 127, 127))

@@ -89,9 +89,9 @@ class UncompiledWatch:
             torch.compiler.set_stance("default")  # process-wide: tests start many runners in one process
             self._installed = False
 
-    def observe(self, size: tuple[int, int] | None) -> None:
-        """A call at ``size`` (width, height) is about to run; None: the size is not known."""
-        if not self._installed or size is None or size in self.sizes:
+    def observe(self, size: tuple[int, int]) -> None:
+        """A call at ``size`` (width, height) is about to run."""
+        if not self._installed or size in self.sizes:
             return
         self.counter.labels(reason="size").inc()
         if size not in self._seen and len(self._seen) < MAX_LOGGED_SIZES:

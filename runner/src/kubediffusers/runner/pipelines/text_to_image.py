@@ -37,9 +37,5 @@ class TextToImagePipeline(BatchedPipeline):
         }
         return self.family_arguments(work, arguments)
 
-    def request_size(self, work: Work) -> tuple[int, int]:
-        height, width = self.default_size()
-        return work.params.width or width, work.params.height or height
-
     def warmup_work(self) -> Work:
         return Work(params=TextToImageParams(prompt="warm-up", num_inference_steps=1), seed=0, num_images=1)

@@ -119,7 +119,7 @@ def serving_costs(bench: OutputBench, client: Client, device: str, pid: int | No
             work = Work(params=TextToImageParams(**_payload(fmt, images, 0)), seed=0, num_images=images)
             direct = partial(pipeline.run_batch, [work])
             direct_encoded = partial(_run_and_encode, pipeline, work, Encoding(fmt))
-            post = partial(_post, client, _payload(fmt, images, 0))
+            post = partial(client.post, "/text-to-image", _payload(fmt, images, 0))
             post()  # warm-up of the connection and the route
             d, e, h = [], [], []
             server_cpu = 0.0
@@ -169,10 +169,6 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.connection.close()
-
-
-def _post(client: Client, payload: dict[str, Any]) -> None:
-    client.post("/text-to-image", payload)
 
 
 def throughput_ratio(bench: OutputBench, device: str) -> float:
