@@ -67,7 +67,7 @@ def media(data: bytes, seed: int, nsfw: bool, encoding: Encoding) -> dict[str, A
 
 
 def images_body(images: list[GeneratedImage], encoding: Encoding) -> dict[str, Any]:
-    encoded = encode_all([i.image for i in images], encoding)
+    encoded = encode_all([i.source for i in images], encoding)
     return {"images": [media(data, i.seed, i.nsfw, encoding) for data, i in zip(encoded, images, strict=True)]}
 
 
@@ -77,7 +77,7 @@ def images_json(images: list[GeneratedImage], encoding: Encoding) -> bytes:
     json.dumps scans each data URL for characters to escape and the text is encoded
     back to bytes (0.2 ms per 512x512 JPEG here, a sixth of the serving cost); base64,
     a media type and numbers need no escaping, so the bytes are joined as they are."""
-    encoded = encode_all([i.image for i in images], encoding)
+    encoded = encode_all([i.source for i in images], encoding)
     head = f'{{"url":"data:{encoding.media_type};base64,'.encode("ascii")
     items = [
         b'%s%s","seed":%d,"nsfw":%s}' % (head, base64.b64encode(data), image.seed, b"true" if image.nsfw else b"false")
@@ -97,7 +97,7 @@ def image_response(request: Request, images: list[GeneratedImage], encoding: Enc
         raise InvalidInput(f"Accept: {MEDIA_TYPES[raw]} returns a single image; ask for num_images_per_prompt=1")
     only, encoding = images[0], replace(encoding, format=raw)
     return Response(
-        encode_all([only.image], encoding)[0],
+        encode_all([only.source], encoding)[0],
         media_type=encoding.media_type,
         headers={"X-Seed": str(only.seed), "X-Nsfw": str(only.nsfw).lower()},
     )

@@ -142,7 +142,7 @@ def serving_costs(bench: OutputBench, client: Client, device: str, pid: int | No
 def _run_and_encode(pipeline: Any, work: Any, encoding: Encoding) -> None:
     (results,) = pipeline.run_batch([work])
     for item in results:
-        encoding.encode(item.image)
+        encoding.encode(item.source)
 
 
 class Client:
