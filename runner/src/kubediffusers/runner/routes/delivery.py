@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.types import Receive
@@ -198,14 +198,10 @@ def prefers_async(prefer: str | None) -> bool:
     return any(part.split(";")[0].split("=")[0].strip().lower() == "respond-async" for part in prefer.split(","))
 
 
-async def delivery(
-    respond_async: Annotated[bool, Query(alias="async", description="true: answer 202 at once with a job to poll at GET /jobs/{id}.")] = False,
-    prefer: Annotated[str | None, Header(description="'respond-async' does the same as async=true (RFC 7240).")] = None,
-) -> bool:
-    return respond_async or prefers_async(prefer)
-
-
-RespondAsync = Annotated[bool, Depends(delivery)]
+# A generation route's own parameters, not a dependency of its own: FastAPI solves
+# a sub-dependency's parameters in a second pass on every request.
+AsyncQuery = Annotated[bool, Query(alias="async", description="true: answer 202 at once with a job to poll at GET /jobs/{id}.")]
+PreferHeader = Annotated[str | None, Header(description="'respond-async' does the same as async=true (RFC 7240).")]
 
 
 def new_job(ctx: RunnerContext, work: Work) -> Job[list[Any]]:
