@@ -86,7 +86,7 @@ def encoder_costs(runs: int, device: str) -> None:
 
         return call
 
-    candidates = {
+    candidates: dict[str, Callable[[], int]] = {
         "png level 6 (Pillow default)": save(format="PNG", compress_level=6),
         "png level 1 (runner)": save(format="PNG", compress_level=1),
         "png level 0 (stored)": save(format="PNG", compress_level=0),
