@@ -82,10 +82,11 @@ PICK
     fi
   fi
   export PYTHONPATH="$ROOT/runner/src:$SITE${PYTHONPATH:+:$PYTHONPATH}"
-  "$PY" -c 'import diffusers, fastapi, pydantic_settings, uvicorn, multipart' 2>/dev/null || {
-    echo "gpu-check: the runner's dependencies are missing: carry hack/wheels (bash hack/gpu-wheels.sh) or pass --wheels DIR" >&2
-    exit 1
-  }
+fi
+# Everything the runner and the bench import, before any stage: a missing package is one line now, not a failed stage later.
+if ! error=$("$PY" -c 'import kubediffusers.runner.app, kubediffusers.runner.server, kubediffusers.runner.dev.bench.cli, diffusers, transformers' 2>&1); then
+  echo "gpu-check: the runner's dependencies are missing ($(echo "$error" | tail -1)): carry hack/wheels (bash hack/gpu-wheels.sh) or pass --wheels DIR" >&2
+  exit 1
 fi
 BENCH=("$PY" -m kubediffusers.runner.dev.bench)
 # The random checkpoints (GBs on the GPU): --models keeps them out of a folder that is fetched back.
@@ -144,6 +145,35 @@ stage() {  # stage NAME SECONDS COMMAND...: output to NAME.txt, killed at min(SE
     echo "== $name: done in $(($(date +%s) - started)) s"
   fi
 }
+
+# The copy of a batch's pixels to the host that the runner starts and does not wait for
+# (pipelines/postprocess.copy_to_host): equal to a synchronous copy, and how soon the call returns.
+read -r -d '' COPY_CHECK <<'COPY'
+import time
+import numpy as np
+import torch
+from kubediffusers.runner.pipelines.postprocess import to_pixels
+cuda = torch.cuda.is_available()
+batch = torch.rand(16, 3, 512, 512, device="cuda" if cuda else "cpu")
+def sync():
+    if cuda:
+        torch.cuda.synchronize()
+def timed(call):
+    sync()
+    started = time.perf_counter()
+    result = call()
+    return result, (time.perf_counter() - started) * 1000
+to_pixels(batch)  # warm-up: the pinned buffer, the kernels
+pending, returned = timed(lambda: to_pixels(batch))
+arrays = [p.array() for p in pending]
+expected, blocking = timed(lambda: (batch.clamp(0, 1) * 255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy())
+same = all(np.array_equal(a, e) for a, e in zip(arrays, expected, strict=True))
+name = torch.cuda.get_device_name(0) if cuda else "CPU"
+print(f"[{name}] pixels of 16 512x512 images to the host: to_pixels returned in {returned:.2f} ms, a synchronous copy takes {blocking:.2f} ms; "
+      f"the pixels are {'equal to' if same else 'DIFFERENT FROM'} the synchronous copy's")
+raise SystemExit(0 if same else 1)
+COPY
+stage device-copy 60 "$PY" -c "$COPY_CHECK"
 
 if [ "$MODE" = cpu ]; then
   # The tiny architecture, CPU-sized: the same stages and code paths, in a few minutes.

@@ -26,8 +26,9 @@ pin() {  # the exact version requirements/constraints.txt pins for distribution 
 }
 
 specs=()
-while read -r name _when; do
+while read -r name when; do
   case "$name" in ''|'#'*) continue ;; esac
+  [ "$when" = present ] && continue  # the GPU machine has it
   if [ ${#ONLY[@]} -gt 0 ] && [[ ! " ${ONLY[*]} " == *" $name "* ]]; then continue; fi
   version=$(pin "$name")
   if [ -z "$version" ]; then

@@ -34,3 +34,19 @@ def test_bad_invocations_say_why_in_one_line() -> None:
     assert result.returncode == 1 and result.stderr.strip() == "kubediffusers-bench: --model-id is required unless --tiny is given"
     assert bench("pipeline", "--runs", "1").returncode == 2
     assert bench().returncode == 2
+
+
+def test_output_measures_another_checkout_side_by_side() -> None:
+    """--baseline serves the same stub from another checkout (here this one), its requests
+    alternating with ours in every run; a folder that is no checkout is one line."""
+    root = Path(__file__).resolve().parents[2]
+    small = ["--runs", "2", "--clients", "2", "--max-batch-size", "2", "--call-ms", "2", "--image-ms", "1", "--port", str(free_port())]
+    result = bench("output", *small, "--baseline", str(root))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if " batch " in line and "serving cost" in line]
+    assert len(rows) == 6 and all("; baseline HTTP median" in row and "this - baseline" in row for row in rows), result.stdout
+    assert "jpeg q90 from pixels (runner)" in result.stdout and f"baseline: the stub server of {root}" in result.stdout
+    result = bench("output", *small, "--baseline", str(root / "docs"))
+    assert (
+        result.returncode == 1 and result.stderr.strip().startswith("kubediffusers-bench: --baseline ") and "is not a kubediffusers checkout" in result.stderr
+    )

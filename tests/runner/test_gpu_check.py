@@ -4,6 +4,7 @@ held to the constraints, and its bad invocations say why in one line."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import random
 import re
@@ -12,9 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "hack" / "gpu-check.sh"
 WHEELS = ROOT / "hack" / "gpu-wheels.txt"
+# On PYTHONPATH, its sitecustomize hides every installed distribution the GPU machine would lack.
+GPU_MACHINE = Path(__file__).resolve().parent / "gpu_machine"
 
 
 def free_ports(count: int = 10) -> int:
@@ -54,22 +59,86 @@ def test_the_scripts_parse_and_are_shellcheck_clean() -> None:
         shellcheck(script)
 
 
-def test_every_carried_wheel_is_pinned_and_covers_the_runners_own_dependencies() -> None:
-    pins = {}
-    for line in (ROOT / "requirements" / "constraints.txt").read_text().splitlines():
-        name, _, version = line.partition("==")
-        pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+def listing() -> dict[str, str]:
+    """hack/gpu-wheels.txt: distribution (PEP 503 name) -> when it is installed there."""
     listed = {}
     for line in WHEELS.read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             name, when = line.split()
-            assert when in ("always", "missing"), line
-            listed[re.sub(r"[-_.]+", "-", name).lower()] = when
+            assert when in ("always", "missing", "present"), line
+            listed[norm(name)] = when
+    return listed
+
+
+def norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# The GPU machine's Python, for requirement markers.
+GPU_PYTHON = {
+    "python_version": "3.12",
+    "python_full_version": "3.12.3",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "os_name": "posix",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+}
+# Required by the runner's metadata, not carried: nothing the check runs imports them
+# (the --cpu test below runs it with only the listed distributions importable).
+NOT_CARRIED = {
+    "av": "mp4 encoding of generated videos: the check makes none",
+    "ftfy": "Wan's prompt cleaning: the check runs no Wan",
+    "wcwidth": "ftfy's",
+    "peft": "LoRA adapters: the check loads none",
+    "watchfiles": "uvicorn[standard]'s reloader",
+    "websockets": "uvicorn[standard]'s websocket protocol",
+    "typer": "transformers' command line",
+    "shellingham": "typer's",
+    "rich": "typer's",
+    "markdown-it-py": "rich's",
+    "mdurl": "rich's",
+    "pygments": "rich's",
+}
+
+
+def needed(roots: list[str]) -> set[str]:
+    """The distributions ``roots`` require, transitively, on the GPU machine's Python (with the extras each requirement names)."""
+    seen: dict[str, set[str]] = {}
+    todo: list[tuple[str, frozenset[str]]] = [(name, frozenset()) for name in roots]
+    while todo:
+        name, extras = todo.pop()
+        key = norm(name)
+        if key in seen and extras <= seen[key]:
+            continue
+        seen[key] = seen.get(key, set()) | extras
+        try:
+            requires = importlib.metadata.requires(key) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue  # not installed here (another platform's): its own requirements are unknown
+        for line in requires:
+            requirement = Requirement(line)
+            if requirement.marker is None or any(requirement.marker.evaluate({**GPU_PYTHON, "extra": e}) for e in ("", *extras)):
+                todo.append((requirement.name, frozenset(requirement.extras)))
+    return set(seen)
+
+
+def test_every_carried_wheel_is_pinned_and_covers_the_runners_own_dependencies() -> None:
+    pins = {}
+    for line in (ROOT / "requirements" / "constraints.txt").read_text().splitlines():
+        name, _, version = line.partition("==")
+        pins[norm(name)] = version
+    listed = listing()
     assert all(name in pins for name in listed), [n for n in listed if n not in pins]
     # What the GPU machine lacks must be carried and installed whatever it has.
-    for needed in ("diffusers", "fastapi", "pydantic-settings", "uvicorn", "python-multipart", "transformers", "huggingface-hub"):
-        assert listed.get(needed) == "always", needed
+    for wanted in ("diffusers", "fastapi", "pydantic-settings", "uvicorn", "python-multipart", "transformers", "huggingface-hub", "httptools"):
+        assert listed.get(wanted) == "always", wanted
     assert "torch" not in listed  # the machine's own CUDA build stays
+    # Everything the runner's metadata requires beyond torch's own, or said why not.
+    wanted = needed(["kubediffusers-runner"]) - needed(["torch"]) - {"kubediffusers-runner"}
+    assert not wanted - set(listed) - set(NOT_CARRIED), sorted(wanted - set(listed) - set(NOT_CARRIED))
+    assert not set(NOT_CARRIED) & set(listed)
 
 
 def test_bad_invocations_say_why_in_one_line(tmp_path: Path) -> None:
@@ -100,15 +169,20 @@ def _python_without_the_runner(folder: Path) -> Path:
 
 def test_cpu_mode_runs_every_stage_within_its_budget(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = run("--cpu", OUT=str(out), timeout=1000)  # $OUT names the folder, as on the device machine
+    # $OUT names the folder, as on the device machine; every process sees only its packages.
+    done = run("--cpu", OUT=str(out), timeout=1000, PYTHONPATH=str(GPU_MACHINE), GPU_MACHINE_WHEELS=str(WHEELS))
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-4000:]
     versions = (out / "versions.txt").read_text()
     for field in ("git commit:", "gpu:", "torch:", "cuda:", "diffusers:", "transformers:", "device: cpu"):
         assert field in versions, versions
     # Versions come first, then the stages in order.
-    order = [log.index(marker) for marker in ("torch:", "== sd-turbo", "== sd-turbo-batching", "== sdxl", "== serving-path", "== flux-schnell")]
+    order = [
+        log.index(marker) for marker in ("torch:", "== device-copy", "== sd-turbo", "== sd-turbo-batching", "== sdxl", "== serving-path", "== flux-schnell")
+    ]
     assert order == sorted(order), log
+    copy = (out / "device-copy.txt").read_text()
+    assert re.search(r"^\[CPU\] pixels of 16 512x512 images to the host: .* equal to the synchronous copy's$", copy, re.M), copy
     turbo = (out / "sd-turbo.txt").read_text()
     for mode in ("stock", "optimized", "http-jpeg", "http-png"):  # each way, through the real runner process for http
         line = re.search(rf"^\[CPU .*\] .*\| {mode}\s+\| median.*$", turbo, re.M)

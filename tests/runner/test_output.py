@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 import io
 import threading
+import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from PIL import Image
 
 from kubediffusers.runner import encoding
 from kubediffusers.runner.encoding import PNG_COMPRESS_LEVEL, Encoding
-from kubediffusers.runner.pipelines.postprocess import to_images
+from kubediffusers.runner.pipelines.postprocess import to_pixels
 from kubediffusers.runner.settings import ImageFormat
 from tests.runner.helpers import assert_error, settings_for
 
@@ -135,7 +137,7 @@ def test_pixels_are_quantized_like_diffusers_numpy_to_pil() -> None:
     from diffusers.image_processor import VaeImageProcessor
 
     batch = torch.rand(2, 3, 8, 16)
-    ours = [np.asarray(image) for image in to_images(batch)]
+    ours = [pixels.array() for pixels in to_pixels(batch)]
     theirs = [np.asarray(image) for image in VaeImageProcessor.numpy_to_pil(batch.permute(0, 2, 3, 1).numpy())]
     assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
     assert ours[0].shape == (8, 16, 3) and ours[0].dtype == np.uint8
@@ -146,11 +148,11 @@ def test_cpu_quantization_on_one_thread_equals_torchs() -> None:
     batch = torch.linspace(-0.2, 1.2, 3 * 3 * 40 * 64).reshape(3, 3, 40, 64)
     batch[0, 0, 0, :8] = torch.tensor([0.5, 1.5, 2.5, 253.5, 254.5, 0.0, 1.0, 127.5]) / 255  # near the rounding ties
     expected = (batch.clamp(0, 1) * 255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    for picture, want in zip(to_images(batch), expected, strict=True):
-        assert np.array_equal(np.asarray(picture), want)
+    for picture, want in zip(to_pixels(batch), expected, strict=True):
+        assert np.array_equal(picture.array(), want)
     wide = batch.to(torch.float64)  # not float32: the torch path, in float64
     expected = (wide.clamp(0, 1) * 255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    assert all(np.array_equal(np.asarray(a), b) for a, b in zip(to_images(wide), expected, strict=True))
+    assert all(np.array_equal(a.array(), b) for a, b in zip(to_pixels(wide), expected, strict=True))
 
 
 def test_the_pipeline_asks_diffusers_for_tensors(t2i: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -198,3 +200,85 @@ def test_encoder_threads_share_a_batch_without_waiting_on_a_full_pool() -> None:
     for answer in answers:
         encoded = answer.result(timeout=60)
         assert len(encoded) == 5 and all(data.startswith(SIGNATURES["jpeg"]) for data in encoded)
+
+
+def test_pixels_wait_for_their_copy_only_when_read() -> None:
+    """What an in-flight device copy (postprocess.copy_to_host) looks like to its readers: the size at once,
+    the pixels only once the copy is done, waited for once."""
+    from kubediffusers.runner.types import GeneratedImage, Pixels
+
+    copied, waits = threading.Event(), []
+
+    def wait() -> None:
+        waits.append(threading.current_thread().name)
+        assert copied.wait(30)
+
+    array = np.zeros((8, 16, 3), np.uint8)
+    array[..., 1] = 200
+    item = GeneratedImage(Pixels(array, wait), seed=1)
+    assert item.source.size == (16, 8) and waits == []  # nothing read yet
+    reader = ThreadPoolExecutor(1, thread_name_prefix="reader").submit(lambda: item.image)
+    time.sleep(0.05)
+    assert not reader.done()  # reading waits for the copy ...
+    copied.set()
+    picture = reader.result(timeout=30)
+    assert picture.size == (16, 8) and picture.getpixel((3, 3)) == (0, 200, 0)
+    assert item.image is picture and waits == ["reader_0"]  # ... once, on the reader's thread
+    grey = Pixels(np.full((4, 4, 1), 7, np.uint8)).image()
+    assert grey.mode == "L" and grey.getpixel((0, 0)) == 7
+
+
+def test_the_inference_thread_goes_on_while_an_encoder_waits_for_the_copy(t2i: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request's pixels still on their way from the device hold up only its encoder thread:
+    the next request's pipeline call runs and answers meanwhile, and the first one's answer
+    comes once its copy is done. (On a CPU the copy is a stand-in that a test holds; the
+    inference thread never reading the pixels is what lets a GPU start the next call.)"""
+    from kubediffusers.runner.pipelines import buckets
+    from kubediffusers.runner.types import Pixels
+
+    copied, waited_on = threading.Event(), []
+    real = buckets.to_pixels
+
+    def in_flight(images: Any) -> list[Any]:
+        done = real(images)
+        if waited_on or copied.is_set():
+            return done
+
+        def wait() -> None:
+            waited_on.append(threading.current_thread().name)
+            assert copied.wait(60)
+
+        return [Pixels(p.array(), wait) for p in done]
+
+    monkeypatch.setattr(buckets, "to_pixels", in_flight)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(t2i.post, "/text-to-image", json={**REQUEST, "output_format": "jpeg"})
+        deadline = time.monotonic() + 60
+        while not waited_on and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert waited_on and waited_on[0].startswith("encoder"), waited_on  # not the inference thread
+        second = t2i.post("/text-to-image", json={**REQUEST, "seed": 4, "output_format": "jpeg"})
+        assert second.status_code == 200 and not first.done()  # served while the first copy is in flight
+        copied.set()
+        answer = first.result(timeout=60)
+    assert answer.status_code == 200
+    assert data_url(answer.json()["images"][0]["url"], "jpeg").size == (64, 64)
+
+
+def test_jpeg_from_pixels_is_pillows_jpeg_without_the_pil_image() -> None:
+    """A JPEG encoded straight from uint8 pixels (encoding.jpeg) decodes to what Pillow's own
+    JPEG of the same image does, within the rounding of two libjpeg-turbo runs; greyscale too."""
+    from kubediffusers.runner.types import Pixels
+
+    y, x = np.mgrid[0:96, 0:128]
+    array = np.stack([x * 2, y * 2, (x + y) % 256], axis=-1).astype(np.uint8)
+    ours = Image.open(io.BytesIO(Encoding(ImageFormat.JPEG, 90).encode(Pixels(array))))
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=90)
+    theirs = Image.open(buffer)
+    assert ours.format == "JPEG" and ours.mode == "RGB" and ours.size == (128, 96)
+    assert np.abs(np.asarray(ours, np.int16) - np.asarray(theirs, np.int16)).mean() < 1.0
+    low = len(Encoding(ImageFormat.JPEG, 20).encode(Pixels(array)))
+    assert low < len(Encoding(ImageFormat.JPEG, 95).encode(Pixels(array)))  # quality is honoured
+    grey = Image.open(io.BytesIO(Encoding(ImageFormat.JPEG).encode(Pixels(array[..., :1]))))
+    assert grey.mode == "L" and abs(int(np.asarray(grey)[10, 10]) - int(array[10, 10, 0])) <= 2

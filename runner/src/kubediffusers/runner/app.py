@@ -63,9 +63,6 @@ def create_app(settings: RunnerSettings, *, tasks: list[Task] | None = None, loa
     )
     app.state.context = context
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(livepeer_routes.router)
-    app.include_router(pico_health)
     # The task's routes (native and compatibility) and its async jobs; the token guards them.
     guarded = [router for task in tasks or [settings.task] for router in task_routers(task)] + [jobs.router]
     # Without a token nothing is guarded: no security dependency to solve on every request
@@ -73,6 +70,9 @@ def create_app(settings: RunnerSettings, *, tasks: list[Task] | None = None, loa
     guard = [Depends(require_token)] if settings.auth_token is not None else []
     for router in guarded:
         app.include_router(router, dependencies=guard)
+    app.include_router(health.router)
+    app.include_router(livepeer_routes.router)
+    app.include_router(pico_health)
     app.add_middleware(RequestMetrics, metrics=context.metrics)
     if settings.auth_token is not None:
         app.add_middleware(TokenFirst, token=settings.auth_token.get_secret_value(), guarded=[route for router in guarded for route in router.routes])

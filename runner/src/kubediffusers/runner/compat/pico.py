@@ -184,7 +184,7 @@ def answer(
         layers.append(
             {
                 "Name": route.name,
-                "Image": base64.b64encode(Encoding().encode(item.image)).decode("ascii"),
+                "Image": base64.b64encode(Encoding().encode(item.source)).decode("ascii"),
                 "Attributes": {key: attributes[key] for key in ATTRIBUTES[task]},
             }
         )

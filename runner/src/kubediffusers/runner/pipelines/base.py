@@ -293,7 +293,7 @@ class BatchedPipeline(TaskPipeline):
             kwargs[name] = [self.per_item_arguments(w)[name] for w in works for _ in w.seeds]
         kwargs["generator"] = [torch.Generator(device="cpu").manual_seed(s) for w in works for s in w.seeds]
         kwargs["num_images_per_prompt"] = 1
-        kwargs["output_type"] = "pt"  # quantized on the device: postprocess.to_images
+        kwargs["output_type"] = "pt"  # quantized on the device: postprocess.to_pixels
         guided, steps = self.guided(kwargs), self.steps_of(works[0])
 
         def call(chunk: dict[str, Any], index: int, count: int) -> Any:

@@ -12,7 +12,7 @@ classifier-free guidance, which doubles the denoiser's batch):
 - a call of fewer rows than a bucket is padded up to it: the padding rows
   repeat the last real row's prompt and inputs, get generators of their own
   (so no real row's generator is drawn from twice), and are cut off the output
-  tensor before it becomes images (``postprocess.to_images``) and before the
+  tensor before it becomes images (``postprocess.to_pixels``) and before the
   safety checker and the encoders see anything. A real row keeps its prompt
   and its generator (seed + i), and each row's computation depends only on its
   own inputs, so with the same compiled graph a padded call gives the real
@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from kubediffusers.runner.pipelines.postprocess import to_images
+from kubediffusers.runner.pipelines.postprocess import to_pixels
 from kubediffusers.runner.settings import RunnerSettings
 
 # Seed of the padding rows' generators: any value would do, their images are discarded.
@@ -114,7 +114,7 @@ class Buckets:
                 chunk[name] = values
             output = call(chunk, index, len(plan))
             images = output.images
-            pictures = to_images(images[:real])
+            pictures = to_pixels(images[:real])
             nsfw = list(getattr(output, "nsfw_content_detected", None) or [False] * padded)[:real]
             found += [(picture, bool(flag)) for picture, flag in zip(pictures, nsfw, strict=True)]
         return found

@@ -25,6 +25,7 @@ import asyncio
 import email.message
 import json
 from collections.abc import Callable, Coroutine
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from fastapi import params
@@ -55,6 +56,7 @@ class _ParsedRequest(Request):
         return self.parsed
 
 
+@lru_cache(maxsize=64)  # a request's header value; clients send a handful of them
 def is_json(content_type: str | None) -> bool:
     """FastAPI's own test (``fastapi.routing``): application/json or application/*+json."""
     if not content_type:

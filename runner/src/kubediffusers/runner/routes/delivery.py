@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.types import Receive
@@ -67,7 +67,7 @@ def media(data: bytes, seed: int, nsfw: bool, encoding: Encoding) -> dict[str, A
 
 
 def images_body(images: list[GeneratedImage], encoding: Encoding) -> dict[str, Any]:
-    encoded = encode_all([i.image for i in images], encoding)
+    encoded = encode_all([i.source for i in images], encoding)
     return {"images": [media(data, i.seed, i.nsfw, encoding) for data, i in zip(encoded, images, strict=True)]}
 
 
@@ -77,7 +77,7 @@ def images_json(images: list[GeneratedImage], encoding: Encoding) -> bytes:
     json.dumps scans each data URL for characters to escape and the text is encoded
     back to bytes (0.2 ms per 512x512 JPEG here, a sixth of the serving cost); base64,
     a media type and numbers need no escaping, so the bytes are joined as they are."""
-    encoded = encode_all([i.image for i in images], encoding)
+    encoded = encode_all([i.source for i in images], encoding)
     head = f'{{"url":"data:{encoding.media_type};base64,'.encode("ascii")
     items = [
         b'%s%s","seed":%d,"nsfw":%s}' % (head, base64.b64encode(data), image.seed, b"true" if image.nsfw else b"false")
@@ -97,7 +97,7 @@ def image_response(request: Request, images: list[GeneratedImage], encoding: Enc
         raise InvalidInput(f"Accept: {MEDIA_TYPES[raw]} returns a single image; ask for num_images_per_prompt=1")
     only, encoding = images[0], replace(encoding, format=raw)
     return Response(
-        encode_all([only.image], encoding)[0],
+        encode_all([only.source], encoding)[0],
         media_type=encoding.media_type,
         headers={"X-Seed": str(only.seed), "X-Nsfw": str(only.nsfw).lower()},
     )
@@ -198,14 +198,10 @@ def prefers_async(prefer: str | None) -> bool:
     return any(part.split(";")[0].split("=")[0].strip().lower() == "respond-async" for part in prefer.split(","))
 
 
-async def delivery(
-    respond_async: Annotated[bool, Query(alias="async", description="true: answer 202 at once with a job to poll at GET /jobs/{id}.")] = False,
-    prefer: Annotated[str | None, Header(description="'respond-async' does the same as async=true (RFC 7240).")] = None,
-) -> bool:
-    return respond_async or prefers_async(prefer)
-
-
-RespondAsync = Annotated[bool, Depends(delivery)]
+# A generation route's own parameters, not a dependency of its own: FastAPI solves
+# a sub-dependency's parameters in a second pass on every request.
+AsyncQuery = Annotated[bool, Query(alias="async", description="true: answer 202 at once with a job to poll at GET /jobs/{id}.")]
+PreferHeader = Annotated[str | None, Header(description="'respond-async' does the same as async=true (RFC 7240).")]
 
 
 def new_job(ctx: RunnerContext, work: Work) -> Job[list[Any]]:

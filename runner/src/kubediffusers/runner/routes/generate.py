@@ -19,7 +19,7 @@ from kubediffusers.runner.errors import ErrorStyle
 from kubediffusers.runner.inputs import read_image
 from kubediffusers.runner.params import TaskParams
 from kubediffusers.runner.routes.bodies import styled_route
-from kubediffusers.runner.routes.delivery import FORMATS, RespondAsync, respond
+from kubediffusers.runner.routes.delivery import FORMATS, AsyncQuery, PreferHeader, prefers_async, respond
 from kubediffusers.runner.routes.docs import RESPONSES
 from kubediffusers.runner.settings import Compatibility
 from kubediffusers.runner.tasks import TaskSpec
@@ -53,9 +53,9 @@ def task_router(spec: TaskSpec) -> APIRouter:
     uploads files; also at livepeer's trailing-slash alias where livepeer has the task."""
     body: Any = Annotated[spec.params, Form(media_type="multipart/form-data")] if spec.uploads else spec.params
 
-    async def endpoint(params: body, request: Request, respond_async: RespondAsync) -> Response:
+    async def endpoint(params: body, request: Request, respond_async: AsyncQuery = False, prefer: PreferHeader = None) -> Response:
         # The context from the request, not the Context dependency: one dependency less to solve per request.
-        return await handle(spec, params, request, get_context(request), respond_async)
+        return await handle(spec, params, request, get_context(request), respond_async or prefers_async(prefer))
 
     router = APIRouter(tags=["generate"], route_class=styled_route(ErrorStyle.NATIVE))
     router.add_api_route(

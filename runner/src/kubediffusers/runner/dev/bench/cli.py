@@ -99,6 +99,13 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--batch-window-ms", type=float, default=5.0)
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="sample the serving process with py-spy; raw profile in DIR")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="CHECKOUT",
+        help="also serve from another checkout (e.g. a git worktree of main), its requests alternating with ours",
+    )
     parser.add_argument("--port", type=int, default=8785)
 
 
@@ -144,7 +151,16 @@ def main(argv: list[str] | None = None) -> int:
 
         run(
             OutputBench(
-                args.runs, args.batch_size, args.call_ms, args.image_ms, args.clients, args.max_batch_size, args.batch_window_ms, args.port, args.profile
+                args.runs,
+                args.batch_size,
+                args.call_ms,
+                args.image_ms,
+                args.clients,
+                args.max_batch_size,
+                args.batch_window_ms,
+                args.port,
+                args.profile,
+                args.baseline,
             )
         )
         return 0

@@ -11,6 +11,7 @@ the serving process with py-spy and says on which threads the encoders ran.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -28,9 +29,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
+
 from kubediffusers.runner.dev.bench.harness import BenchError, RunnerProcess, device_name, p90
 from kubediffusers.runner.dev.bench.stub import SIZE, fixed_image, stub_pipeline
-from kubediffusers.runner.encoding import Encoding
+from kubediffusers.runner.encoding import Encoding, jpeg
 from kubediffusers.runner.settings import ImageFormat
 
 FORMATS = (ImageFormat.PNG, ImageFormat.JPEG, ImageFormat.WEBP)
@@ -50,6 +53,15 @@ class OutputBench:
     batch_window_ms: float = 5.0
     port: int = 8785
     profile_dir: Path | None = None
+    baseline: Path | None = None  # another checkout whose stub server is measured beside this one's
+
+
+def baseline_source(checkout: Path) -> Path:
+    """The runner sources of a checkout given as ``--baseline``, or one line saying why not."""
+    source = checkout / "runner" / "src"
+    if not (source / "kubediffusers" / "runner" / "dev" / "bench" / "stub.py").is_file():
+        raise BenchError(f"--baseline {checkout} is not a kubediffusers checkout with the output bench (no runner/src/kubediffusers/runner/dev/bench/stub.py)")
+    return source.resolve()
 
 
 def median_ms(call: Callable[[], object], runs: int) -> float:
@@ -62,7 +74,8 @@ def median_ms(call: Callable[[], object], runs: int) -> float:
 
 
 def encoder_costs(runs: int, device: str) -> None:
-    """Each encoder alone on the fixed image: Pillow's PNG levels, JPEG, WebP methods."""
+    """Each encoder alone on the fixed image: Pillow's PNG levels, JPEG, WebP methods, and the
+    runner's JPEG, encoded from the uint8 pixels as they leave the device (encoding.jpeg)."""
     image = fixed_image()
 
     def save(**options: Any) -> Callable[[], int]:
@@ -73,11 +86,12 @@ def encoder_costs(runs: int, device: str) -> None:
 
         return call
 
-    candidates = {
+    candidates: dict[str, Callable[[], int]] = {
         "png level 6 (Pillow default)": save(format="PNG", compress_level=6),
         "png level 1 (runner)": save(format="PNG", compress_level=1),
         "png level 0 (stored)": save(format="PNG", compress_level=0),
-        "jpeg q90 (runner)": save(format="JPEG", quality=90),
+        "jpeg q90 (Pillow)": save(format="JPEG", quality=90),
+        "jpeg q90 from pixels (runner)": partial(lambda pixels: len(jpeg(pixels, 90)), np.asarray(image)),
         "webp q90 method 0 (runner)": save(format="WEBP", quality=90, method=0),
         "webp q90 method 4 (Pillow default)": save(format="WEBP", quality=90, method=4),
     }
@@ -105,9 +119,11 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def serving_costs(bench: OutputBench, client: Client, device: str, pid: int | None = None) -> dict[tuple[str, int], float]:
+def serving_costs(bench: OutputBench, client: Client, device: str, pid: int | None = None, baseline: Client | None = None) -> dict[tuple[str, int], float]:
     """Per request: HTTP end to end minus a direct call (pipeline + the same encoding), interleaved;
-    and the runner process's CPU time per request, which a loaded machine inflates far less than wall time."""
+    and the runner process's CPU time per request, which a loaded machine inflates far less than wall time.
+    With a ``baseline`` server (another checkout's), its request alternates with this one's in every run,
+    first one then the other: the difference of the two medians is measured side by side."""
     from kubediffusers.runner.params import TextToImageParams
     from kubediffusers.runner.types import Work
 
@@ -120,21 +136,33 @@ def serving_costs(bench: OutputBench, client: Client, device: str, pid: int | No
             direct = partial(pipeline.run_batch, [work])
             direct_encoded = partial(_run_and_encode, pipeline, work, Encoding(fmt))
             post = partial(client.post, "/text-to-image", _payload(fmt, images, 0))
+            post_baseline = partial(baseline.post, "/text-to-image", _payload(fmt, images, 0)) if baseline else None
             post()  # warm-up of the connection and the route
-            d, e, h = [], [], []
+            if post_baseline:
+                post_baseline()
+            d, e, h, hb = [], [], [], []
             server_cpu = 0.0
-            for _ in range(bench.runs):
+            for run in range(bench.runs):
                 d.append(median_ms(direct, 1))
                 e.append(median_ms(direct_encoded, 1))
+                if post_baseline and run % 2:
+                    hb.append(median_ms(post_baseline, 1))
                 before = cpu_seconds(pid)
                 h.append(median_ms(post, 1))
                 server_cpu += cpu_seconds(pid) - before
+                if post_baseline and not run % 2:
+                    hb.append(median_ms(post_baseline, 1))
             cost = (statistics.median(h) - statistics.median(d)) / images
             costs[(fmt.value, images)] = cost
+            beside = (
+                f"; baseline HTTP median {statistics.median(hb):6.2f} ms, this - baseline {(statistics.median(h) - statistics.median(hb)) / images:+5.2f} ms/image"
+                if hb
+                else ""
+            )
             print(
                 f"  {fmt.value:<4} batch {images}: direct {statistics.median(d):6.2f} ms, direct+encode (one thread) {statistics.median(e):6.2f} ms, "
                 f"HTTP median {statistics.median(h):6.2f} ms (p90 {p90([x / 1000 for x in h]) * 1000:6.2f}), "
-                f"serving cost {cost:5.2f} ms/image, runner CPU {server_cpu / bench.runs * 1000:6.2f} ms/request"
+                f"serving cost {cost:5.2f} ms/image, runner CPU {server_cpu / bench.runs * 1000:6.2f} ms/request{beside}"
             )
     return costs
 
@@ -142,7 +170,7 @@ def serving_costs(bench: OutputBench, client: Client, device: str, pid: int | No
 def _run_and_encode(pipeline: Any, work: Any, encoding: Encoding) -> None:
     (results,) = pipeline.run_batch([work])
     for item in results:
-        encoding.encode(item.image)
+        encoding.encode(item.source)
 
 
 class Client:
@@ -246,11 +274,21 @@ def run(bench: OutputBench) -> None:
     import httpx
 
     device = device_name("cpu")
+    source = baseline_source(bench.baseline) if bench.baseline is not None else None
     encoder_costs(bench.runs, device)
     runner = RunnerProcess(bench.port, STUB_RUNNER, module=STUB)
-    with runner as server, httpx.Client(timeout=600) as probe, Client(runner.url) as client:
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(runner)
+        probe = stack.enter_context(httpx.Client(timeout=600))
+        client = stack.enter_context(Client(runner.url))
         server.wait_ready(probe)
-        costs = serving_costs(bench, client, device, server.process.pid if server.process else None)
+        baseline = None
+        if source is not None:
+            other = stack.enter_context(RunnerProcess(bench.port + 2, STUB_RUNNER, module=STUB, extra_env={"PYTHONPATH": str(source)}))
+            other.wait_ready(probe)
+            baseline = stack.enter_context(Client(other.url))
+            print(f"baseline: the stub server of {bench.baseline} ({source} first on its PYTHONPATH), its requests alternating with this checkout's")
+        costs = serving_costs(bench, client, device, server.process.pid if server.process else None, baseline)
         jpeg = max(costs[("jpeg", 1)], costs[("jpeg", bench.batch)])
         print(f"target: jpeg serving cost <= 3 ms/image at the median: {'met' if jpeg <= 3 else 'MISSED'} ({jpeg:.2f} ms, device {device})")
         if bench.profile_dir is not None:
