@@ -4,7 +4,6 @@ held to the constraints, and its bad invocations say why in one line."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import random
 import re
@@ -13,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from packaging.requirements import Requirement
+from tests.runner.gpu_machine.sitecustomize import requirement_closure
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "hack" / "gpu-check.sh"
@@ -104,24 +103,8 @@ NOT_CARRIED = {
 
 
 def needed(roots: list[str]) -> set[str]:
-    """The distributions ``roots`` require, transitively, on the GPU machine's Python (with the extras each requirement names)."""
-    seen: dict[str, set[str]] = {}
-    todo: list[tuple[str, frozenset[str]]] = [(name, frozenset()) for name in roots]
-    while todo:
-        name, extras = todo.pop()
-        key = norm(name)
-        if key in seen and extras <= seen[key]:
-            continue
-        seen[key] = seen.get(key, set()) | extras
-        try:
-            requires = importlib.metadata.requires(key) or []
-        except importlib.metadata.PackageNotFoundError:
-            continue  # not installed here (another platform's): its own requirements are unknown
-        for line in requires:
-            requirement = Requirement(line)
-            if requirement.marker is None or any(requirement.marker.evaluate({**GPU_PYTHON, "extra": e}) for e in ("", *extras)):
-                todo.append((requirement.name, frozenset(requirement.extras)))
-    return set(seen)
+    """The distributions ``roots`` require, transitively, on the GPU machine's Python."""
+    return requirement_closure(set(roots), GPU_PYTHON)
 
 
 def test_every_carried_wheel_is_pinned_and_covers_the_runners_own_dependencies() -> None:

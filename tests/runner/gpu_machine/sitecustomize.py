@@ -27,29 +27,33 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _with_requirements(names: set[str]) -> set[str]:
-    """``names`` and what they require (no extras), as installed here."""
-    found, todo = set(), list(names)
+def requirement_closure(roots: set[str], environment: dict[str, str] | None = None) -> set[str]:
+    """``roots`` and what they require, transitively, as installed here, with the extras each
+    requirement names; markers evaluated in ``environment`` (default: this Python's)."""
+    seen: dict[str, set[str]] = {}
+    todo: list[tuple[str, frozenset[str]]] = [(name, frozenset()) for name in roots]
     while todo:
-        name = todo.pop()
-        if name in found:
+        name, extras = todo.pop()
+        key = _norm(name)
+        if key in seen and extras <= seen[key]:
             continue
-        found.add(name)
+        seen[key] = seen.get(key, set()) | extras
         try:
-            requires = importlib.metadata.requires(name) or []
+            requires = importlib.metadata.requires(key) or []
         except importlib.metadata.PackageNotFoundError:
-            continue
+            continue  # not installed here (another platform's): its own requirements are unknown
         for line in requires:
             requirement = Requirement(line)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                todo.append(_norm(requirement.name))
-    return found
+            marker = requirement.marker
+            if marker is None or any(marker.evaluate({**(environment or {}), "extra": e}) for e in ("", *extras)):
+                todo.append((requirement.name, frozenset(requirement.extras)))
+    return set(seen)
 
 
 def allowed_distributions(listing: Path) -> set[str]:
     carried = {_norm(line.split()[0]) for line in listing.read_text().splitlines() if line.strip() and not line.startswith("#")}
     # The checkout itself is on PYTHONPATH there.
-    return _with_requirements({"torch"}) | carried | {"kubediffusers-runner"}  # carried wheels install with --no-deps: the list itself must be complete
+    return requirement_closure({"torch"}) | carried | {"kubediffusers-runner"}  # carried wheels install with --no-deps: the list itself must be complete
 
 
 class GpuMachine(importlib.machinery.PathFinder):
