@@ -13,7 +13,8 @@
 # (jpeg and png), sd-turbo throughput at 1/16/32 clients with batching off and
 # on (with the batch-size histogram), SDXL 1024x1024 30 steps stock vs
 # optimized, the serving path on a stub pipeline, and FLUX.1-schnell 1024x1024
-# 4 steps stock vs optimized (--cpu: the toy-size tiny-flux, also over HTTP). Every figure line names the device. Everything is
+# 4 steps stock vs optimized (--cpu: the toy-size tiny-flux, also over HTTP), and the text encoder eager vs
+# compiled vs a prompt-cache hit. Every figure line names the device. Everything is
 # written under --out (default: $OUT). The runner runs as `python -m`: a
 # --target install has no console scripts.
 set -uo pipefail
@@ -203,6 +204,15 @@ else
   # No compile: compiling the 12B transformer alone would spend what is left of the window.
   stage flux-schnell 150 "${BENCH[@]}" arch --arch flux-schnell --model-dir "$MODELS" --work-dir "$WORK" --device cuda --preset cpu \
     --size 1024 --steps 4 --guidance-scale 0 --runs 3 --warmup-runs 1 --modes stock optimized --port $((PORTS + 8))
+fi
+# The prompt's text encoding alone (issue 16 point 2): eager vs compiled (compile_text_encoder) vs a prompt-cache hit;
+# last, as the figures above are the targets'. sd-turbo's CLIP-H, the encoder the issue estimated launch-bound.
+if [ "$MODE" = cpu ]; then
+  stage text-encoder 120 "${BENCH[@]}" arch --arch tiny-sd --model-dir "$MODELS" --work-dir "$WORK" --device cpu --preset cpu \
+    --size 64 --steps 1 --guidance-scale 7.5 --runs 3 --warmup-runs 1 --modes text-encoder
+else
+  stage text-encoder 90 "${BENCH[@]}" arch --arch sd-turbo "${COMMON[@]}" --size 512 --steps 1 --guidance-scale 0 --runs 30 --warmup-runs 5 \
+    --modes text-encoder
 fi
 echo "gpu-check: finished in $(($(date +%s) - START)) s (budget ${BUDGET} s); figures in $OUT_DIR"
 exit $FAILED

@@ -328,6 +328,14 @@ def test_offload_with_compile_is_an_invalid_spec() -> None:
         InferencePipelineSpec.model_validate(
             {"task": "text-to-image", "model": {"id": "a/b"}, "runner": {"optimizations": {"cpuOffload": "model", "compile": {"unet": True}}}}
         )
+    with pytest.raises(ValidationError, match="cpuOffload cannot be combined"):
+        InferencePipelineSpec.model_validate(
+            {"task": "text-to-image", "model": {"id": "a/b"}, "runner": {"optimizations": {"cpuOffload": "model", "compile": {"textEncoder": True}}}}
+        )
+    with pytest.raises(ValidationError, match=r"compile\.textEncoder cannot be combined with optimizations\.textEncoderOffload"):
+        InferencePipelineSpec.model_validate(
+            {"task": "text-to-image", "model": {"id": "a/b"}, "runner": {"optimizations": {"textEncoderOffload": True, "compile": {"textEncoder": True}}}}
+        )
     with pytest.raises(ValidationError, match=r"textEncoderOffload cannot be combined with optimizations\.cpuOffload"):
         InferencePipelineSpec.model_validate(
             {"task": "text-to-image", "model": {"id": "a/b"}, "runner": {"optimizations": {"cpuOffload": "model", "textEncoderOffload": True}}}

@@ -161,7 +161,17 @@ def test_cpu_mode_runs_every_stage_within_its_budget(tmp_path: Path) -> None:
         assert field in versions, versions
     # Versions come first, then the stages in order.
     order = [
-        log.index(marker) for marker in ("torch:", "== device-copy", "== sd-turbo", "== sd-turbo-batching", "== sdxl", "== serving-path", "== flux-schnell")
+        log.index(marker)
+        for marker in (
+            "torch:",
+            "== device-copy",
+            "== sd-turbo",
+            "== sd-turbo-batching",
+            "== sdxl",
+            "== serving-path",
+            "== flux-schnell",
+            "== text-encoder",
+        )
     ]
     assert order == sorted(order), log
     copy = (out / "device-copy.txt").read_text()
@@ -182,7 +192,14 @@ def test_cpu_mode_runs_every_stage_within_its_budget(tmp_path: Path) -> None:
     flux = (out / "flux-schnell.txt").read_text()
     for mode in ("stock", "optimized", "http-jpeg"):  # the toy-size FLUX.1-schnell shape, 2 steps
         assert re.search(rf"^\[CPU .*\] tiny-flux 64x64 2 steps no CFG .*\| {mode}\s+\| median", flux, re.M), flux
-    for name in ("sd-turbo", "sdxl", "flux-schnell"):
+    encoder = (out / "text-encoder.txt").read_text()
+    assert re.search(
+        r"^\[CPU .*\] tiny-sd 64x64 1 step CFG 7.5 .*\| text encoders CLIPTextModel, with CFG .*\| eager median +[\d.]+ ms \| compiled \(default\) median",
+        encoder,
+        re.M,
+    ), encoder
+    assert "prompt-cache hit median" in encoder and "compiled is" in encoder, encoder
+    for name in ("sd-turbo", "sdxl", "flux-schnell", "text-encoder"):
         figures = [line for line in (out / f"{name}.txt").read_text().splitlines() if " median " in line]
         assert figures and all(line.startswith("[CPU") for line in figures)
     assert "finished in" in log and (out / "gpu-check.log").is_file()

@@ -78,6 +78,35 @@ def test_compile_wraps_the_denoiser_and_vae_and_caches_on_the_claim(model_dir: P
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor")
 
 
+def test_compiled_text_encoders_keep_their_module_and_copy_their_outputs(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forward is compiled in place (encode_prompt still reads the module's dtype and
+    config) and what leaves it is a copy: a CUDA graph's next run overwrites its outputs."""
+    graph_outputs: list[torch.Tensor] = []
+
+    def fake_compile(fn: Any, mode: str, dynamic: bool | None = None) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            out = fn(*args, **kwargs)
+            graph_outputs.append(out.last_hidden_state)
+            return out
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    eager, _ = load(model_dir)
+    want = eager.encode_prompt("a cat", "cpu", 1, True, "")
+    pipe, applied = load(model_dir, compile_text_encoder=True, compile_mode="reduce-overhead")
+    assert applied == ["sdpa", "compiled-text-encoder:reduce-overhead"]
+    assert type(pipe.text_encoder).__name__ == "CLIPTextModel" and pipe.unet is not None
+    got = pipe.encode_prompt("a cat", "cpu", 1, True, "")
+    assert len(graph_outputs) == 2  # the prompt and, with guidance, the negative one
+    out = pipe.text_encoder(torch.ones(1, 77, dtype=torch.long))
+    assert out.last_hidden_state.data_ptr() != graph_outputs[-1].data_ptr()
+    assert torch.equal(out.last_hidden_state, graph_outputs[-1])
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
 def test_compile_cache_defaults_to_the_model_claim(model_dir: Path) -> None:
     assert settings_for(model_dir).resolved_compile_cache_dir() == model_dir / ".compile-cache"
 
@@ -90,6 +119,11 @@ def test_missing_tiny_vae_is_a_clear_not_ready_reason(model_dir: Path) -> None:
 def test_offload_and_compile_do_not_mix(model_dir: Path) -> None:
     with pytest.raises(ValueError, match="cpu_offload cannot be combined"):
         settings_for(model_dir, cpu_offload="model", compile_unet=True)
+    with pytest.raises(ValueError, match="cpu_offload cannot be combined"):
+        settings_for(model_dir, cpu_offload="model", compile_text_encoder=True)
+    with pytest.raises(ValueError, match="compile_text_encoder cannot be combined with text_encoder_offload"):
+        settings_for(model_dir, text_encoder_offload=True, compile_text_encoder=True)
+    assert settings_for(model_dir, compile_text_encoder=True).compiles and not settings_for(model_dir).compiles
 
 
 def test_tiny_vae_from_the_cache_decodes_in_place_of_the_vae(model_dir: Path) -> None:
@@ -127,6 +161,9 @@ def test_compiled_pipelines_warm_up_every_shape_requests_will_have(make_client, 
     monkeypatch.setattr(BatchedPipeline, "run_batch", recording)
     make_client(compile_unet=True, max_batch_size=4)
     assert seen == [(7.5, 1), (0.0, 1), (7.5, 2), (0.0, 2), (7.5, 4), (0.0, 4)]  # buckets 1, 2, 4
+    seen.clear()
+    make_client(compile_text_encoder=True, max_batch_size=4)  # the text encoder alone: the same shapes
+    assert seen == [(7.5, 1), (0.0, 1), (7.5, 2), (0.0, 2), (7.5, 4), (0.0, 4)]
     seen.clear()
     make_client()
     assert len(seen) == 1  # not compiled: one warm-up request

@@ -109,8 +109,9 @@ def test_every_runner_facing_field_reaches_the_runner_with_its_value(monkeypatch
         monkeypatch.setenv(entry["name"], entry["value"])
     runner = runner_settings.load_settings()
     flat = {setting: value for setting, value, _ in runner_facing(pipeline.spec)}
-    # cpu_offload cannot be combined with compile, loras not with fuseQkv, which the full spec sets (loras: below).
-    skipped = {"cpu_offload", "loras"}
+    # cpu_offload cannot be combined with compile, loras not with fuseQkv, compile.textEncoder not with
+    # textEncoderOffload, which the full spec sets (loras: below; compile.textEncoder: the next test).
+    skipped = {"cpu_offload", "loras", "compile_text_encoder"}
     for setting, value in flat.items():
         if setting not in skipped:
             assert getattr(runner, setting) == value, setting
@@ -121,6 +122,17 @@ def field_pattern(model: type[BaseModel], name: str) -> str:
     patterns = [m.pattern for m in model.model_fields[name].metadata if getattr(m, "pattern", None)]
     assert len(patterns) == 1, (model, name)
     return patterns[0]
+
+
+def test_compile_text_encoder_reaches_the_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = full_spec()
+    spec["runner"]["optimizations"] |= {"textEncoderOffload": False, "compile": {"textEncoder": True}}
+    doc = {"apiVersion": "kubediffusers.io/v1alpha1", "kind": "InferencePipeline", "metadata": {"name": "p", "namespace": "ns"}, "spec": spec}
+    env = {entry["name"]: entry["value"] for entry in build_runner_env(Pipeline.from_manifest(doc), OperatorSettings())}
+    assert env["KUBEDIFFUSERS_COMPILE_TEXT_ENCODER"] == "true"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert runner_settings.load_settings().compile_text_encoder
 
 
 def test_compile_size_rules_are_one_rule_in_operator_and_runner() -> None:

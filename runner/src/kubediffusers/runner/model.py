@@ -95,11 +95,10 @@ class ModelHolder:
         if self.settings.warmup:
             self.reason = "warming up"
             warm_started = time.monotonic()
-            compiled = self.settings.compile_unet or self.settings.compile_vae
-            for batch in pipeline.warmup_batches(compiled, self.settings.max_batch_size):
+            for batch in pipeline.warmup_batches(self.settings.compiles, self.settings.max_batch_size):
                 pipeline.run_batch(batch)
             self._metrics.warmup_seconds.set(time.monotonic() - warm_started)
-        if self.settings.compile_unet or self.settings.compile_vae:
+        if self.settings.compiles:
             self.recompiles.install()  # from now on a compilation is one warm-up missed
             if self.settings.warmup and pipeline.compiled_sizes:
                 # Warm-up ran every shape of a request at these sizes: from now on nothing compiles,

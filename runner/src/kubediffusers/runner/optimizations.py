@@ -22,6 +22,8 @@ from kubediffusers.runner.snapshots import locate
 
 log = logging.getLogger(__name__)
 
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
+
 
 def _denoiser(pipe: Any) -> Any:
     return getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
@@ -107,7 +109,7 @@ def apply(pipe: Any, settings: RunnerSettings, dtype: torch.dtype) -> list[str]:
     if dtype == torch.float16 and str(pipe.device).startswith("cuda") and torch.cuda.is_bf16_supported():
         applied.append(vae_without_upcast(pipe))
 
-    if settings.compile_unet or settings.compile_vae:
+    if settings.compiles:
         applied.extend(_compile(pipe, settings))
         if str(pipe.device).startswith("cuda"):
             # Compiled shapes are fixed by warm-up: let cuDNN pick its fastest convolutions once per shape.
@@ -203,4 +205,31 @@ def _compile(pipe: Any, settings: RunnerSettings) -> list[str]:
     if settings.compile_vae and getattr(pipe, "vae", None) is not None:
         pipe.vae.decode = torch.compile(pipe.vae.decode, mode=mode, dynamic=False)
         done.append(f"compiled-vae:{mode}")
+    if settings.compile_text_encoder:
+        done.extend(compile_text_encoders(pipe, mode))
+    return done
+
+
+def compile_text_encoders(pipe: Any, mode: str) -> list[str]:
+    """Compile each text encoder's forward, its outputs copied as they leave the graph.
+
+    The module stays itself (encode_prompt reads its dtype and config). The copy is
+    for CUDA graphs (reduce-overhead, max-autotune): a graph's outputs live in buffers
+    its next run overwrites, yet encode_prompt runs an encoder twice with guidance and
+    keeps the first run's pooled output (SDXL), and the prompt cache keeps them all.
+    A few small copies; the eager encoder is hundreds of kernel launches."""
+    from torch.utils._pytree import tree_map_only
+
+    done = []
+    for name in TEXT_ENCODERS:
+        encoder = getattr(pipe, name, None)
+        if encoder is None:
+            continue
+        compiled = torch.compile(encoder.forward, mode=mode, dynamic=False)
+
+        def forward(*args: Any, _compiled: Any = compiled, **kwargs: Any) -> Any:
+            return tree_map_only(torch.Tensor, torch.clone, _compiled(*args, **kwargs))
+
+        encoder.forward = forward
+        done.append(f"compiled-{name.replace('_', '-')}:{mode}")
     return done

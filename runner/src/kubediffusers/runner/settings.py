@@ -231,6 +231,13 @@ class RunnerSettings(BaseSettings):
     fuse_qkv: bool = Field(default=False, description="Fuse the attention QKV projections into one matmul.")
     compile_unet: bool = Field(default=False, description="torch.compile the UNet/transformer (done during warm-up).")
     compile_vae: bool = Field(default=False, description="torch.compile the VAE decoder (done during warm-up).")
+    compile_text_encoder: bool = Field(
+        default=False,
+        description=(
+            "torch.compile the text encoders (done during warm-up): for prompts the prompt cache does not hold; "
+            "with the cache (SD, SDXL) prompts are encoded one at a time, so one graph serves every batch."
+        ),
+    )
     compile_mode: CompileMode = Field(default=CompileMode.DEFAULT, description="torch.compile mode; reduce-overhead uses CUDA graphs.")
     compile_regional: bool = Field(
         default=True,
@@ -288,6 +295,11 @@ class RunnerSettings(BaseSettings):
         description="diffusers' step cache for transformer checkpoints (first-block or taylorseer); refused at start-up where it does not apply.",
     )
 
+    @property
+    def compiles(self) -> bool:
+        """Whether anything is compiled: warm-up then runs every shape a request has (pipelines.buckets)."""
+        return self.compile_unet or self.compile_vae or self.compile_text_encoder
+
     @model_validator(mode="before")
     @classmethod
     def _livepeer_upscale_pixels(cls, data: object) -> object:
@@ -324,8 +336,11 @@ class RunnerSettings(BaseSettings):
     def _sizes_consistent(self) -> RunnerSettings:
         if self.max_upload_pixels < self.max_pixels:
             raise ValueError("max_upload_pixels must be at least max_pixels")
-        if self.cpu_offload is not CpuOffload.NONE and (self.compile_unet or self.compile_vae):
+        if self.cpu_offload is not CpuOffload.NONE and self.compiles:
             raise ValueError("cpu_offload cannot be combined with torch.compile")
+        if self.text_encoder_offload and self.compile_text_encoder:
+            # The offload hooks stream each layer in as it runs: a compiled graph would trace around them.
+            raise ValueError("compile_text_encoder cannot be combined with text_encoder_offload, which streams the text encoders from CPU memory")
         if self.cpu_offload is not CpuOffload.NONE and self.text_encoder_offload:
             raise ValueError("text_encoder_offload cannot be combined with cpu_offload, which offloads the text encoders already")
         if self.compile_batch_sizes is not None:

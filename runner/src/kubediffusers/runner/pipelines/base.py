@@ -104,7 +104,7 @@ class TaskPipeline(ABC):
         pipeline.family = family
         pipeline.prompt_cache = PromptCache(settings.prompt_cache_size)
         pipeline.buckets = Buckets.of(settings)
-        if settings.compile_unet or settings.compile_vae:
+        if settings.compiles:
             pipeline.compiled_sizes = pipeline.sizes_to_compile(settings)
         pipeline.adapters, pipeline.safety = adapters, SafetyChecker.load(settings, device, dtype)
         return pipeline

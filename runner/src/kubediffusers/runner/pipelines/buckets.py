@@ -62,7 +62,7 @@ def default_sizes(largest: int) -> tuple[int, ...]:
 
 
 def compiled(settings: RunnerSettings) -> bool:
-    return settings.compile_unet or settings.compile_vae
+    return settings.compiles
 
 
 @dataclass(frozen=True)

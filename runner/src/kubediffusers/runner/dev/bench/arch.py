@@ -13,7 +13,8 @@ weights (:mod:`kubediffusers.runner.dev.archs`; no Hub access needed):
 Each figure line carries the device name. Optional: ``--cold-start`` (process
 start to ``/readyz`` 200 with a cold and a warm compile cache, and without
 compile), ``--batching`` (the ``batching`` bench on this architecture),
-``--profile`` (where one optimized call spends its time).
+``--profile`` (where one optimized call spends its time), ``--modes text-encoder``
+(the prompt's text encoding alone: eager, compiled, and a prompt-cache hit).
 """
 
 from __future__ import annotations
@@ -151,6 +152,52 @@ def bench_optimized(run: ArchRun, snapshot: Path, profile: bool = False) -> Figu
     if profile:
         _profile(call, run.arch)
     return figures  # the pipeline is freed on return
+
+
+def bench_text_encoder(run: ArchRun, snapshot: Path, device: str, what: str) -> None:
+    """The prompt's encoding alone, three ways, in one run: diffusers' eager ``encode_prompt``,
+    the same with the text encoders compiled (``compile_mode`` of the run), and a hit of the
+    runner's prompt cache (what a repeated prompt costs). Issue 16 point 2 asks for both measured."""
+    import torch
+
+    from kubediffusers.runner.optimizations import compile_text_encoders
+    from kubediffusers.runner.pipelines.prompt_cache import PromptCache, family
+
+    values = {**run.runner_settings(run.work_dir / "compile-cache-text-encoder"), "warmup": False, "compile_unet": False, "compile_vae": False}
+    settings = RunnerSettings(**values)  # type: ignore[arg-type]
+    pipeline, _ = harness.load_pipeline(settings, snapshot)
+    pipe = pipeline.pipe
+    keys = family(pipe)
+    if keys is None:
+        print(f"[{device}] text encoders of {run.arch}: {type(pipe).__name__} is not a family the prompt cache handles (SD, SDXL); skipped")
+        return
+    guided = run.request.guidance_scale > 1
+
+    def encode(seed: int) -> object:  # a fresh cache: always a miss
+        return PromptCache(1).embeddings(pipe, keys, f"{run.request.prompt}, variation {seed}", "", guided)
+
+    encoders = [name for name in ("text_encoder", "text_encoder_2") if getattr(pipe, name, None) is not None]
+    names = "+".join(type(getattr(pipe, n)).__name__ for n in encoders)
+    cfg = "with CFG (conditional and unconditional)" if guided else "no CFG"
+    line = f"[{device}] {what} | text encoders {names}, {cfg}"
+    harness.warm(encode, run.warmup_runs)
+    eager = statistics.median(harness.timed(encode, run.runs))
+    cache = PromptCache(8)
+    hit = statistics.median(harness.timed(lambda _: cache.embeddings(pipe, keys, run.request.prompt, "", guided), run.runs + 1)[1:])
+    mode = run.optimizations.get("compile_mode", "default")
+    compile_text_encoders(pipe, mode)  # as the runner does with compile_text_encoder
+    started = time.perf_counter()
+    encode(-1)  # compiles
+    harness.sync()
+    compiling = time.perf_counter() - started
+    harness.warm(encode, run.warmup_runs)
+    compiled = statistics.median(harness.timed(encode, run.runs))
+    print(
+        f"{line} | eager median {eager * 1000:8.2f} ms | compiled ({mode}) median {compiled * 1000:8.2f} ms, compile {compiling:.1f} s | "
+        f"prompt-cache hit median {hit * 1000:8.3f} ms | {run.runs} runs"
+    )
+    print(f"[{device}] {what} | text encoding: compiled is {eager / compiled:.2f}x eager; a cache hit saves {(eager - hit) * 1000:.2f} ms a call")
+    torch.compiler.reset()  # the pipeline is freed on return
 
 
 def _profile(call: Any, arch: str) -> None:
@@ -311,6 +358,8 @@ def main(args: argparse.Namespace) -> int:
             results.setdefault("http", figures)
             results[figures.name] = figures
             print(figures.line(device, what), flush=True)
+    if "text-encoder" in args.modes:
+        bench_text_encoder(run, snapshot, device, what)
     if "stock" in results:
         for name in [n for n in results if n not in ("stock", "http")]:
             if name in results:

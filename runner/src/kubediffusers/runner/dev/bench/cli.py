@@ -65,7 +65,13 @@ def _arch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup-runs", type=int, default=3, help="untimed calls before timing (CUDA graphs record on the first ones)")
     parser.add_argument("--prompt", default="a photo of an astronaut riding a horse on mars")
-    parser.add_argument("--modes", nargs="*", default=["stock", "optimized", "http"], choices=["stock", "optimized", "http"])
+    parser.add_argument(
+        "--modes",
+        nargs="*",
+        default=["stock", "optimized", "http"],
+        choices=["stock", "optimized", "http", "text-encoder"],
+        help="text-encoder: the prompt's encoding alone, eager vs compiled vs a prompt-cache hit",
+    )
     parser.add_argument("--http-formats", nargs="+", default=["png"], choices=["png", "jpeg", "webp"], help="output formats of the http mode (one row each)")
     parser.add_argument(
         "--optimize",
