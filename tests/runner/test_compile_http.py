@@ -63,8 +63,8 @@ def recompilations(url: str) -> float:
     return metric(httpx.get(url + "/metrics").text, "kubediffusers_recompilations_total")
 
 
-def uncompiled(url: str) -> float:
-    return metric(httpx.get(url + "/metrics").text, "kubediffusers_uncompiled_calls_total", reason="size")
+def uncompiled(url: str, reason: str = "size") -> float:
+    return metric(httpx.get(url + "/metrics").text, "kubediffusers_uncompiled_calls_total", reason=reason)
 
 
 def post(url: str, images: int, seed: int, **extra: Any) -> list[dict[str, Any]]:
@@ -125,7 +125,7 @@ def test_compiled_runner_never_compiles_after_ready(model_dir: Path, tmp_path: P
 
         post(url, 1, seed=5, height=40)  # a size warm-up did not cover: run eagerly, counted, nothing compiled
         post(url, 2, seed=6, height=40)
-        assert recompilations(url) == 0 and uncompiled(url) == 2
+        assert recompilations(url) == 0 and uncompiled(url) == 2 and uncompiled(url, "shape") == 0
         print(
             f"compiled warm-up {ready - started:.0f} s, requests {served - ready:.0f} s, "
             f"the second size {second - served:.0f} s, the uncovered size {time.monotonic() - second:.0f} s"

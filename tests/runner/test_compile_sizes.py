@@ -1,7 +1,7 @@
 """Compiled image sizes (settings.compile_sizes): the setting and its checks, warm-up
 at every size, and, once ready, no compiling in the request path: torch's
-compiler stance ``eager_on_recompile`` (pipelines.recompiles.UncompiledWatch)
-runs a size warm-up did not compile eagerly, and the runner counts it.
+compiler stance (pipelines.recompiles.UncompiledWatch) runs a call that misses the
+graphs warm-up compiled eagerly, and the runner counts it.
 
 Real dynamo throughout (the eager backend: tracing and guards as inductor has
 them, no code generation); test_compile_http.py compiles with inductor."""
@@ -125,13 +125,16 @@ def counter(name: str, labels: tuple[str, ...] = ()) -> Counter:
     return Counter(name, "test", labels, registry=CollectorRegistry())
 
 
-def test_after_install_a_new_shape_runs_eagerly_uncompiled_and_is_counted(caplog: pytest.LogCaptureFixture) -> None:
-    """The stance on a real compiled function: the warmed shape keeps its graph, a new one
-    compiles nothing (the recompilation counter stays 0) and gives the eager result."""
+def test_after_install_calls_that_miss_the_graphs_run_eagerly_and_are_counted(caplog: pytest.LogCaptureFixture) -> None:
+    """The stance on a real compiled function: a call at a compiled size keeps its graph; one at
+    another size runs eagerly from the start (reason size); one at a compiled size whose guards
+    fail (a shape warm-up did not foresee) is refused by dynamo, run again eagerly (reason shape).
+    Nothing compiles (the recompilation counter stays 0), and each gives the eager result."""
     recompiled, uncompiled = counter("kubediffusers_recompilations"), counter("kubediffusers_uncompiled_calls", ("reason",))
     recompiles, watch = RecompileWatch(recompiled), UncompiledWatch(uncompiled)
     compiles: list[tuple[int, ...]] = []
     graph_runs: list[tuple[int, ...]] = []
+    calls: list[int] = []
 
     def backend(graph: torch.fx.GraphModule, inputs: list[torch.Tensor]) -> Any:
         compiles.append(tuple(inputs[0].shape))
@@ -143,31 +146,46 @@ def test_after_install_a_new_shape_runs_eagerly_uncompiled_and_is_counted(caplog
         return run
 
     compiled = torch.compile(lambda x: x * 2 + 1, backend=backend, dynamic=False)
+
+    def call(n: int) -> torch.Tensor:  # one pipeline call: what the watch may run twice
+        calls.append(n)
+        return compiled(torch.ones(n))
+
     compiled(torch.ones(2))  # warm-up: compiled
     recompiles.install()
     watch.install([(64, 64)])
     try:
-        assert torch.equal(compiled(torch.ones(2)), torch.full((2,), 3.0))
-        assert compiles == [(2,)] and graph_runs == [(2,), (2,)]  # the cached graph
-        watch.observe((64, 64))  # a compiled size: not counted
+        assert torch.equal(watch.run((64, 64), functools.partial(call, 2)), torch.full((2,), 3.0))
+        assert compiles == [(2,)] and graph_runs == [(2,), (2,)] and calls == [2]  # the cached graph, once
         with caplog.at_level(logging.WARNING):
             for _ in range(3):
-                watch.observe((64, 40))
-                assert torch.equal(compiled(torch.ones(5)), torch.full((5,), 3.0))
-        assert compiles == [(2,)] and graph_runs == [(2,), (2,)]  # eager each time: nothing compiled, no graph run
-        assert recompiled._value.get() == 0
+                assert torch.equal(watch.run((64, 40), functools.partial(call, 5)), torch.full((5,), 3.0))
+        assert compiles == [(2,)] and graph_runs == [(2,), (2,)] and calls == [2, 5, 5, 5]  # eager, each once
         assert uncompiled.labels(reason="size")._value.get() == 3
         assert caplog.text.count("64x40 was not compiled at warm-up (compiled: 64x64)") == 1  # one line per size, not per call
-        watch.observe((40, 64))
+        watch.run((40, 64), functools.partial(call, 2))
         assert caplog.text.count("was not compiled at warm-up") == 2
         assert uncompiled.labels(reason="size")._value.get() == 4
+        calls.clear()
+        with caplog.at_level(logging.WARNING):
+            assert torch.equal(watch.run((64, 64), functools.partial(call, 3)), torch.full((3,), 3.0))  # a compiled size, a new shape
+        assert calls == [3, 3] and compiles == [(2,)]  # refused, then run again eagerly: nothing compiled
+        assert uncompiled.labels(reason="shape")._value.get() == 1
+        assert "a call at 64x64 missed the graphs warm-up compiled" in caplog.text
+        assert recompiled._value.get() == 0
+        with pytest.raises(RuntimeError, match="not dynamo's"):  # other errors are the call's own
+            watch.run((64, 64), functools.partial(_raise, RuntimeError("not dynamo's")))
     finally:
         watch.remove()
         recompiles.remove()
     compiled(torch.ones(7))  # the stance is back to default: this one compiles
     assert compiles == [(2,), (7,)] and graph_runs[-1] == (7,)
-    watch.observe((8, 8))  # removed: no longer counting
+    assert torch.equal(watch.run((8, 8), functools.partial(call, 2)), torch.full((2,), 3.0))  # removed: no longer counting
     assert uncompiled.labels(reason="size")._value.get() == 4
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
 
 
 def eager_dynamo(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -198,3 +216,21 @@ def test_after_ready_no_request_compiles_and_an_unwarmed_size_is_counted(make_cl
     assert served(width=48, height=64) == (0, 1)  # not warmed: eager, counted, not compiled
     assert served(width=48, height=64, guidance_scale=0.0) == (0, 2)
     assert served(width=64, height=48, guidance_scale=0.0) == (0, 2)
+
+
+def test_a_call_whose_guards_fail_after_ready_runs_again_eagerly_and_is_counted(make_client, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Warm-up's graphs dropped after ready (torch._dynamo.reset), as if it had missed a shape:
+    dynamo refuses to compile the request's call, which is run again eagerly, answered, counted."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    eager_dynamo(monkeypatch)
+    client = make_client(compile_vae=True, max_images_per_request=1)
+    assert client.get("/readyz").status_code == 200
+    torch._dynamo.reset()
+    response = client.post("/text-to-image", json=BODY)
+    assert response.status_code == 200, response.text
+    text = client.get("/metrics").text
+    assert metric(text, "kubediffusers_uncompiled_calls_total", reason="shape") == 1
+    assert metric(text, "kubediffusers_uncompiled_calls_total", reason="size") == 0
+    assert metric(text, "kubediffusers_recompilations_total") == 0

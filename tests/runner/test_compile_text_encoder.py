@@ -1,13 +1,13 @@
 """The compiled text encoder (compile_text_encoder), for real, with inductor on the CPU.
 
-Once ready the runner holds torch to ``eager_on_recompile``: a shape warm-up
-missed would run eagerly, not compile, so the recompilation counter cannot see
-it. The strict test loads through the model holder as the runner does, then
-sets ``fail_on_recompile``: new prompts, alone and batched, guided and not,
-must all run graphs warm-up compiled, with the prompt cache (every prompt
-encoded alone: one graph) and without it (the batch's prompts at once: one
-graph per bucket). Their images are an uncompiled pipeline's, up to float
-rounding. The HTTP test runs the same setting end to end in a runner process.
+Once ready nothing compiles: a call that misses the graphs warm-up compiled
+runs eagerly and is counted (kubediffusers_uncompiled_calls_total, reason
+shape: pipelines.recompiles). The first test loads through the model holder as
+the runner does: new prompts, alone and batched, guided and not, must all run
+graphs warm-up compiled, with the prompt cache (every prompt encoded alone: one
+graph) and without it (the batch's prompts at once: one graph per bucket).
+Their images are an uncompiled pipeline's, up to float rounding. The second
+runs the same setting end to end in a runner process.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import torch
 
 from tests.runner.helpers import wait_until
-from tests.runner.test_compile_http import is_ready, post, recompilations, stop
+from tests.runner.test_compile_http import is_ready, post, recompilations, stop, uncompiled
 from tests.runner.test_server_process import start
 
 pytestmark = [pytest.mark.slow, pytest.mark.compile]
@@ -65,19 +64,20 @@ def test_new_prompts_run_only_graphs_warm_up_compiled(model_dir: Path, tmp_path:
     from kubediffusers.runner.pipelines.text_to_image import TextToImagePipeline
 
     compiled_settings = settings(model_dir, tmp_path, compile_text_encoder=True, prompt_cache_size=cache)
-    holder = ModelHolder(compiled_settings, ThreadPoolExecutor(1), Metrics("text-to-image"))
+    metrics = Metrics("text-to-image")
+    holder = ModelHolder(compiled_settings, ThreadPoolExecutor(1), metrics)
     asyncio.run(holder.load())
     assert holder.ready, holder.reason
     pipeline = holder.require_ready()
     works = [work(f"a lighthouse, {n} images, guidance {g:g}", n, g) for n in (1, 2, 3, 4) for g in (5.0, 0.0)]
     pair = [work("the first of a batch", 1, 5.0), work("the second of a batch", 2, 5.0)]
-    torch.compiler.set_stance("fail_on_recompile")  # stricter than the runner's eager_on_recompile
     try:
-        served = [pixels(pipeline.run(w)) for w in works]
-        batched = [pixels(r) for r in pipeline.run_batch(pair)]
+        served = [pixels(pipeline.generate([w])[0]) for w in works]  # as the worker calls it
+        batched = [pixels(r) for r in pipeline.generate(pair)]
     finally:
-        torch.compiler.set_stance("default")
         holder.close()
+    assert metrics.uncompiled_calls.labels(reason="shape")._value.get() == 0
+    assert metrics.uncompiled_calls.labels(reason="size")._value.get() == 0
     eager_settings = settings(model_dir, tmp_path, prompt_cache_size=cache, warmup=False)
     eager = TextToImagePipeline.load(find_snapshot(eager_settings)[0], eager_settings)
     for got, w in [*zip(served, works, strict=True), *zip(batched, pair, strict=True)]:
@@ -105,7 +105,7 @@ def test_a_runner_process_compiles_its_text_encoder_before_ready(model_dir: Path
             wait_until(lambda: httpx.get(url + "/health").json()["activity"] == "Busy", what="the long request running")
             pair = [pool.submit(post, url, 1, 10, prompt="first"), pool.submit(post, url, 2, 11, prompt="second")]
             [f.result(timeout=600) for f in (hold, *pair)]
-        assert recompilations(url) == 0
+        assert recompilations(url) == 0 and uncompiled(url, "shape") == 0
         print(f"compiled warm-up {ready - started:.0f} s, requests {time.monotonic() - ready:.0f} s")
     finally:
         output = stop(proc)

@@ -186,11 +186,13 @@ class Metrics:
         )
         self.uncompiled_calls = Counter(
             "kubediffusers_uncompiled_calls",
-            "Pipeline calls after ready that ran without their compiled graphs (reason size: an image size not in compile.sizes), eagerly instead of compiling",
+            "Pipeline calls after ready that ran without their compiled graphs, eagerly instead of compiling "
+            "(reason size: an image size not in compile.sizes; shape: a guard warm-up did not foresee, the call run again)",
             ["reason"],
             registry=self.registry,
         )
-        self.uncompiled_calls.labels(reason="size")  # exported at 0 from the start, for alerts on any increase
+        for reason in ("size", "shape"):  # exported at 0 from the start, for alerts on any increase
+            self.uncompiled_calls.labels(reason=reason)
         self.registry.register(_GpuMemoryCollector())
         self.task = task
 

@@ -14,6 +14,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -152,11 +153,12 @@ class TaskPipeline(ABC):
 
     def generate(self, works: list[Work], on_step: StepCallback | None = None) -> list[list[Any]]:
         """The worker's entry point: the works' adapters, the call, then the safety check."""
-        if self.uncompiled is not None:
-            self.uncompiled.observe(self.request_size(works[0]))  # a batch shares one size (batch_key)
         if self.adapters is not None:
             self.adapters.activate(self.adapters.pick(works[0].params))
-        results = self.run_batch(works, on_step)
+        if self.uncompiled is not None:  # a batch shares one size (batch_key)
+            results = self.uncompiled.run(self.request_size(works[0]), partial(self.run_batch, works, on_step))
+        else:
+            results = self.run_batch(works, on_step)
         if self.safety is not None:
             self.safety.check(works, results)
         return results

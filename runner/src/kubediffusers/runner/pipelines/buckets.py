@@ -61,10 +61,6 @@ def default_sizes(largest: int) -> tuple[int, ...]:
     return (*sizes, largest)
 
 
-def compiled(settings: RunnerSettings) -> bool:
-    return settings.compiles
-
-
 @dataclass(frozen=True)
 class Buckets:
     """The batch sizes calls are padded to; empty: calls run at their own size."""
@@ -73,7 +69,7 @@ class Buckets:
 
     @classmethod
     def of(cls, settings: RunnerSettings) -> Buckets:
-        if not compiled(settings):
+        if not settings.compiles:
             return cls()
         return cls(tuple(settings.compile_batch_sizes or default_sizes(largest_call(settings))))
 

@@ -8,23 +8,26 @@ compilations once), on whichever thread compiles; the model holder installs
 this one when warm-up is done, so earlier compilations are not counted.
 Only dynamo's own compilations count (not CUDA graph recordings).
 
-Once ready, the holder also sets torch's compiler stance to
-``eager_on_recompile`` (``UncompiledWatch``): dynamo then runs a compiled
-function's cached graph when its guards pass and the plain Python function
-when none does, never compiling (torch._dynamo.eval_frame: the stance turns
-every compiled region's callback into "run mode"). The stance is one
-module-global of dynamo, read each time a compiled region is entered, so
-setting it once on the inference thread holds for every later call. A request
-at a size warm-up did not compile is then slower, not minutes late; the
-runner sees its size is not a compiled one and counts it
-(kubediffusers_uncompiled_calls_total).
+Once ready, the holder also holds torch to the graphs warm-up compiled
+(``UncompiledWatch``), so that nothing compiles in the request path and every
+call that misses them is seen. A call at an image size warm-up did not compile
+runs under the stance ``eager_on_recompile``: dynamo runs a compiled function's
+cached graph when its guards pass and the plain Python function when none
+does, never compiling (torch._dynamo.eval_frame: "run mode"); the runner
+counts it (kubediffusers_uncompiled_calls_total{reason="size"}). Every other
+call runs under ``fail_on_recompile``: a guard warm-up did not foresee (a
+batch shape, a dtype) raises instead of silently running eagerly, and the
+call is run again under ``eager_on_recompile``, counted with reason="shape"
+and logged. The stance is one module-global of dynamo, read each time a
+compiled region is entered; every compiled call runs on the inference thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from prometheus_client import Counter
 
@@ -32,6 +35,10 @@ log = logging.getLogger(__name__)
 
 # Distinct uncompiled sizes logged (one line each); past it they are only counted.
 MAX_LOGGED_SIZES = 256
+# What dynamo's RuntimeError says under the fail_on_recompile stance (torch._dynamo.eval_frame).
+RECOMPILE_REFUSED = "stance is 'fail_on_recompile'"
+
+T = TypeVar("T")
 
 
 class RecompileWatch:
@@ -59,13 +66,14 @@ class RecompileWatch:
         if self._installed:  # importing dynamo to remove nothing cost a runner that never compiled seconds of CPU at shutdown
             import torch._dynamo
 
-            torch._dynamo.callback_handler.remove_start_callback(self)
+            with contextlib.suppress(ValueError):  # torch._dynamo.reset() clears the callbacks too
+                torch._dynamo.callback_handler.remove_start_callback(self)
             self._installed = False
 
 
 class UncompiledWatch:
-    """After ready: no compiling (the compiler stance), and calls at sizes warm-up did not
-    compile counted in ``counter`` (kubediffusers_uncompiled_calls_total, label reason)."""
+    """After ready: no compiling (the compiler stance), and calls that miss the graphs warm-up
+    compiled counted in ``counter`` (kubediffusers_uncompiled_calls_total, label reason)."""
 
     def __init__(self, counter: Counter) -> None:
         self.counter = counter
@@ -79,7 +87,7 @@ class UncompiledWatch:
 
         self.sizes = frozenset(sizes)
         if not self._installed:
-            torch.compiler.set_stance("eager_on_recompile")
+            torch.compiler.set_stance("fail_on_recompile")
             self._installed = True
 
     def remove(self) -> None:
@@ -89,10 +97,29 @@ class UncompiledWatch:
             torch.compiler.set_stance("default")  # process-wide: tests start many runners in one process
             self._installed = False
 
-    def observe(self, size: tuple[int, int]) -> None:
-        """A call at ``size`` (width, height) is about to run."""
-        if not self._installed or size in self.sizes:
-            return
+    def run(self, size: tuple[int, int], call: Callable[[], T]) -> T:
+        """``call`` (one pipeline call at ``size``, width and height) on the compiled graphs, or,
+        where it misses them, uncompiled (eagerly) and counted; from the start when the size is
+        not a compiled one, else after the guard that failed (the call is run again from the start)."""
+        if not self._installed:
+            return call()
+        import torch
+
+        if size not in self.sizes:
+            self._count_size(size)
+            with torch.compiler.set_stance("eager_on_recompile"):
+                return call()
+        try:
+            return call()
+        except RuntimeError as exc:
+            if RECOMPILE_REFUSED not in str(exc):
+                raise
+            self.counter.labels(reason="shape").inc()
+            log.warning("a call at %dx%d missed the graphs warm-up compiled (%s); run again uncompiled", *size, str(exc).splitlines()[0])
+        with torch.compiler.set_stance("eager_on_recompile"):
+            return call()
+
+    def _count_size(self, size: tuple[int, int]) -> None:
         self.counter.labels(reason="size").inc()
         if size not in self._seen and len(self._seen) < MAX_LOGGED_SIZES:
             self._seen.add(size)
