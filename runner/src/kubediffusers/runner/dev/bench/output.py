@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from kubediffusers.runner.dev.bench.harness import BenchError, RunnerProcess, device_name, p90
+from kubediffusers.runner.dev.bench.harness import BenchError, RunnerProcess, batch_sizes, device_name, histogram, p90
 from kubediffusers.runner.dev.bench.stub import SIZE, fixed_image, stub_pipeline
 from kubediffusers.runner.encoding import Encoding, jpeg
 from kubediffusers.runner.settings import ImageFormat
@@ -54,6 +54,7 @@ class OutputBench:
     port: int = 8785
     profile_dir: Path | None = None
     baseline: Path | None = None  # another checkout whose stub server is measured beside this one's
+    rounds: int = 5  # of the throughput comparison: the pipeline alone, then serving, each round
 
 
 def baseline_source(checkout: Path) -> Path:
@@ -204,7 +205,11 @@ def throughput_ratio(bench: OutputBench, device: str) -> float:
 
     The clients (by default four batches of them) keep a full batch queued while one
     runs and another is being answered: what is measured is whether serving keeps the
-    pipeline busy, not how fast the clients (threads sharing the cores) turn around."""
+    pipeline busy, not how fast the clients (threads sharing the cores) turn around.
+    The two are measured side by side in rounds, the pipeline alone (here, the runner
+    idle) just before each round of serving: the ratio is the median of the rounds',
+    as this machine's speed drifts by more than the difference measured (the pipeline
+    alone moved 154-180 img/s between runs a minute apart)."""
     import httpx
 
     from kubediffusers.runner.params import TextToImageParams
@@ -216,14 +221,14 @@ def throughput_ratio(bench: OutputBench, device: str) -> float:
     work = Work(params=TextToImageParams(**_payload(ImageFormat.JPEG, 1, 0)), seed=0, num_images=bench.max_batch_size)
 
     def pipeline_alone() -> float:
-        return bench.max_batch_size / (median_ms(lambda: pipeline.run_batch([work]), 10) / 1000)
+        return bench.max_batch_size / (median_ms(lambda: pipeline.run_batch([work]), 5) / 1000)
 
     settings = {**STUB_RUNNER, "max_batch_size": bench.max_batch_size, "batch_window_ms": bench.batch_window_ms, "max_queue_size": 256}
     clients = bench.clients or 4 * bench.max_batch_size
-    own_before = pipeline_alone()
+    total = clients * 8  # requests per round: eight per client (a partial last call weighs less)
+    own, served = [], []
     with RunnerProcess(bench.port + 1, settings, module=STUB, extra_env=stub_env) as server, httpx.Client(timeout=600) as client:
         server.wait_ready(client)
-        total = clients * 8
 
         def worker(first: int) -> None:
             with Client(server.url) as one:
@@ -234,17 +239,20 @@ def throughput_ratio(bench: OutputBench, device: str) -> float:
 
         with ThreadPoolExecutor(clients) as pool:
             list(pool.map(worker, range(clients)))  # warm-up round
-            started = time.perf_counter()
-            list(pool.map(worker, range(clients)))
-        served = total / (time.perf_counter() - started)
-    # The pipeline alone just before and just after: the faster is what serving must keep
-    # (a load spike during one measurement would otherwise flatter the ratio).
-    own = max(own_before, pipeline_alone())
-    ratio = served / own
+            before = histogram(client, server.url, "kubediffusers_batch_images")
+            for _ in range(bench.rounds):
+                own.append(pipeline_alone())
+                started = time.perf_counter()
+                list(pool.map(worker, range(clients)))
+                served.append(total / (time.perf_counter() - started))
+        sizes = batch_sizes(before, histogram(client, server.url, "kubediffusers_batch_images"))
+    ratios = [s / o for s, o in zip(served, own, strict=True)]
+    ratio = statistics.median(ratios)
     print(
         f"throughput, stub pipeline {bench.call_ms:g} ms/call + {bench.image_ms:g} ms/image (sleeping like a device), jpeg, device {device}: "
-        f"pipeline alone at batch {bench.max_batch_size} {own:.1f} img/s; served to {clients} clients with batching "
-        f"(max {bench.max_batch_size}, window {bench.batch_window_ms:g} ms) {served:.1f} img/s: {ratio * 100:.1f}% of the pipeline's own"
+        f"pipeline alone at batch {bench.max_batch_size} {statistics.median(own):.1f} img/s (median of {bench.rounds} rounds); served to {clients} clients "
+        f"with batching (max {bench.max_batch_size}, window {bench.batch_window_ms:g} ms) {statistics.median(served):.1f} img/s: "
+        f"{ratio * 100:.1f}% of the pipeline's own (median; rounds {', '.join(f'{r * 100:.0f}%' for r in ratios)}); calls by images: {sizes}"
     )
     return ratio
 
