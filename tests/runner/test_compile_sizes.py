@@ -227,9 +227,11 @@ def test_a_call_whose_guards_fail_after_ready_runs_again_eagerly_and_is_counted(
     eager_dynamo(monkeypatch)
     client = make_client(compile_vae=True, max_images_per_request=1)
     assert client.get("/readyz").status_code == 200
+    compiled = client.post("/text-to-image", json=BODY).json()["images"]
     torch._dynamo.reset()
     response = client.post("/text-to-image", json=BODY)
     assert response.status_code == 200, response.text
+    assert response.json()["images"] == compiled  # run again from the start: fresh generators, the same image
     text = client.get("/metrics").text
     assert metric(text, "kubediffusers_uncompiled_calls_total", reason="shape") == 1
     assert metric(text, "kubediffusers_uncompiled_calls_total", reason="size") == 0

@@ -22,6 +22,13 @@ import httpx
 import numpy as np
 import pytest
 
+from kubediffusers.runner.dev.tiny import tiny_model_id
+from kubediffusers.runner.metrics import Metrics
+from kubediffusers.runner.model import ModelHolder, find_snapshot
+from kubediffusers.runner.params import TextToImageParams
+from kubediffusers.runner.pipelines.text_to_image import TextToImagePipeline
+from kubediffusers.runner.settings import RunnerSettings
+from kubediffusers.runner.types import Work
 from tests.runner.helpers import wait_until
 from tests.runner.test_compile_http import is_ready, post, recompilations, stop, uncompiled
 from tests.runner.test_server_process import start
@@ -29,10 +36,7 @@ from tests.runner.test_server_process import start
 pytestmark = [pytest.mark.slow, pytest.mark.compile]
 
 
-def settings(model_dir: Path, tmp_path: Path, **options: Any) -> Any:
-    from kubediffusers.runner.dev.tiny import tiny_model_id
-    from kubediffusers.runner.settings import RunnerSettings
-
+def settings(model_dir: Path, tmp_path: Path, **options: Any) -> RunnerSettings:
     return RunnerSettings(
         task="text-to-image",
         model_id=tiny_model_id("text-to-image"),
@@ -45,10 +49,7 @@ def settings(model_dir: Path, tmp_path: Path, **options: Any) -> Any:
     )
 
 
-def work(prompt: str, images: int, guidance: float) -> Any:
-    from kubediffusers.runner.params import TextToImageParams
-    from kubediffusers.runner.types import Work
-
+def work(prompt: str, images: int, guidance: float) -> Work:
     params = TextToImageParams(prompt=prompt, num_inference_steps=2, guidance_scale=guidance, num_images_per_prompt=images, seed=images)
     return Work(params=params, seed=images, num_images=images)
 
@@ -59,9 +60,6 @@ def pixels(results: list[Any]) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("cache", [64, 0], ids=["prompt-cache", "no-prompt-cache"])
 def test_new_prompts_run_only_graphs_warm_up_compiled(model_dir: Path, tmp_path: Path, cache: int) -> None:
-    from kubediffusers.runner.metrics import Metrics
-    from kubediffusers.runner.model import ModelHolder, find_snapshot
-    from kubediffusers.runner.pipelines.text_to_image import TextToImagePipeline
 
     compiled_settings = settings(model_dir, tmp_path, compile_text_encoder=True, prompt_cache_size=cache)
     metrics = Metrics("text-to-image")
