@@ -76,3 +76,24 @@ def test_sdxl_vae_runs_in_bfloat16_without_the_per_call_upcast(model_dir: Path, 
     (images,) = pipeline.run_batch([Work(params=params, seed=0, num_images=1)])
     assert upcasts == [] and images[0].image.size == pipeline.default_size()[::-1]
     assert optimizations.vae_without_upcast(pipe) == ""  # once is enough; a tiny VAE or SD's VAE: nothing to do
+
+
+@pytest.mark.parametrize("arch", sorted(MODELS))
+def test_the_gpu_preset_with_compiled_text_encoders_loads_and_generates(arch: str, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """compile.textEncoder on top of the gpu preset: every text encoder compiled (SDXL's two)."""
+    compiled: list[str] = []
+
+    def recording_compile(fn: Any, mode: str, dynamic: bool | None = None) -> Any:
+        compiled.append(getattr(fn, "__qualname__", type(fn).__name__))
+        return fn
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE", "TORCHINDUCTOR_AUTOGRAD_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    settings = settings_for(model_dir, model_id=MODELS[arch], compile_cache_dir=tmp_path, compile_text_encoder=True, **PRESETS["gpu"])
+    pipeline = TextToImagePipeline.load(find_snapshot(settings)[0], settings)
+    encoders = ["CLIPTextModel.forward"] + (["CLIPTextModelWithProjection.forward"] if arch == "sdxl" else [])
+    assert compiled[2:] == encoders  # after the UNet and the VAE decoder
+    params = TextToImageParams(prompt="a cat", num_inference_steps=1, guidance_scale=7.5)
+    (images,) = pipeline.run_batch([Work(params=params, seed=0, num_images=2)])
+    assert [img.image.size for img in images] == [pipeline.default_size()[::-1]] * 2
