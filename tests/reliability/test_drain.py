@@ -84,7 +84,9 @@ def test_work_left_at_the_drain_deadline_fails_clearly_and_slow_readers_do_not_h
     with runner:
         results: list[httpx.Response] = []
         threads = [post_in_thread(runner, 1000, results) for _ in range(2)]
-        wait_until(lambda: busy(runner), timeout=60, what="a generation running")
+        # Both in before the signal, one running and one queued: a request that arrived after it would
+        # be refused as "shutting down" instead (a loaded machine starts the second thread late).
+        wait_until(lambda: busy(runner) and httpx.get(runner.url + "/health").json()["queue_depth"] == 1, timeout=60, what="one running, one queued")
         # A client that never reads its answers, holding the server's write buffer.
         reader = socket.create_connection(("127.0.0.1", runner.port))
         reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
