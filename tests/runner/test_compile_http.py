@@ -75,19 +75,44 @@ def post(url: str, images: int, seed: int, **extra: Any) -> list[dict[str, Any]]
     return found
 
 
-def test_compiled_runner_never_compiles_after_ready(model_dir: Path, tmp_path: Path) -> None:
-    started = time.monotonic()
-    # Batches of up to 3 images, requests of up to 4 (larger than a batch): buckets 1, 2, 4.
-    proc, url = start(
+def start_compiled(model_dir: Path, tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], str]:
+    """A runner process that compiles what ``env`` says: batches of up to 3 images, requests of
+    up to 4 (larger than a batch): buckets 1, 2, 4; a cold compile cache."""
+    return start(
         model_dir,
-        KUBEDIFFUSERS_COMPILE_VAE="true",
         KUBEDIFFUSERS_MAX_BATCH_SIZE="3",
         KUBEDIFFUSERS_MAX_IMAGES_PER_REQUEST="4",
-        KUBEDIFFUSERS_COMPILE_SIZES='["64x64", "64x48"]',  # the tiny model's own size, and one more
         KUBEDIFFUSERS_COMPILE_CACHE_DIR=str(tmp_path / "compile-cache"),  # cold: every graph compiles here
         # No access log: the output is a pipe read only at the end, and minutes of /readyz polls
         # filled it (64 KiB), which froze the runner's event loop on its next log line.
         KUBEDIFFUSERS_LOG_LEVEL="warning",
+        **env,
+    )
+
+
+def batched_behind_a_long_request(url: str, *requests: tuple[int, int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The images of ``requests`` (images, seed, other fields), queued together while a long
+    request of one image (the same shape) holds the worker: they then share one call."""
+    with ThreadPoolExecutor(len(requests) + 1) as pool:
+        hold = pool.submit(post, url, 1, 99, num_inference_steps=25)
+        wait_until(lambda: httpx.get(url + "/health").json()["activity"] == "Busy", what="the long request running")
+        queued = []
+        for depth, (images, seed, extra) in enumerate(requests, start=1):
+            queued.append(pool.submit(post, url, images, seed, **extra))
+            wait_until(lambda depth=depth: httpx.get(url + "/health").json()["queue_depth"] == depth, what=f"request {depth} queued")
+        assert httpx.get(url + "/health").json()["activity"] == "Busy", "the long request ended before all were queued"
+        found = [item for future in queued for item in future.result(timeout=600)]
+        hold.result(timeout=600)
+    return found
+
+
+def test_compiled_runner_never_compiles_after_ready(model_dir: Path, tmp_path: Path) -> None:
+    started = time.monotonic()
+    proc, url = start_compiled(
+        model_dir,
+        tmp_path,
+        KUBEDIFFUSERS_COMPILE_VAE="true",
+        KUBEDIFFUSERS_COMPILE_SIZES='["64x64", "64x48"]',  # the tiny model's own size, and one more
     )
     try:
         wait_until(lambda: is_ready(url), timeout=900, what="compiled warm-up")
@@ -95,18 +120,8 @@ def test_compiled_runner_never_compiles_after_ready(model_dir: Path, tmp_path: P
         assert recompilations(url) == 0
 
         alone = {n: post(url, n, seed=10) for n in (1, 2, 3, 4)}  # 3 is padded to 4; 4 is more than a batch
-        # Two requests batched into one call of 3 rows, padded to 4: a long request holds the
-        # worker (the same shape: 1 image) while they queue.
-        with ThreadPoolExecutor(3) as pool:
-            hold = pool.submit(post, url, 1, 99, num_inference_steps=25)
-            wait_until(lambda: httpx.get(url + "/health").json()["activity"] == "Busy", what="the long request running")
-            first = pool.submit(post, url, 1, 10)
-            wait_until(lambda: httpx.get(url + "/health").json()["queue_depth"] == 1, what="the first request queued")
-            second = pool.submit(post, url, 2, 11)
-            wait_until(lambda: httpx.get(url + "/health").json()["queue_depth"] == 2, what="the second request queued")
-            assert httpx.get(url + "/health").json()["activity"] == "Busy", "the long request ended before both were queued"
-            batched = first.result(timeout=600) + second.result(timeout=600)
-            hold.result(timeout=600)
+        # Two requests batched into one call of 3 rows, padded to 4.
+        batched = batched_behind_a_long_request(url, (1, 10, {}), (2, 11, {}))
         text = httpx.get(url + "/metrics").text
         assert metric(text, "kubediffusers_batch_requests_bucket", le="2.0") - metric(text, "kubediffusers_batch_requests_bucket", le="1.0") == 1
         # Rows 10, 11, 12 of a padded call of 4 are rows 10, 11, 12 of the unpadded call of 4.

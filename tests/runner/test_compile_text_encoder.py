@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
@@ -30,8 +29,7 @@ from kubediffusers.runner.pipelines.text_to_image import TextToImagePipeline
 from kubediffusers.runner.settings import RunnerSettings
 from kubediffusers.runner.types import Work
 from tests.runner.helpers import wait_until
-from tests.runner.test_compile_http import is_ready, post, recompilations, stop, uncompiled
-from tests.runner.test_server_process import start
+from tests.runner.test_compile_http import batched_behind_a_long_request, is_ready, post, recompilations, start_compiled, stop, uncompiled
 
 pytestmark = [pytest.mark.slow, pytest.mark.compile]
 
@@ -85,24 +83,13 @@ def test_new_prompts_run_only_graphs_warm_up_compiled(model_dir: Path, tmp_path:
 
 def test_a_runner_process_compiles_its_text_encoder_before_ready(model_dir: Path, tmp_path: Path) -> None:
     started = time.monotonic()
-    proc, url = start(
-        model_dir,
-        KUBEDIFFUSERS_COMPILE_TEXT_ENCODER="true",
-        KUBEDIFFUSERS_MAX_BATCH_SIZE="3",
-        KUBEDIFFUSERS_MAX_IMAGES_PER_REQUEST="4",
-        KUBEDIFFUSERS_COMPILE_CACHE_DIR=str(tmp_path / "compile-cache"),
-        KUBEDIFFUSERS_LOG_LEVEL="warning",  # the output is a pipe read only at the end (test_compile_http)
-    )
+    proc, url = start_compiled(model_dir, tmp_path, KUBEDIFFUSERS_COMPILE_TEXT_ENCODER="true")
     try:
         wait_until(lambda: is_ready(url), timeout=600, what="compiled warm-up")
         ready = time.monotonic()
         for images in (1, 4):
             post(url, images, seed=images, prompt=f"a new prompt for {images}")
-        with ThreadPoolExecutor(2) as pool:  # two new prompts queued together
-            hold = pool.submit(post, url, 1, 99, num_inference_steps=25, prompt="a long one")
-            wait_until(lambda: httpx.get(url + "/health").json()["activity"] == "Busy", what="the long request running")
-            pair = [pool.submit(post, url, 1, 10, prompt="first"), pool.submit(post, url, 2, 11, prompt="second")]
-            [f.result(timeout=600) for f in (hold, *pair)]
+        batched_behind_a_long_request(url, (1, 10, {"prompt": "first"}), (2, 11, {"prompt": "second"}))  # two new prompts, one call
         assert recompilations(url) == 0 and uncompiled(url, "shape") == 0
         print(f"compiled warm-up {ready - started:.0f} s, requests {time.monotonic() - ready:.0f} s")
     finally:

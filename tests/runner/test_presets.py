@@ -26,21 +26,27 @@ from tests.runner.helpers import settings_for
 MODELS = {"sd": tiny_model_id("text-to-image"), "sdxl": "kubediffusers/tiny-sdxl"}
 
 
-@pytest.mark.parametrize("tiny_vae", [False, True], ids=["vae", "tiny-vae"])
-@pytest.mark.parametrize("preset", sorted(PRESETS))
-@pytest.mark.parametrize("arch", sorted(MODELS))
-def test_each_documented_preset_loads_and_generates(
-    arch: str, preset: str, tiny_vae: bool, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    compiled: list[str] = []
+@pytest.fixture
+def compiles(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """torch.compile recorded, (mode, what it compiled), not run: compiling for real takes minutes here."""
+    recorded: list[tuple[str, str]] = []
 
     def recording_compile(fn: Any, mode: str, dynamic: bool | None = None) -> Any:
-        compiled.append(mode)
+        recorded.append((mode, getattr(fn, "__qualname__", type(fn).__name__)))
         return fn
 
     monkeypatch.setattr(torch, "compile", recording_compile)
     for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE", "TORCHINDUCTOR_AUTOGRAD_CACHE"):
         monkeypatch.delenv(var, raising=False)
+    return recorded
+
+
+@pytest.mark.parametrize("tiny_vae", [False, True], ids=["vae", "tiny-vae"])
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("arch", sorted(MODELS))
+def test_each_documented_preset_loads_and_generates(
+    arch: str, preset: str, tiny_vae: bool, model_dir: Path, tmp_path: Path, compiles: list[tuple[str, str]]
+) -> None:
     options: dict[str, Any] = dict(PRESETS[preset], compile_cache_dir=tmp_path)
     if tiny_vae:
         ensure_tiny_vae(model_dir)
@@ -51,7 +57,7 @@ def test_each_documented_preset_loads_and_generates(
     assert type(pipeline.pipe.vae).__name__ == ("AutoencoderTiny" if tiny_vae else "AutoencoderKL")
     fused = [name for name, module in pipeline.pipe.unet.named_modules() if getattr(module, "fused_projections", False)]
     assert bool(fused) == settings.fuse_qkv
-    assert compiled == [settings.compile_mode.value] * (settings.compile_unet + settings.compile_vae)
+    assert [mode for mode, _ in compiles] == [settings.compile_mode.value] * (settings.compile_unet + settings.compile_vae)
     params = TextToImageParams(prompt="a cat", num_inference_steps=1, guidance_scale=7.5)
     (images,) = pipeline.run_batch([Work(params=params, seed=0, num_images=2)])
     assert [img.image.size for img in images] == [pipeline.default_size()[::-1]] * 2
@@ -79,21 +85,12 @@ def test_sdxl_vae_runs_in_bfloat16_without_the_per_call_upcast(model_dir: Path, 
 
 
 @pytest.mark.parametrize("arch", sorted(MODELS))
-def test_the_gpu_preset_with_compiled_text_encoders_loads_and_generates(arch: str, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_gpu_preset_with_compiled_text_encoders_loads_and_generates(arch: str, model_dir: Path, tmp_path: Path, compiles: list[tuple[str, str]]) -> None:
     """compile.textEncoder on top of the gpu preset: every text encoder compiled (SDXL's two)."""
-    compiled: list[str] = []
-
-    def recording_compile(fn: Any, mode: str, dynamic: bool | None = None) -> Any:
-        compiled.append(getattr(fn, "__qualname__", type(fn).__name__))
-        return fn
-
-    monkeypatch.setattr(torch, "compile", recording_compile)
-    for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE", "TORCHINDUCTOR_AUTOGRAD_CACHE"):
-        monkeypatch.delenv(var, raising=False)
     settings = settings_for(model_dir, model_id=MODELS[arch], compile_cache_dir=tmp_path, compile_text_encoder=True, **PRESETS["gpu"])
     pipeline = TextToImagePipeline.load(find_snapshot(settings)[0], settings)
     encoders = ["CLIPTextModel.forward"] + (["CLIPTextModelWithProjection.forward"] if arch == "sdxl" else [])
-    assert compiled[2:] == encoders  # after the UNet and the VAE decoder
+    assert [what for _, what in compiles[2:]] == encoders  # after the UNet and the VAE decoder
     params = TextToImageParams(prompt="a cat", num_inference_steps=1, guidance_scale=7.5)
     (images,) = pipeline.run_batch([Work(params=params, seed=0, num_images=2)])
     assert [img.image.size for img in images] == [pipeline.default_size()[::-1]] * 2
