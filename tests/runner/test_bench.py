@@ -45,7 +45,9 @@ def test_output_measures_another_checkout_side_by_side() -> None:
     result = bench("output", *small, "--rounds", "3", "--baseline", str(root))
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line for line in result.stdout.splitlines() if " batch " in line and "serving cost" in line]
-    assert len(rows) == 6 and all("; baseline HTTP median" in row and "this - baseline" in row for row in rows), result.stdout
+    assert len(rows) == 6 and all(
+        "; baseline HTTP median" in row and "this - baseline" in row and re.search(r"\(event loop \d+\.\d+, other threads -?\d+\.\d+\)", row) for row in rows
+    ), result.stdout
     assert "jpeg q90 from pixels (runner)" in result.stdout and f"baseline: the stub server of {root}" in result.stdout
     throughput = next(line for line in result.stdout.splitlines() if line.startswith("throughput, stub pipeline"))
     assert re.search(r"% of the pipeline's own \(median; rounds \d+%, \d+%, \d+%\); calls by images: <=\d+: \d+", throughput), throughput

@@ -111,10 +111,11 @@ def _payload(fmt: ImageFormat, images: int, seed: int) -> dict[str, Any]:
     return {"prompt": "a lighthouse", "num_inference_steps": 1, "guidance_scale": 0, "num_images_per_prompt": images, "seed": seed, "output_format": fmt.value}
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere)."""
+def cpu_seconds(pid: int | None, thread: int | None = None) -> float:
+    """User + system CPU seconds of a process, or of one of its threads, so far (Linux /proc; 0 elsewhere)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        stat = Path(f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat")
+        fields = stat.read_text().rpartition(")")[2].split()
     except (OSError, TypeError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -122,7 +123,8 @@ def cpu_seconds(pid: int | None) -> float:
 
 def serving_costs(bench: OutputBench, client: Client, device: str, pid: int | None = None, baseline: Client | None = None) -> dict[tuple[str, int], float]:
     """Per request: HTTP end to end minus a direct call (pipeline + the same encoding), interleaved;
-    and the runner process's CPU time per request, which a loaded machine inflates far less than wall time.
+    and the runner process's CPU time per request, which a loaded machine inflates far less than wall time,
+    split into the event loop's (uvicorn runs it on the process's main thread) and the other threads'.
     With a ``baseline`` server (another checkout's), its request alternates with this one's in every run,
     first one then the other: the difference of the two medians is measured side by side."""
     from kubediffusers.runner.params import TextToImageParams
@@ -142,15 +144,16 @@ def serving_costs(bench: OutputBench, client: Client, device: str, pid: int | No
             if post_baseline:
                 post_baseline()
             d, e, h, hb = [], [], [], []
-            server_cpu = 0.0
+            server_cpu = loop_cpu = 0.0
             for run in range(bench.runs):
                 d.append(median_ms(direct, 1))
                 e.append(median_ms(direct_encoded, 1))
                 if post_baseline and run % 2:
                     hb.append(median_ms(post_baseline, 1))
-                before = cpu_seconds(pid)
+                before, loop_before = cpu_seconds(pid), cpu_seconds(pid, pid)
                 h.append(median_ms(post, 1))
                 server_cpu += cpu_seconds(pid) - before
+                loop_cpu += cpu_seconds(pid, pid) - loop_before
                 if post_baseline and not run % 2:
                     hb.append(median_ms(post_baseline, 1))
             cost = (statistics.median(h) - statistics.median(d)) / images
@@ -163,7 +166,8 @@ def serving_costs(bench: OutputBench, client: Client, device: str, pid: int | No
             print(
                 f"  {fmt.value:<4} batch {images}: direct {statistics.median(d):6.2f} ms, direct+encode (one thread) {statistics.median(e):6.2f} ms, "
                 f"HTTP median {statistics.median(h):6.2f} ms (p90 {p90([x / 1000 for x in h]) * 1000:6.2f}), "
-                f"serving cost {cost:5.2f} ms/image, runner CPU {server_cpu / bench.runs * 1000:6.2f} ms/request{beside}"
+                f"serving cost {cost:5.2f} ms/image, runner CPU {server_cpu / bench.runs * 1000:6.2f} ms/request "
+                f"(event loop {loop_cpu / bench.runs * 1000:.2f}, other threads {(server_cpu - loop_cpu) / bench.runs * 1000:.2f}){beside}"
             )
     return costs
 
