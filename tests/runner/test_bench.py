@@ -56,3 +56,13 @@ def test_output_measures_another_checkout_side_by_side() -> None:
     assert (
         result.returncode == 1 and result.stderr.strip().startswith("kubediffusers-bench: --baseline ") and "is not a kubediffusers checkout" in result.stderr
     )
+
+
+def test_block_costs_show_how_far_the_figure_drifts_within_a_run() -> None:
+    from kubediffusers.runner.dev.bench.output import block_costs
+
+    http = [4.0] * 10 + [5.0] * 10 + [4.0] * 10 + [6.0] * 10 + [4.0] * 10
+    direct = [1.0] * 50
+    assert block_costs(http, direct, 1) == [3.0, 4.0, 3.0, 5.0, 3.0]
+    assert block_costs(http, direct, 2) == [1.5, 2.0, 1.5, 2.5, 1.5]  # per image
+    assert block_costs(http[:9], direct[:9], 1) == []  # under two runs a fifth: no figure

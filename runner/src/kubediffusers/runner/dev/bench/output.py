@@ -158,6 +158,8 @@ def serving_costs(bench: OutputBench, client: Client, device: str, pid: int | No
                     hb.append(median_ms(post_baseline, 1))
             cost = (statistics.median(h) - statistics.median(d)) / images
             costs[(fmt.value, images)] = cost
+            parts = block_costs(h, d, images)
+            spread = f" (fifths of the runs: {', '.join(f'{c:.2f}' for c in parts)})" if parts else ""
             beside = (
                 f"; baseline HTTP median {statistics.median(hb):6.2f} ms, this - baseline {(statistics.median(h) - statistics.median(hb)) / images:+5.2f} ms/image"
                 if hb
@@ -166,10 +168,20 @@ def serving_costs(bench: OutputBench, client: Client, device: str, pid: int | No
             print(
                 f"  {fmt.value:<4} batch {images}: direct {statistics.median(d):6.2f} ms, direct+encode (one thread) {statistics.median(e):6.2f} ms, "
                 f"HTTP median {statistics.median(h):6.2f} ms (p90 {p90([x / 1000 for x in h]) * 1000:6.2f}), "
-                f"serving cost {cost:5.2f} ms/image, runner CPU {server_cpu / bench.runs * 1000:6.2f} ms/request "
+                f"serving cost {cost:5.2f} ms/image{spread}, runner CPU {server_cpu / bench.runs * 1000:6.2f} ms/request "
                 f"(event loop {loop_cpu / bench.runs * 1000:.2f}, other threads {(server_cpu - loop_cpu) / bench.runs * 1000:.2f}){beside}"
             )
     return costs
+
+
+def block_costs(http: list[float], direct: list[float], images: int, blocks: int = 5) -> list[float]:
+    """The serving cost of each of ``blocks`` consecutive stretches of the runs: how far this
+    machine's drift moves the figure within one run (none when there are too few runs)."""
+    size = len(http) // blocks
+    if size < 2:
+        return []
+    stretches = [slice(i * size, (i + 1) * size) for i in range(blocks)]
+    return [(statistics.median(http[part]) - statistics.median(direct[part])) / images for part in stretches]
 
 
 def _run_and_encode(pipeline: Any, work: Any, encoding: Encoding) -> None:
