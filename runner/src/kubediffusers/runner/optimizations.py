@@ -15,14 +15,13 @@ from typing import Any
 import torch
 
 from kubediffusers.runner import hotpath
+from kubediffusers.runner.encoder_offload import encoders_of
 from kubediffusers.runner.errors import ModelUnavailable, one_line
 from kubediffusers.runner.pipelines.buckets import Buckets, allow_bucket_graphs
 from kubediffusers.runner.settings import Attention, CpuOffload, RunnerSettings, TransformerCache
 from kubediffusers.runner.snapshots import locate
 
 log = logging.getLogger(__name__)
-
-TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
 
 def _denoiser(pipe: Any) -> Any:
@@ -221,10 +220,8 @@ def compile_text_encoders(pipe: Any, mode: str) -> list[str]:
     from torch.utils._pytree import tree_map_only
 
     done = []
-    for name in TEXT_ENCODERS:
-        encoder = getattr(pipe, name, None)
-        if encoder is None:
-            continue
+    for name in encoders_of(pipe):
+        encoder = getattr(pipe, name)
         compiled = torch.compile(encoder.forward, mode=mode, dynamic=False)
 
         def forward(*args: Any, _compiled: Any = compiled, **kwargs: Any) -> Any:

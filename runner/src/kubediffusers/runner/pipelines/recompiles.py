@@ -107,15 +107,14 @@ class UncompiledWatch:
 
         if size not in self.sizes:
             self._count_size(size)
-            with torch.compiler.set_stance("eager_on_recompile"):
+        else:
+            try:
                 return call()
-        try:
-            return call()
-        except RuntimeError as exc:
-            if RECOMPILE_REFUSED not in str(exc):
-                raise
-            self.counter.labels(reason="shape").inc()
-            log.warning("a call at %dx%d missed the graphs warm-up compiled (%s); run again uncompiled", *size, str(exc).splitlines()[0])
+            except RuntimeError as exc:
+                if RECOMPILE_REFUSED not in str(exc):
+                    raise
+                self.counter.labels(reason="shape").inc()
+                log.warning("a call at %dx%d missed the graphs warm-up compiled (%s); run again uncompiled", *size, str(exc).splitlines()[0])
         with torch.compiler.set_stance("eager_on_recompile"):
             return call()
 

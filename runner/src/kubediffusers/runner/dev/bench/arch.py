@@ -160,7 +160,8 @@ def bench_text_encoder(run: ArchRun, snapshot: Path, device: str, what: str) -> 
     runner's prompt cache (what a repeated prompt costs). Issue 16 point 2 asks for both measured."""
     import torch
 
-    from kubediffusers.runner.optimizations import TEXT_ENCODERS, compile_text_encoders
+    from kubediffusers.runner.encoder_offload import encoders_of
+    from kubediffusers.runner.optimizations import compile_text_encoders
     from kubediffusers.runner.pipelines.prompt_cache import PromptCache, family
 
     values = {**run.runner_settings(run.work_dir / "compile-cache-text-encoder"), "warmup": False, "compile_unet": False, "compile_vae": False}
@@ -176,7 +177,7 @@ def bench_text_encoder(run: ArchRun, snapshot: Path, device: str, what: str) -> 
     def encode(seed: int) -> object:  # a fresh cache: always a miss
         return PromptCache(1).embeddings(pipe, keys, f"{run.request.prompt}, variation {seed}", "", guided)
 
-    encoders = [name for name in TEXT_ENCODERS if getattr(pipe, name, None) is not None]
+    encoders = encoders_of(pipe)
     names = "+".join(type(getattr(pipe, n)).__name__ for n in encoders)
     cfg = "with CFG (conditional and unconditional)" if guided else "no CFG"
     line = f"[{device}] {what} | text encoders {names}, {cfg}"
