@@ -44,10 +44,11 @@ def test_output_measures_another_checkout_side_by_side() -> None:
     small = ["--runs", "2", "--clients", "2", "--max-batch-size", "2", "--call-ms", "2", "--image-ms", "1", "--port", str(free_port())]
     result = bench("output", *small, "--rounds", "3", "--baseline", str(root))
     assert result.returncode == 0, result.stdout + result.stderr
-    rows = [line for line in result.stdout.splitlines() if " batch " in line and "serving cost" in line]
+    rows = [line for line in result.stdout.splitlines() if " batch " in line and "serving cost" in line and "idle" not in line]
     assert len(rows) == 6 and all(
         "; baseline HTTP median" in row and "this - baseline" in row and re.search(r"\(event loop \d+\.\d+, other threads -?\d+\.\d+\)", row) for row in rows
     ), result.stdout
+    assert re.search(r"after idle time: .*: 0 ms: -?\d+\.\d+, 4 ms: -?\d+\.\d+, 10 ms: -?\d+\.\d+ ms", result.stdout), result.stdout
     assert "jpeg q90 from pixels (runner)" in result.stdout and f"baseline: the stub server of {root}" in result.stdout
     throughput = next(line for line in result.stdout.splitlines() if line.startswith("throughput, stub pipeline"))
     assert re.search(r"% of the pipeline's own \(median; rounds \d+%, \d+%, \d+%\); calls by images: <=\d+: \d+", throughput), throughput
