@@ -111,6 +111,14 @@ def _payload(fmt: ImageFormat, images: int, seed: int) -> dict[str, Any]:
     return {"prompt": "a lighthouse", "num_inference_steps": 1, "guidance_scale": 0, "num_images_per_prompt": images, "seed": seed, "output_format": fmt.value}
 
 
+def _work(fmt: ImageFormat, images: int) -> Any:
+    """The work a request of ``_payload(fmt, images, 0)`` hands the pipeline, for a direct call."""
+    from kubediffusers.runner.params import TextToImageParams
+    from kubediffusers.runner.types import Work
+
+    return Work(params=TextToImageParams(**_payload(fmt, images, 0)), seed=0, num_images=images)
+
+
 def cpu_seconds(pid: int | None, thread: int | None = None) -> float:
     """User + system CPU seconds of a process, or of one of its threads, so far (Linux /proc; 0 elsewhere)."""
     try:
@@ -127,15 +135,12 @@ def serving_costs(bench: OutputBench, client: Client, device: str, pid: int | No
     split into the event loop's (uvicorn runs it on the process's main thread) and the other threads'.
     With a ``baseline`` server (another checkout's), its request alternates with this one's in every run,
     first one then the other: the difference of the two medians is measured side by side."""
-    from kubediffusers.runner.params import TextToImageParams
-    from kubediffusers.runner.types import Work
-
     pipeline = stub_pipeline()
     costs = {}
     print(f"serving cost per image (HTTP median - direct median) / images, {bench.runs} interleaved runs, device {device}:")
     for images in (1, bench.batch):
         for fmt in FORMATS:
-            work = Work(params=TextToImageParams(**_payload(fmt, images, 0)), seed=0, num_images=images)
+            work = _work(fmt, images)
             direct = partial(pipeline.run_batch, [work])
             direct_encoded = partial(_run_and_encode, pipeline, work, Encoding(fmt))
             post = partial(client.post, "/text-to-image", _payload(fmt, images, 0))
@@ -183,11 +188,8 @@ def serving_costs(bench: OutputBench, client: Client, device: str, pid: int | No
 def idle_costs(bench: OutputBench, client: Client, device: str, pauses: tuple[float, ...] = (0.0, 4.0, 10.0)) -> dict[float, float]:
     """The single-JPEG serving cost with a pause of ``pauses`` ms before each direct call and each
     request alike: how much this machine's idle cores slow the next request (a client's think time)."""
-    from kubediffusers.runner.params import TextToImageParams
-    from kubediffusers.runner.types import Work
-
     pipeline = stub_pipeline()
-    direct = partial(pipeline.run_batch, [Work(params=TextToImageParams(**_payload(ImageFormat.JPEG, 1, 0)), seed=0, num_images=1)])
+    direct = partial(pipeline.run_batch, [_work(ImageFormat.JPEG, 1)])
     post = partial(client.post, "/text-to-image", _payload(ImageFormat.JPEG, 1, 0))
     costs = {}
     for pause in pauses:
