@@ -60,6 +60,9 @@ def create_app(settings: RunnerSettings, *, tasks: list[Task] | None = None, loa
         lifespan=lifespan,
         docs_url=None if guarded_docs else "/docs",
         redoc_url=None if guarded_docs else "/redoc",
+        # FastAPI's OpenTelemetry hooks look up the global providers on every request; the
+        # runner's metrics are Prometheus (/metrics) and the image has no OpenTelemetry SDK.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.context = context
     install_error_handlers(app)

@@ -157,7 +157,11 @@ class InferenceWorker:
     async def result(self, job: Job[T], timeout: float) -> T:
         """Wait for a job; on timeout it is cancelled so the worker moves on."""
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), timeout)
+            # The job's own future, awaited under a deadline: no shield and no wait_for
+            # futures, each a loop iteration more before the request resumes. A timeout
+            # or a cancelled request cancels the future; the worker skips a done future.
+            async with asyncio.timeout(timeout):
+                return await job.future
         except TimeoutError:
             job.cancel("timeout")
             self._metrics.rejected.labels("timeout").inc()
@@ -219,16 +223,15 @@ class InferenceWorker:
         or None once the call has ended (the next batch is then formed as usual, window and all)."""
         if self.max_batch_size <= 1:
             return None
+        # The call's end sets the arrival event too: one event to wait on, not a task and
+        # asyncio.wait per call (the event's other waiters re-check the queue and wait again).
+        call.add_done_callback(lambda _: self._arrived.set())
         while not call.done():
             full = self._take_full_batch()
             if full is not None:
                 return full
             self._arrived.clear()
-            arrival: asyncio.Future[Any] = asyncio.ensure_future(self._arrived.wait())
-            try:
-                await asyncio.wait({call, arrival}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                arrival.cancel()
+            await self._arrived.wait()
         return None
 
     def _take_full_batch(self) -> list[Job[Any]] | None:
